@@ -1,0 +1,185 @@
+"""Multi-head attention and its backends.
+
+Legend: B batch, H heads, Lq/Lk query/key length, C queries per block, Dh head dimension.
+
+Backends come from transformers' attention interface (`ALL_ATTENTION_FUNCTIONS`: `sdpa`, `flex_attention`, ...,
+with `eager_attention_forward` below as the fallback). A bias encoding passes its scores as the `position_bias`
+keyword, which HF's sdpa and flex functions take; it is never merged into the padding mask upstream.
+
+For long inputs the bias encodings take `chunked_attention_forward` instead (Rabe & Staats 2021,
+arXiv 2112.05682): queries are cut into blocks of C rows, each block builds its own (B, H, C, Lk) bias and mask
+from the positions, attends with SDPA, and is checkpointed, so memory grows with C * Lk rather than Lq * Lk.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers.cache_utils import Cache, EncoderDecoderCache
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from .configuration_longctx import LongCtxConfig
+
+# One block of scores holds about this many elements (64 MiB in fp32) when `attention_chunk_size` is None.
+BLOCK_SCORE_ELEMENTS = 2**24
+
+
+@dataclass
+class BlockwiseBias:
+    """What the chunked path needs to build the bias and mask of any block of queries by itself."""
+
+    bias_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (q_positions, k_positions) -> (1, H, C, Lk)
+    q_positions: torch.Tensor  # (Lq,)
+    k_positions: torch.Tensor  # (Lk,)
+    key_padding_mask: torch.Tensor | None  # (B, Lk) bool, True = attend
+    causal: bool
+    chunk_size: int | None = None
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scaling + bias + mask) v, written out; returns the attention weights too."""
+    scores_BHLqLk = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if position_bias is not None:
+        scores_BHLqLk = scores_BHLqLk + position_bias
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores_BHLqLk = scores_BHLqLk.masked_fill(~attention_mask, torch.finfo(scores_BHLqLk.dtype).min)
+        else:  # an additive mask that already holds finfo.min: adding a bias must not overflow it to -inf
+            scores_BHLqLk = (scores_BHLqLk + attention_mask).clamp(min=torch.finfo(scores_BHLqLk.dtype).min)
+    weights = F.softmax(scores_BHLqLk, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output_BLqHDh = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output_BLqHDh, weights
+
+
+def _attend_block(
+    query_BHCDh: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    q_positions: torch.Tensor,
+    plan: BlockwiseBias,
+    scaling: float,
+    dropout: float,
+) -> torch.Tensor:
+    bias_BHCLk = plan.bias_fn(q_positions, plan.k_positions).to(query_BHCDh.dtype)
+    allowed = None
+    if plan.key_padding_mask is not None:
+        allowed = plan.key_padding_mask[:, None, None, :]
+    if plan.causal:
+        causal_CLk = plan.k_positions[None, :] <= q_positions[:, None]
+        allowed = causal_CLk if allowed is None else allowed & causal_CLk
+    if allowed is not None:  # one finfo.min plane, never added to another (fully masked rows stay finite)
+        bias_BHCLk = torch.where(allowed, bias_BHCLk, torch.finfo(bias_BHCLk.dtype).min)
+    return F.scaled_dot_product_attention(
+        query_BHCDh, key, value, attn_mask=bias_BHCLk, dropout_p=dropout, scale=scaling
+    )
+
+
+def chunked_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    plan: BlockwiseBias,
+    scaling: float,
+    dropout: float = 0.0,
+) -> tuple[torch.Tensor, None]:
+    """Query-chunked attention with the bias built per block; memory O(B * H * C * Lk)."""
+    batch, heads, q_len, _ = query.shape
+    k_len = key.shape[2]
+    chunk = plan.chunk_size or max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * k_len))
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    blocks = []
+    for start in range(0, q_len, chunk):
+        args = (query[:, :, start : start + chunk], key, value, plan.q_positions[start : start + chunk], plan)
+        if needs_grad:  # recompute the block's scores in backward instead of keeping them
+            blocks.append(checkpoint(_attend_block, *args, scaling, dropout, use_reentrant=False))
+        else:
+            blocks.append(_attend_block(*args, scaling, dropout))
+    output_BLqHDh = torch.cat(blocks, dim=2).transpose(1, 2).contiguous()
+    return output_BLqHDh, None
+
+
+class LongCtxAttention(nn.Module):
+    """Self- or cross-attention. Positions reach it as `position_bias` (a dense tensor or a `BlockwiseBias`)
+    or as rotary `position_embeddings` (cos, sin); cross-attention gets neither."""
+
+    def __init__(self, config: LongCtxConfig, layer_idx: int, is_causal: bool = False):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.is_causal = is_causal
+        self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.scaling = self.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+        self.k_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+        self.v_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+        self.o_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+
+    def _heads(self, states_BLD: torch.Tensor) -> torch.Tensor:
+        return states_BLD.view(*states_BLD.shape[:-1], -1, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | BlockwiseBias | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        is_cross_attention = key_value_states is not None
+        query = self._heads(self.q_proj(hidden_states))
+
+        layer_cache, reuse_cross = cache, False
+        if isinstance(cache, EncoderDecoderCache):
+            reuse_cross = is_cross_attention and cache.is_updated.get(self.layer_idx, False)
+            layer_cache = cache.cross_attention_cache if is_cross_attention else cache.self_attention_cache
+
+        if reuse_cross:  # encoder keys/values were projected at the first decoding step
+            key = layer_cache.layers[self.layer_idx].keys
+            value = layer_cache.layers[self.layer_idx].values
+        else:
+            source = key_value_states if is_cross_attention else hidden_states
+            key, value = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
+            if position_embeddings is not None:
+                cos, sin = position_embeddings
+                query, key = apply_rotary_pos_emb(query, key, cos, sin)
+            if layer_cache is not None:
+                key, value = layer_cache.update(key, value, self.layer_idx)
+                if is_cross_attention and isinstance(cache, EncoderDecoderCache):
+                    cache.is_updated[self.layer_idx] = True
+
+        dropout = self.dropout if self.training else 0.0
+        if isinstance(position_bias, BlockwiseBias):
+            output, weights = chunked_attention_forward(self, query, key, value, position_bias, self.scaling, dropout)
+        else:
+            if position_bias is not None and self.config._attn_implementation == "flex_attention":
+                position_bias = position_bias.expand(query.shape[0], -1, -1, -1)  # flex indexes bias[batch]
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
+            extra = {"position_bias": position_bias} if position_bias is not None else {}
+            output, weights = attention_interface(
+                self, query, key, value, attention_mask, dropout=dropout, scaling=self.scaling, **extra, **kwargs
+            )
+        output = self.o_proj(output.reshape(*hidden_states.shape[:-1], -1))
+        return output, weights

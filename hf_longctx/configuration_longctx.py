@@ -1,0 +1,184 @@
+"""Configuration of the hf_longctx encoder-decoder.
+
+Field names follow BART (`d_model`, `encoder_layers`, `decoder_layers`, ...): `generate` sizes its cache
+from `decoder_layers`, and an HF user reads them without a glossary.
+"""
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+# The registry of encodings lives with the model code (`positions.py`); the config only needs the names,
+# and importing them from there would make the config depend on torch modules. Keep the two in sync: a
+# test checks that both lists agree.
+POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "relative", "alibi", "rope", "none")
+EXTRAPOLATING_TYPES = ("sinusoidal", "relative", "alibi", "rope")
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn")
+NORM_TYPES = ("layernorm", "rmsnorm")
+CHUNKED_ATTENTION_MODES = ("auto", "always", "never")
+
+
+@strict
+class LongCtxConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`LongCtxModel`] and [`LongCtxForConditionalGeneration`].
+
+    Sizes:
+        vocab_size, d_model, encoder_layers, decoder_layers, num_heads, d_ff: the usual Transformer sizes;
+        `d_model` must be divisible by `num_heads`.
+
+    Regularisation and activation:
+        dropout (residual and embeddings), attention_dropout (attention probabilities), activation_dropout
+        (inside the feed-forward), activation_function (any key of `transformers.activations.ACT2FN`).
+
+    Normalisation:
+        pre_norm (`bool`, defaults to `True`): normalise the input of each sub-layer and add a final norm after
+            each stack (GPT-2/T5 style), instead of normalising after the residual sum as the original
+            Transformer does (`pre_norm=False`). Pre-norm is the default because gradients reach the lower
+            layers undamped, so deep or long-context models train without warm-up tricks (Xiong et al. 2020,
+            "On Layer Normalization in the Transformer Architecture").
+        norm_type (`"layernorm"` or `"rmsnorm"`), layer_norm_eps.
+
+    Positions (`position_embedding_type`, one of `sinusoidal | learned | relative | alibi | rope | none`):
+        sinusoidal: the fixed formula of "Attention Is All You Need", added to the embeddings, any length.
+        learned: a table of `max_position_embeddings` rows, added to the embeddings; cannot run longer inputs.
+        relative: T5 buckets (`relative_attention_num_buckets`, `relative_attention_max_distance`), a learned
+            bias per head on the attention scores; bidirectional in the encoder, causal in the decoder.
+        alibi: a fixed linear distance penalty per head, symmetric in the encoder, causal in the decoder.
+        rope: rotary q/k; `rope_parameters` selects the scaling used to run past the trained length:
+            `{"rope_type": "default" | "linear" | "dynamic" | "yarn", "rope_theta": 10000.0, "factor": 4.0,
+            "original_max_position_embeddings": 64}` (the same dict as HF's decoder-only models).
+        none: no positions. An encoder without positions is order-blind, so `none` is accepted only for
+            the decoder (`decoder_position_embedding_type="none"`), where the causal mask gives order.
+        decoder_position_embedding_type: defaults to `position_embedding_type`.
+        Cross-attention never carries positions.
+
+    Long inputs:
+        chunked_attention (`"auto" | "always" | "never"`): the query-chunked attention path for the bias
+            encodings (relative, alibi), whose memory grows linearly with length. `"auto"` uses it once the
+            key length reaches `chunked_attention_min_length`.
+        attention_chunk_size: queries per block in that path; `None` sizes blocks so that one block of
+            scores holds about 2**24 elements.
+
+    Embeddings:
+        scale_embedding: multiply token embeddings by sqrt(d_model). Off by default: with N(0, init_std)
+            embeddings the scale would drown additive positions.
+        tie_word_embeddings: share the encoder, decoder and output embedding matrices.
+    """
+
+    model_type = "longctx"
+    keys_to_ignore_at_inference = ["cache"]
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "num_heads",
+        "num_hidden_layers": "encoder_layers",
+    }
+
+    vocab_size: int = 8000
+    d_model: int = 256
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    num_heads: int = 4
+    d_ff: int = 1024
+    dropout: float | int = 0.1
+    attention_dropout: float | int = 0.0
+    activation_dropout: float | int = 0.0
+    activation_function: str = "gelu"
+    pre_norm: bool = True
+    norm_type: str = "layernorm"
+    layer_norm_eps: float = 1e-5
+    attention_bias: bool = True
+    init_std: float = 0.02
+
+    position_embedding_type: str = "alibi"
+    decoder_position_embedding_type: str | None = None
+    max_position_embeddings: int = 1024
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    rope_parameters: dict | None = None
+
+    chunked_attention: str = "auto"
+    chunked_attention_min_length: int = 2048
+    attention_chunk_size: int | None = None
+
+    scale_embedding: bool = False
+    tie_word_embeddings: bool = True
+    use_cache: bool = True
+    is_encoder_decoder: bool = True
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = 1
+    decoder_start_token_id: int | None = 0
+
+    def __post_init__(self, **kwargs):
+        if self.decoder_position_embedding_type is None:
+            self.decoder_position_embedding_type = self.position_embedding_type
+        if self.rope_parameters is None:
+            self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
+        else:
+            self.rope_parameters = dict(self.rope_parameters)
+            self.rope_parameters.setdefault("rope_type", "default")
+            self.rope_parameters.setdefault("rope_theta", 10000.0)
+        # Validate here too, not only in `validate_architecture`: `@strict` wraps what that raises in its own
+        # exception type, and users (and `pytest.raises`) expect a plain ValueError.
+        self.validate_architecture()
+        super().__post_init__(**kwargs)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def validate_architecture(self):
+        """Part of `@strict` validation: every bad value names its field and the fix."""
+        if self.d_model % self.num_heads != 0:
+            raise ValueError(
+                f"`d_model` ({self.d_model}) must be divisible by `num_heads` ({self.num_heads}); "
+                f"choose e.g. num_heads={_divisor_near(self.d_model, self.num_heads)}."
+            )
+        for field in ("position_embedding_type", "decoder_position_embedding_type"):
+            value = getattr(self, field)
+            if value not in POSITION_EMBEDDING_TYPES:
+                raise ValueError(
+                    f"`{field}`={value!r} is not a known position encoding; "
+                    f"valid values: {', '.join(POSITION_EMBEDDING_TYPES)}."
+                )
+        if self.position_embedding_type == "none":
+            raise ValueError(
+                "`position_embedding_type`='none' would make the encoder order-blind (a bag of tokens). "
+                "Give the encoder an encoding (e.g. 'alibi' or 'relative') and set "
+                "`decoder_position_embedding_type`='none' for a decoder without positions."
+            )
+        uses_rope = "rope" in (self.position_embedding_type, self.decoder_position_embedding_type)
+        if uses_rope and self.head_dim % 2 != 0:
+            raise ValueError(
+                f"position_embedding_type='rope' rotates pairs of dimensions, so the head dimension "
+                f"`d_model // num_heads` ({self.head_dim}) must be even; change `d_model` or `num_heads`."
+            )
+        rope_type = self.rope_parameters.get("rope_type")
+        if rope_type not in ROPE_TYPES:
+            raise ValueError(
+                f"`rope_parameters['rope_type']`={rope_type!r} is not supported; valid: {', '.join(ROPE_TYPES)}."
+            )
+        if rope_type != "default" and not self.rope_parameters.get("factor"):
+            raise ValueError(
+                f"`rope_parameters` with rope_type={rope_type!r} needs a scaling `factor` "
+                "(target length / trained length), e.g. {'rope_type': 'yarn', 'factor': 4.0}."
+            )
+        if self.norm_type not in NORM_TYPES:
+            raise ValueError(f"`norm_type`={self.norm_type!r} is not supported; valid: {', '.join(NORM_TYPES)}.")
+        if self.chunked_attention not in CHUNKED_ATTENTION_MODES:
+            raise ValueError(
+                f"`chunked_attention`={self.chunked_attention!r} is not supported; "
+                f"valid: {', '.join(CHUNKED_ATTENTION_MODES)}."
+            )
+        if self.attention_chunk_size is not None and self.attention_chunk_size < 1:
+            raise ValueError(f"`attention_chunk_size` must be a positive integer or None, got {self.attention_chunk_size}.")
+        for field in ("max_position_embeddings", "relative_attention_num_buckets", "relative_attention_max_distance"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"`{field}` must be a positive integer, got {getattr(self, field)}.")
+
+
+def _divisor_near(n: int, target: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - target))
+
+
+__all__ = ["LongCtxConfig"]

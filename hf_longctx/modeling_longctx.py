@@ -1,0 +1,499 @@
+"""The hf_longctx encoder-decoder: layers, stacks and the `PreTrainedModel` classes.
+
+Legend: B batch, L length (Ls source, Lt target), D d_model, V vocabulary.
+
+The classic Transformer (Vaswani et al. 2017): encoder layers of self-attention + feed-forward, decoder layers of
+causal self-attention + cross-attention + feed-forward, residuals around each with LayerNorm (pre- or post-norm).
+Each stack owns one position encoding (`positions.py`), computes what it gives once per forward and hands it to
+every layer; cross-attention carries no positions.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.loss.loss_utils import fixed_cross_entropy
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+)
+from transformers.utils import can_return_tuple, logging
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .attention import BlockwiseBias, LongCtxAttention
+from .configuration_longctx import LongCtxConfig
+from .positions import PositionEncoding, build_position_encoding
+
+logger = logging.get_logger(__name__)
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_longctx.LongCtxConfig",
+    "AutoModel": "modeling_longctx.LongCtxModel",
+    "AutoModelForSeq2SeqLM": "modeling_longctx.LongCtxForConditionalGeneration",
+}
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Teacher forcing: decoder inputs are the labels shifted right behind the start token; -100 becomes pad."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def check_token_inputs(config: LongCtxConfig, input_ids, attention_mask, ids_name: str, mask_name: str) -> None:
+    """Bad ids or masks get a ValueError here, not an IndexError from inside an embedding."""
+    if input_ids is not None and input_ids.numel() > 0:
+        low, high = int(input_ids.min()), int(input_ids.max())
+        if low < 0 or high >= config.vocab_size:
+            raise ValueError(
+                f"`{ids_name}` holds ids in [{low}, {high}] but `vocab_size` is {config.vocab_size}: every id must be "
+                f"in [0, {config.vocab_size - 1}]. Check the tokenizer matches the model, or call "
+                "`model.resize_token_embeddings(len(tokenizer))`."
+            )
+    if input_ids is not None and attention_mask is not None and attention_mask.dim() == 2:
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`{mask_name}` has shape {tuple(attention_mask.shape)} but `{ids_name}` has shape "
+                f"{tuple(input_ids.shape)}; pass the mask the tokenizer returned with these ids (same batch and length)."
+            )
+
+
+def _norm(config: LongCtxConfig) -> nn.Module:
+    if config.norm_type == "rmsnorm":
+        return nn.RMSNorm(config.d_model, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+
+class LongCtxFeedForward(nn.Module):
+    """FFN(x) = W2 act(W1 x + b1) + b2."""
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, config.d_ff)
+        self.fc2 = nn.Linear(config.d_ff, config.d_model)
+        self.act = ACT2FN[config.activation_function]
+        self.activation_dropout = config.activation_dropout
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        hidden_states = self.act(self.fc1(hidden_states))
+        hidden_states = F.dropout(hidden_states, p=self.activation_dropout, training=self.training)
+        return self.fc2(hidden_states)
+
+
+class Residual(nn.Module):
+    """x + dropout(f(norm(x))) in pre-norm, norm(x + dropout(f(x))) in post-norm."""
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__()
+        self.norm = _norm(config)
+        self.pre_norm = config.pre_norm
+        self.dropout = config.dropout
+
+    def forward(self, hidden_states: torch.Tensor, sublayer, *args, **kwargs):
+        inputs = self.norm(hidden_states) if self.pre_norm else hidden_states
+        output = sublayer(inputs, *args, **kwargs)
+        output = output[0] if isinstance(output, tuple) else output
+        hidden_states = hidden_states + F.dropout(output, p=self.dropout, training=self.training)
+        return hidden_states if self.pre_norm else self.norm(hidden_states)
+
+
+class LongCtxEncoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: LongCtxConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = LongCtxAttention(config, layer_idx, is_causal=False)
+        self.self_attn_residual = Residual(config)
+        self.ffn = LongCtxFeedForward(config)
+        self.ffn_residual = Residual(config)
+
+    def forward(self, hidden_states, attention_mask=None, position_bias=None, position_embeddings=None, **kwargs):
+        hidden_states = self.self_attn_residual(
+            hidden_states,
+            self.self_attn,
+            attention_mask=attention_mask,
+            position_bias=position_bias,
+            position_embeddings=position_embeddings,
+            **kwargs,
+        )
+        return self.ffn_residual(hidden_states, self.ffn)
+
+
+class LongCtxDecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: LongCtxConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = LongCtxAttention(config, layer_idx, is_causal=True)
+        self.self_attn_residual = Residual(config)
+        self.encoder_attn = LongCtxAttention(config, layer_idx, is_causal=False)
+        self.encoder_attn_residual = Residual(config)
+        self.ffn = LongCtxFeedForward(config)
+        self.ffn_residual = Residual(config)
+
+    def forward(
+        self,
+        hidden_states,
+        attention_mask=None,
+        encoder_hidden_states=None,  # positional, for gradient checkpointing
+        encoder_attention_mask=None,
+        position_bias=None,
+        position_embeddings=None,
+        cache: Cache | None = None,
+        **kwargs,
+    ):
+        hidden_states = self.self_attn_residual(
+            hidden_states,
+            self.self_attn,
+            attention_mask=attention_mask,
+            position_bias=position_bias,
+            position_embeddings=position_embeddings,
+            cache=cache,
+            **kwargs,
+        )
+        hidden_states = self.encoder_attn_residual(
+            hidden_states,
+            self.encoder_attn,
+            key_value_states=encoder_hidden_states,
+            attention_mask=encoder_attention_mask,
+            cache=cache,
+            **kwargs,
+        )
+        return self.ffn_residual(hidden_states, self.ffn)
+
+
+class LongCtxPreTrainedModel(PreTrainedModel):
+    config: LongCtxConfig
+    config_class = LongCtxConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LongCtxEncoderLayer", "LongCtxDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)  # Linear and Embedding ~ N(0, init_std), biases 0, norms 1/0
+        if isinstance(module, PositionEncoding):
+            with torch.no_grad():
+                module.init_buffers()  # deterministic tables are not in checkpoints (T4)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `save_pretrained` writes an auto_map entry only for the class being saved; a hub folder should open
+        # with AutoConfig, AutoModel and AutoModelForSeq2SeqLM alike.
+        if getattr(type(self), "_auto_class", None) is not None:
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class LongCtxStack(LongCtxPreTrainedModel):
+    """What the encoder and decoder share: embeddings, the position encoding and its per-forward inputs."""
+
+    causal = False
+    position_type_field = "position_embedding_type"
+
+    def __init__(self, config: LongCtxConfig, embed_tokens: nn.Embedding | None = None):
+        super().__init__(config)
+        self.embed_tokens = embed_tokens or nn.Embedding(config.vocab_size, config.d_model)
+        self.embed_scale = config.d_model**0.5 if config.scale_embedding else 1.0
+        self.position = build_position_encoding(getattr(config, self.position_type_field), config, causal=self.causal)
+        self.dropout = config.dropout
+        self.final_norm = _norm(config) if config.pre_norm else nn.Identity()
+        self.gradient_checkpointing = False
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def _embed(self, input_ids, inputs_embeds, positions):
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError(f"{type(self).__name__}: pass exactly one of `input_ids` or `inputs_embeds`.")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale
+        self.position.check_length(int(positions[-1]) + 1 if positions.numel() else 0)
+        hidden_states = inputs_embeds
+        if self.position.kind == "additive":
+            hidden_states = hidden_states + self.position.embed(positions).to(hidden_states.dtype)
+        return inputs_embeds, F.dropout(hidden_states, p=self.dropout, training=self.training)
+
+    def _use_chunked(self, key_length: int) -> bool:
+        mode = self.config.chunked_attention
+        if self.position.kind != "bias" or mode == "never":
+            return False
+        return mode == "always" or key_length >= self.config.chunked_attention_min_length
+
+    def _self_attention_inputs(self, q_positions, k_positions, padding_mask_2d, make_dense_mask):
+        """(attention_mask, position_bias, position_embeddings) for this forward, computed once for all layers."""
+        rotary = self.position.rotary(q_positions) if self.position.kind == "rotary" else None
+        if self._use_chunked(len(k_positions)):
+            key_padding = None
+            if padding_mask_2d is not None and not bool(padding_mask_2d.all()):
+                key_padding = padding_mask_2d.bool()
+            plan = BlockwiseBias(
+                self.position.bias, q_positions, k_positions, key_padding, self.causal, self.config.attention_chunk_size
+            )
+            return None, plan, rotary
+        bias = self.position.bias(q_positions, k_positions) if self.position.kind == "bias" else None
+        return make_dense_mask(), bias, rotary
+
+
+class LongCtxEncoder(LongCtxStack):
+    _can_record_outputs = {"hidden_states": LongCtxEncoderLayer, "attentions": LongCtxAttention}
+
+    def __init__(self, config: LongCtxConfig, embed_tokens: nn.Embedding | None = None):
+        super().__init__(config, embed_tokens)
+        self.layers = nn.ModuleList([LongCtxEncoderLayer(config, i) for i in range(config.encoder_layers)])
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs) -> BaseModelOutput:
+        check_token_inputs(self.config, input_ids, attention_mask, "input_ids", "attention_mask")
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        device = (input_ids if input_ids is not None else inputs_embeds).device
+        positions = torch.arange(length, device=device)
+        inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions)
+
+        mask, bias, rotary = self._self_attention_inputs(
+            positions,
+            positions,
+            attention_mask,
+            lambda: create_bidirectional_mask(self.config, inputs_embeds, attention_mask),
+        )
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, mask, position_bias=bias, position_embeddings=rotary, **kwargs)
+        return BaseModelOutput(last_hidden_state=self.final_norm(hidden_states))
+
+
+class LongCtxDecoder(LongCtxStack):
+    causal = True
+    position_type_field = "decoder_position_embedding_type"
+    _can_record_outputs = {
+        "hidden_states": LongCtxDecoderLayer,
+        "attentions": OutputRecorder(LongCtxAttention, index=1, layer_name="self_attn"),
+        "cross_attentions": OutputRecorder(LongCtxAttention, index=1, layer_name="encoder_attn"),
+    }
+
+    def __init__(self, config: LongCtxConfig, embed_tokens: nn.Embedding | None = None):
+        super().__init__(config, embed_tokens)
+        self.layers = nn.ModuleList([LongCtxDecoderLayer(config, i) for i in range(config.decoder_layers)])
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        cache: Cache | None = None,
+        inputs_embeds=None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        check_token_inputs(self.config, input_ids, None, "decoder_input_ids", "decoder_attention_mask")
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+        past_length = self_cache.get_seq_length() if self_cache is not None else 0
+
+        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        device = (input_ids if input_ids is not None else inputs_embeds).device
+        q_positions = torch.arange(past_length, past_length + length, device=device)
+        k_positions = torch.arange(past_length + length, device=device)
+        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] != len(k_positions):
+            raise ValueError(
+                f"`decoder_attention_mask` covers {attention_mask.shape[1]} positions but the decoder sees "
+                f"{len(k_positions)} ({past_length} cached + {length} new); give one mask column per decoder token."
+            )
+        inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, q_positions)
+
+        mask, bias, rotary = self._self_attention_inputs(
+            q_positions,
+            k_positions,
+            attention_mask,
+            lambda: create_causal_mask(self.config, inputs_embeds, attention_mask, cache=self_cache),
+        )
+        encoder_attention_mask = create_bidirectional_mask(
+            self.config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
+        )
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                mask,
+                encoder_hidden_states,
+                encoder_attention_mask=encoder_attention_mask,
+                position_bias=bias,
+                position_embeddings=rotary,
+                cache=cache,
+                **kwargs,
+            )
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.final_norm(hidden_states), cache=cache)
+
+
+class LongCtxModel(LongCtxPreTrainedModel):
+    _tied_weights_keys = {
+        "encoder.embed_tokens.weight": "shared.weight",
+        "decoder.embed_tokens.weight": "shared.weight",
+    }
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__(config)
+        self.shared = nn.Embedding(config.vocab_size, config.d_model)
+        self.encoder = LongCtxEncoder(config, self.shared)
+        self.decoder = LongCtxDecoder(config, self.shared)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def set_input_embeddings(self, value):
+        self.shared = value
+        self.encoder.embed_tokens = value
+        self.decoder.embed_tokens = value
+
+    def get_encoder(self):
+        return self.encoder
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        encoder_outputs=None,
+        cache: Cache | None = None,
+        inputs_embeds=None,
+        decoder_inputs_embeds=None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqModelOutput:
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            raise ValueError(
+                "LongCtxModel needs `decoder_input_ids` (or `decoder_inputs_embeds`); pass `labels` to "
+                "LongCtxForConditionalGeneration to build them by shifting the labels right."
+            )
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_outputs[0],
+                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
+            )
+        encoder_states = encoder_outputs.last_hidden_state
+        if attention_mask is not None and attention_mask.shape[:2] != encoder_states.shape[:2]:
+            raise ValueError(
+                f"`attention_mask` has shape {tuple(attention_mask.shape)} but the encoder output covers "
+                f"{tuple(encoder_states.shape[:2])} (batch, source length); pass the mask of these inputs."
+            )
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_states,
+            encoder_attention_mask=attention_mask,
+            cache=cache,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            cache=decoder_outputs.cache,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_states,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+
+
+class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__(config)
+        self.model = LongCtxModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_encoder(self):
+        return self.model.encoder
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        encoder_outputs=None,
+        cache: Cache | None = None,
+        inputs_embeds=None,
+        decoder_inputs_embeds=None,
+        labels=None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> Seq2SeqLMOutput:
+        r"""
+        labels (`(B, Lt)`, *optional*): target ids; -100 marks positions the loss ignores. When given without
+            decoder inputs, the decoder inputs are the labels shifted right (teacher forcing).
+        num_items_in_batch (*optional*, in kwargs): the number of target tokens over all gradient-accumulation
+            micro-batches, passed by `Trainer`; the loss is then a sum divided by it, so accumulation reports
+            the same loss as one big batch.
+        """
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        if labels is not None:
+            use_cache = False
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits_BLtV = self.lm_head(outputs.last_hidden_state)
+        loss = None
+        if labels is not None:
+            # Cross-entropy of each position against its own label: no causal-LM shift here (T7).
+            loss = fixed_cross_entropy(
+                logits_BLtV.flatten(0, 1).float(),
+                labels.to(logits_BLtV.device).flatten(),
+                num_items_in_batch=num_items_in_batch,
+                ignore_index=-100,
+            )
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits_BLtV,
+            cache=outputs.cache,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
+
+
+__all__ = ["LongCtxPreTrainedModel", "LongCtxModel", "LongCtxForConditionalGeneration"]

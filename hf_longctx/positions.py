@@ -1,0 +1,197 @@
+"""Position encodings: one small module each, one interface, one registry line each.
+
+Legend: B batch, H heads, L length, Lq/Lk query/key length, D d_model, Dh head dimension.
+Positions are 1-D integer tensors shared by the batch: `arange(L)` in the encoder, `arange(past, past + L)` in a
+decoder that continues from a cache.
+
+Three kinds (torchtune/torchtitan style: the stack builds the encoding once and hands what it computes to layers):
+- "additive": `embed(positions) -> (L, D)` is added to the token embeddings once, before the first layer;
+- "bias":     `bias(q_positions, k_positions) -> (1, H, Lq, Lk)` is added to the attention scores; a function of
+              the positions only, so the long-input path can build it block by block;
+- "rotary":   `rotary(positions) -> (cos, sin)`, each `(1, L, Dh)`, rotates q and k inside the attention.
+Deterministic tables are non-persistent buffers that `init_buffers` recomputes (models load on the meta device,
+so `_init_weights` must rebuild them; see ARCHITECTURE.md T4).
+"""
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.models.t5.modeling_t5 import T5Attention
+
+from .configuration_longctx import EXTRAPOLATING_TYPES, LongCtxConfig
+
+
+class PositionEncoding(nn.Module):
+    """Base class. `kind` says which of `embed`, `bias` or `rotary` the stack calls."""
+
+    kind: ClassVar[str] = "none"
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__()
+        self.causal = causal
+
+    def check_length(self, length: int) -> None:
+        """Raise a ValueError if this encoding cannot represent `length` positions."""
+
+    def init_buffers(self) -> None:
+        """Recompute the deterministic non-persistent buffers (after loading on the meta device)."""
+
+
+class NoPositions(PositionEncoding):
+    """No positions at all; only the decoder may use it (its causal mask gives order)."""
+
+
+class SinusoidalPositions(PositionEncoding):
+    """PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(pos / 10000^(2i/D)) (Vaswani et al. 2017)."""
+
+    kind = "additive"
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        self.d_model = config.d_model
+        self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
+
+    def _inv_freq(self) -> torch.Tensor:
+        two_i = torch.arange(0, self.d_model, 2, dtype=torch.float64)
+        return (1.0 / (10000.0 ** (two_i / self.d_model))).float()
+
+    def init_buffers(self) -> None:
+        self.inv_freq.copy_(self._inv_freq())
+
+    def embed(self, positions: torch.Tensor) -> torch.Tensor:
+        angles_LI = positions.float()[:, None] * self.inv_freq[None, :].to(positions.device)
+        table_LI2 = torch.stack((angles_LI.sin(), angles_LI.cos()), dim=-1)  # sin at 2i, cos at 2i+1
+        return table_LI2.flatten(1)[:, : self.d_model]
+
+
+class LearnedPositions(PositionEncoding):
+    """A trained table of `max_position_embeddings` rows; it has nothing to offer past its last row."""
+
+    kind = "additive"
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        self.embeddings = nn.Embedding(config.max_position_embeddings, config.d_model)
+
+    def check_length(self, length: int) -> None:
+        table = self.embeddings.num_embeddings
+        if length > table:
+            raise ValueError(
+                f"The input needs {length} positions but position_embedding_type='learned' has a table of "
+                f"`max_position_embeddings`={table} rows. Truncate the input, grow the table "
+                f"(scripts/extend_context.py), or use an encoding that extrapolates: {', '.join(EXTRAPOLATING_TYPES)}."
+            )
+
+    def embed(self, positions: torch.Tensor) -> torch.Tensor:
+        self.check_length(int(positions.max()) + 1 if positions.numel() else 0)
+        return self.embeddings(positions)
+
+
+class RelativePositions(PositionEncoding):
+    """T5's bucketed relative bias: one learned scalar per (bucket, head), shared by the layers of a stack.
+
+    Buckets (`T5Attention._relative_position_bucket`): half of them exact distances, the rest logarithmic up to
+    `relative_attention_max_distance`; bidirectional (signed) in the encoder, causal in the decoder.
+    """
+
+    kind = "bias"
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.relative_attention_max_distance
+        self.relative_attention_bias = nn.Embedding(self.num_buckets, config.num_heads)
+
+    def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+        relative_LqLk = k_positions[None, :] - q_positions[:, None]  # memory position - query position, as T5
+        buckets_LqLk = T5Attention._relative_position_bucket(
+            relative_LqLk,
+            bidirectional=not self.causal,
+            num_buckets=self.num_buckets,
+            max_distance=self.max_distance,
+        )
+        return self.relative_attention_bias(buckets_LqLk).permute(2, 0, 1).unsqueeze(0)  # (1, H, Lq, Lk)
+
+
+def alibi_slopes(num_heads: int) -> list[float]:
+    """Head slopes of Press et al. 2022: 2^(-8h/H) for h = 1..H when H is a power of 2; otherwise the slopes of
+    the closest smaller power of 2, completed by every other slope of the next power (their reference code)."""
+
+    def power_of_2_slopes(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    if math.log2(num_heads).is_integer():
+        return power_of_2_slopes(num_heads)
+    closest = 2 ** math.floor(math.log2(num_heads))
+    return power_of_2_slopes(closest) + power_of_2_slopes(2 * closest)[0::2][: num_heads - closest]
+
+
+class AlibiPositions(PositionEncoding):
+    """ALiBi: score(i, j) += -m_h * |i - j|. Symmetric in the encoder; in the decoder the causal mask keeps j <= i,
+    where |i - j| = i - j, so the same formula is the causal ALiBi of the paper. No weights."""
+
+    kind = "bias"
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        self.num_heads = config.num_heads
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(self.num_heads)), persistent=False)
+
+    def init_buffers(self) -> None:
+        self.slopes.copy_(torch.tensor(alibi_slopes(self.num_heads)))
+
+    def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+        distance_LqLk = (k_positions[None, :] - q_positions[:, None]).abs().float()
+        return (-self.slopes.to(distance_LqLk.device)[:, None, None] * distance_LqLk).unsqueeze(0)
+
+
+class RotaryPositions(PositionEncoding):
+    """RoPE (Su et al. 2021) with HF's scalings for context extension (`transformers.modeling_rope_utils`):
+    linear = position interpolation (Chen et al. 2023), dynamic = NTK-aware base growth past the trained length,
+    yarn = Peng et al. 2023. `rope_parameters` is the same dict HF's decoder-only models take."""
+
+    kind = "rotary"
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        self.config = config
+        self.rope_type = config.rope_parameters["rope_type"]
+        inv_freq, self.attention_scaling = self._compute(seq_len=None)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def _compute(self, seq_len: int | None) -> tuple[torch.Tensor, float]:
+        if self.rope_type == "default":
+            dim, theta = self.config.head_dim, self.config.rope_parameters["rope_theta"]
+            inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+            return inv_freq, 1.0
+        return ROPE_INIT_FUNCTIONS[self.rope_type](self.config, None, seq_len=seq_len)
+
+    def init_buffers(self) -> None:
+        self.inv_freq.copy_(self._compute(seq_len=None)[0])
+
+    def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inv_freq = self.inv_freq
+        if self.rope_type == "dynamic":  # the base grows with the current length once it passes the trained one
+            inv_freq = self._compute(seq_len=int(positions.max()) + 1)[0]
+        angles_LI = positions.float()[:, None] * inv_freq.to(positions.device)[None, :]
+        angles_LDh = torch.cat((angles_LI, angles_LI), dim=-1)  # HF's rotate_half layout
+        cos = (angles_LDh.cos() * self.attention_scaling).unsqueeze(0)
+        sin = (angles_LDh.sin() * self.attention_scaling).unsqueeze(0)
+        return cos, sin
+
+
+POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {
+    "sinusoidal": SinusoidalPositions,
+    "learned": LearnedPositions,
+    "relative": RelativePositions,
+    "alibi": AlibiPositions,
+    "rope": RotaryPositions,
+    "none": NoPositions,
+}
+
+
+def build_position_encoding(name: str, config: LongCtxConfig, causal: bool) -> PositionEncoding:
+    return POSITION_ENCODINGS[name](config, causal=causal)
