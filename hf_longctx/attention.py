@@ -24,7 +24,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from .configuration_longctx import LongCtxConfig
 
-# One block of scores holds about this many elements (64 MiB in fp32) when `attention_chunk_size` is None.
+# One block of scores holds about this many elements (64 MiB in fp32) when `chunked_attention_block_size` is None.
 BLOCK_SCORE_ELEMENTS = 2**24
 
 

@@ -56,7 +56,7 @@ class LongCtxConfig(PreTrainedConfig):
         chunked_attention (`"auto" | "always" | "never"`): the query-chunked attention path for the bias
             encodings (relative, alibi), whose memory grows linearly with length. `"auto"` uses it once the
             key length reaches `chunked_attention_min_length`.
-        attention_chunk_size: queries per block in that path; `None` sizes blocks so that one block of
+        chunked_attention_block_size: queries per block in that path; `None` sizes blocks so that one block of
             scores holds about 2**24 elements.
 
     Embeddings:
@@ -98,7 +98,7 @@ class LongCtxConfig(PreTrainedConfig):
 
     chunked_attention: str = "auto"
     chunked_attention_min_length: int = 2048
-    attention_chunk_size: int | None = None
+    chunked_attention_block_size: int | None = None
 
     scale_embedding: bool = False
     tie_word_embeddings: bool = True
@@ -170,8 +170,10 @@ class LongCtxConfig(PreTrainedConfig):
                 f"`chunked_attention`={self.chunked_attention!r} is not supported; "
                 f"valid: {', '.join(CHUNKED_ATTENTION_MODES)}."
             )
-        if self.attention_chunk_size is not None and self.attention_chunk_size < 1:
-            raise ValueError(f"`attention_chunk_size` must be a positive integer or None, got {self.attention_chunk_size}.")
+        if self.chunked_attention_block_size is not None and self.chunked_attention_block_size < 1:
+            raise ValueError(
+                f"`chunked_attention_block_size` must be a positive integer or None, got {self.chunked_attention_block_size}."
+            )
         for field in ("max_position_embeddings", "relative_attention_num_buckets", "relative_attention_max_distance"):
             if getattr(self, field) < 1:
                 raise ValueError(f"`{field}` must be a positive integer, got {getattr(self, field)}.")

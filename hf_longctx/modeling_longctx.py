@@ -228,18 +228,25 @@ class LongCtxStack(LongCtxPreTrainedModel):
             return False
         return mode == "always" or key_length >= self.config.chunked_attention_min_length
 
-    def _self_attention_inputs(self, q_positions, k_positions, padding_mask_2d, make_dense_mask):
+    def _self_attention_inputs(self, q_positions, k_positions, padding_mask_2d, make_dense_mask, dtype):
         """(attention_mask, position_bias, position_embeddings) for this forward, computed once for all layers."""
-        rotary = self.position.rotary(q_positions) if self.position.kind == "rotary" else None
+        rotary = None
+        if self.position.kind == "rotary":
+            rotary = tuple(t.to(dtype) for t in self.position.rotary(q_positions))
         if self._use_chunked(len(k_positions)):
             key_padding = None
             if padding_mask_2d is not None and not bool(padding_mask_2d.all()):
                 key_padding = padding_mask_2d.bool()
             plan = BlockwiseBias(
-                self.position.bias, q_positions, k_positions, key_padding, self.causal, self.config.attention_chunk_size
+                self.position.bias,
+                q_positions,
+                k_positions,
+                key_padding,
+                self.causal,
+                self.config.chunked_attention_block_size,
             )
             return None, plan, rotary
-        bias = self.position.bias(q_positions, k_positions) if self.position.kind == "bias" else None
+        bias = self.position.bias(q_positions, k_positions).to(dtype) if self.position.kind == "bias" else None
         return make_dense_mask(), bias, rotary
 
 
@@ -265,6 +272,7 @@ class LongCtxEncoder(LongCtxStack):
             positions,
             attention_mask,
             lambda: create_bidirectional_mask(self.config, inputs_embeds, attention_mask),
+            hidden_states.dtype,
         )
         for layer in self.layers:
             hidden_states = layer(hidden_states, mask, position_bias=bias, position_embeddings=rotary, **kwargs)
@@ -320,6 +328,7 @@ class LongCtxDecoder(LongCtxStack):
             k_positions,
             attention_mask,
             lambda: create_causal_mask(self.config, inputs_embeds, attention_mask, cache=self_cache),
+            hidden_states.dtype,
         )
         encoder_attention_mask = create_bidirectional_mask(
             self.config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states

@@ -1,0 +1,297 @@
+"""Training and length-extrapolation evaluation on the synthetic tasks, with HF's `Seq2SeqTrainer`.
+
+`train(model_args, data_args, training_args)`:
+1. builds the word-level tokenizer (`tokenization.py`) and the task datasets (`data.py`): a training set with
+   source lengths in [train_min_len, train_max_len], an in-distribution evaluation set for evaluations during
+   training, and one set per length in `eval_lengths`;
+2. builds a fresh `LongCtxForConditionalGeneration` through `AutoModelForSeq2SeqLM.from_config`;
+3. trains with `Seq2SeqTrainer` + `DataCollatorForSeq2Seq` (labels padded with -100; the model honours
+   `num_items_in_batch`, so gradient accumulation reports the right loss, ARCHITECTURE.md T8);
+4. evaluates each length with `predict_with_generate` (greedy) and `compute_metrics` (exact match and token accuracy
+   from the shipped `evaluate` modules in `metrics/`), plus exact match by needle depth;
+5. saves the model folder (safetensors weights, config + modeling code, tokenizer, generation config) to
+   `output_dir`, with `results.json` and a markdown table `results.md` beside it.
+"""
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import evaluate
+import numpy as np
+from datasets import Dataset
+from transformers import (
+    AutoModelForSeq2SeqLM,
+    DataCollatorForSeq2Seq,
+    EvalPrediction,
+    PreTrainedTokenizerBase,
+    Seq2SeqTrainer,
+    Seq2SeqTrainingArguments,
+    set_seed,
+)
+from transformers.utils import logging
+
+from .configuration_longctx import POSITION_EMBEDDING_TYPES, LongCtxConfig
+from .data import TASKS, make_task
+from .tokenization import build_tokenizer
+
+logger = logging.get_logger(__name__)
+
+# The metric modules live beside the package in a source checkout (`<repo>/metrics/<name>/<name>.py`).
+# `HF_LONGCTX_METRICS_DIR` points elsewhere (e.g. a copy next to an installed wheel).
+METRICS_DIR = Path(os.environ.get("HF_LONGCTX_METRICS_DIR", Path(__file__).resolve().parent.parent / "metrics"))
+RESULTS_JSON, RESULTS_TABLE = "results.json", "results.md"
+DEPTH_BINS = 5  # exact match by needle depth: [0, 0.2), [0.2, 0.4), ..., [0.8, 1.0]
+
+
+@dataclass
+class ModelArguments:
+    """Sizes of a fresh LongCtx model (the fields of `LongCtxConfig` a length-extrapolation study varies)."""
+
+    d_model: int = field(default=64, metadata={"help": "Model width."})
+    encoder_layers: int = field(default=2, metadata={"help": "Encoder layers."})
+    decoder_layers: int = field(default=2, metadata={"help": "Decoder layers."})
+    num_heads: int = field(default=4, metadata={"help": "Attention heads; must divide d_model."})
+    d_ff: int = field(default=256, metadata={"help": "Feed-forward width."})
+    position_embedding_type: str = field(
+        default="alibi", metadata={"help": "Encoder (and default decoder) positions.", "choices": POSITION_EMBEDDING_TYPES}
+    )
+    decoder_position_embedding_type: str | None = field(
+        default=None, metadata={"help": "Decoder positions; defaults to position_embedding_type."}
+    )
+    dropout: float = field(default=0.0, metadata={"help": "Residual and embedding dropout."})
+    attention_dropout: float = field(default=0.0, metadata={"help": "Dropout on attention probabilities."})
+    max_position_embeddings: int | None = field(
+        default=None,
+        metadata={"help": "Rows of the `learned` table; defaults to the longest train or eval length, so `learned` "
+        "runs every evaluation (on rows it never trained)."},
+    )
+    attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flex_attention."})
+
+
+@dataclass
+class DataArguments:
+    """Which synthetic task, at which lengths (encoder tokens, EOS included; see `data.py`)."""
+
+    task: str = field(default="passkey", metadata={"help": "Synthetic task.", "choices": list(TASKS)})
+    train_min_len: int = field(default=16, metadata={"help": "Shortest training source."})
+    train_max_len: int = field(default=64, metadata={"help": "Longest training source."})
+    eval_lengths: list[int] = field(
+        default_factory=lambda: [64, 256, 1024], metadata={"help": "Source lengths evaluated after training."}
+    )
+    num_train: int = field(default=20000, metadata={"help": "Training examples (epochs repeat them)."})
+    num_eval: int = field(default=200, metadata={"help": "Examples per evaluation length."})
+    # Not `seed`/`data_seed`: HfArgumentParser puts these dataclasses beside Seq2SeqTrainingArguments, which has both.
+    dataset_seed: int = field(default=1234, metadata={"help": "Seed of the generated datasets."})
+
+    def __post_init__(self):
+        if not self.eval_lengths:
+            raise ValueError("`eval_lengths` must list at least one source length.")
+
+
+def load_metric(name: str) -> evaluate.EvaluationModule:
+    """One of the shipped metric modules, loaded by path (works offline: no hub lookup)."""
+    path = METRICS_DIR / name
+    if not (path / f"{name}.py").is_file():
+        raise FileNotFoundError(
+            f"No metric module {path / (name + '.py')}; run from a source checkout of hf_longctx or set "
+            "HF_LONGCTX_METRICS_DIR to the folder holding the `metrics/<name>/<name>.py` modules."
+        )
+    return evaluate.load(str(path))
+
+
+def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
+    """input_ids / attention_mask / labels (EOS-terminated); the text and bookkeeping columns are dropped."""
+    return dataset.map(
+        lambda batch: tokenizer(batch["source"], text_target=batch["target"]),
+        batched=True,
+        remove_columns=dataset.column_names,
+        desc="Tokenizing",
+    )
+
+
+def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, max_length: int):
+    """A fresh LongCtxForConditionalGeneration sized by `model_args`, with ids taken from `tokenizer`."""
+    config = LongCtxConfig(
+        vocab_size=len(tokenizer),
+        d_model=model_args.d_model,
+        encoder_layers=model_args.encoder_layers,
+        decoder_layers=model_args.decoder_layers,
+        num_heads=model_args.num_heads,
+        d_ff=model_args.d_ff,
+        position_embedding_type=model_args.position_embedding_type,
+        decoder_position_embedding_type=model_args.decoder_position_embedding_type,
+        dropout=model_args.dropout,
+        attention_dropout=model_args.attention_dropout,
+        max_position_embeddings=model_args.max_position_embeddings or max_length,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation=model_args.attn_implementation)
+    model.generation_config.do_sample = False  # greedy decoding for every evaluation
+    model.generation_config.num_beams = 1
+    return model
+
+
+def make_compute_metrics(tokenizer: PreTrainedTokenizerBase):
+    """`compute_metrics` for generated predictions: exact match and token accuracy over decoded words."""
+    exact_match, token_accuracy = load_metric("exact_match"), load_metric("token_accuracy")
+
+    def compute_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
+        predictions, references = decode_pairs(tokenizer, eval_pred.predictions, eval_pred.label_ids)
+        scores = exact_match.compute(predictions=predictions, references=references)
+        scores |= token_accuracy.compute(
+            predictions=[p.split() for p in predictions], references=[r.split() for r in references]
+        )
+        return scores
+
+    return compute_metrics
+
+
+def decode_pairs(tokenizer, predictions, label_ids) -> tuple[list[str], list[str]]:
+    """Decoded (prediction, reference) strings; Trainer pads ragged batches with -100, which decodes as pad."""
+    predictions = np.where(predictions == -100, tokenizer.pad_token_id, predictions)
+    label_ids = np.where(label_ids == -100, tokenizer.pad_token_id, label_ids)
+    return (
+        tokenizer.batch_decode(predictions, skip_special_tokens=True),
+        tokenizer.batch_decode(label_ids, skip_special_tokens=True),
+    )
+
+
+def exact_match_by_depth(predictions: list[str], references: list[str], depths: list[float]) -> list[float | None]:
+    """Exact match in DEPTH_BINS equal bins of needle depth (None for an empty bin)."""
+    hits = [[] for _ in range(DEPTH_BINS)]
+    for prediction, reference, depth in zip(predictions, references, depths, strict=True):
+        hits[min(int(depth * DEPTH_BINS), DEPTH_BINS - 1)].append(prediction.split() == reference.split())
+    return [sum(h) / len(h) if h else None for h in hits]
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, training_args: Seq2SeqTrainingArguments) -> dict:
+    """Train on `data_args.task`, evaluate at every `eval_lengths`, save model + results to `output_dir`.
+
+    Returns the results dict that is also written to `output_dir/results.json`.
+    """
+    if not training_args.predict_with_generate:
+        raise ValueError(
+            "`predict_with_generate` must be True: exact match is measured on generated sequences (greedy)."
+        )
+    if training_args.output_dir is None:
+        raise ValueError("`output_dir` is required: the model folder and results are written there.")
+    set_seed(training_args.seed)  # the model is built before Trainer seeds anything
+
+    tokenizer = build_tokenizer()
+    train_raw = make_task(
+        data_args.task, data_args.num_train, data_args.train_min_len, data_args.train_max_len, data_args.dataset_seed
+    )
+    in_dist_raw = make_task(
+        data_args.task, data_args.num_eval, data_args.train_min_len, data_args.train_max_len, data_args.dataset_seed + 1
+    )
+    eval_raw = {
+        length: make_task(data_args.task, data_args.num_eval, length, length, data_args.dataset_seed + 2 + i)
+        for i, length in enumerate(data_args.eval_lengths)
+    }
+    max_length = max([data_args.train_max_len, *data_args.eval_lengths])
+
+    model = build_model(model_args, tokenizer, max_length)
+    # The saved generation config answers the trained task: room for its longest in-distribution target + EOS.
+    model.generation_config.max_new_tokens = _max_target_tokens(in_dist_raw)
+    logger.info(
+        f"{data_args.task}: {model.num_parameters():,} parameters, {model_args.position_embedding_type} positions, "
+        f"train lengths {data_args.train_min_len}-{data_args.train_max_len}, eval lengths {data_args.eval_lengths}"
+    )
+
+    trainer = Seq2SeqTrainer(
+        model=model,
+        args=training_args,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        train_dataset=tokenize(train_raw, tokenizer),
+        eval_dataset=tokenize(in_dist_raw, tokenizer) if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        compute_metrics=make_compute_metrics(tokenizer),
+    )
+    train_output = trainer.train()
+    trainer.save_model(training_args.output_dir)  # weights, config + code, tokenizer, generation config
+
+    results = {
+        "task": data_args.task,
+        "position_embedding_type": model_args.position_embedding_type,
+        "model_args": asdict(model_args),
+        "data_args": asdict(data_args),
+        "num_parameters": model.num_parameters(),
+        "train": {"global_step": train_output.global_step, **train_output.metrics},
+        "eval": {},
+    }
+    for length, raw in eval_raw.items():
+        results["eval"][str(length)] = evaluate_length(trainer, tokenizer, raw, length)
+        logger.info(f"length {length}: exact match {results['eval'][str(length)]['exact_match']:.3f}")
+    trainer.log_metrics("predict", {f"exact_match_{k}": v["exact_match"] for k, v in results["eval"].items()})
+
+    if trainer.is_world_process_zero():
+        output_dir = Path(training_args.output_dir)
+        (output_dir / RESULTS_JSON).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        (output_dir / RESULTS_TABLE).write_text(results_table(results))
+    return results
+
+
+def evaluate_length(trainer: Seq2SeqTrainer, tokenizer, raw: Dataset, length: int) -> dict:
+    """Greedy generation on the examples of one source length: metrics, and exact match by needle depth."""
+    output = trainer.predict(
+        tokenize(raw, tokenizer),
+        metric_key_prefix=f"test_len{length}",
+        max_new_tokens=_max_target_tokens(raw),
+        num_beams=1,
+    )
+    prefix = f"test_len{length}_"
+    scores = {k.removeprefix(prefix): v for k, v in output.metrics.items() if k.startswith(prefix)}
+    result = {
+        "exact_match": scores["exact_match"],
+        "token_accuracy": scores["token_accuracy"],
+        "num_samples": len(raw),
+        "runtime_s": scores.get("runtime"),
+    }
+    if min(raw["depth"]) >= 0:  # tasks with a needle
+        predictions, references = decode_pairs(tokenizer, output.predictions, output.label_ids)
+        result["exact_match_by_depth"] = exact_match_by_depth(predictions, references, raw["depth"])
+    return result
+
+
+def results_table(results: dict) -> str:
+    """A short markdown table of `results` (exact match per length, and by needle depth when the task has one)."""
+    train_max = results["data_args"]["train_max_len"]
+    with_depth = any("exact_match_by_depth" in r for r in results["eval"].values())
+    bins = [f"{i / DEPTH_BINS:.1f}-{(i + 1) / DEPTH_BINS:.1f}" for i in range(DEPTH_BINS)]
+    header = ["length", "x train max", "exact match", "token acc.", "n"] + ([f"EM depth {b}" for b in bins] if with_depth else [])
+    lines = [
+        f"# {results['task']}, {results['position_embedding_type']} positions "
+        f"(trained at {results['data_args']['train_min_len']}-{train_max} tokens, "
+        f"{results['train']['global_step']} steps, {results['train'].get('train_runtime', float('nan')):.0f} s)",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for length, r in results["eval"].items():
+        row = [length, f"{int(length) / train_max:.1f}", f"{r['exact_match']:.3f}", f"{r['token_accuracy']:.3f}", str(r["num_samples"])]
+        if with_depth:
+            row += ["-" if v is None else f"{v:.2f}" for v in r.get("exact_match_by_depth", [None] * DEPTH_BINS)]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _max_target_tokens(raw: Dataset) -> int:
+    return max(len(target.split()) for target in raw["target"]) + 1  # + EOS
+
+
+__all__ = [
+    "ModelArguments",
+    "DataArguments",
+    "train",
+    "build_model",
+    "load_metric",
+    "make_compute_metrics",
+    "results_table",
+    "tokenize",
+    "METRICS_DIR",
+]

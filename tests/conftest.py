@@ -1,0 +1,62 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from hf_longctx import LongCtxConfig, LongCtxForConditionalGeneration  # noqa: E402
+
+# Every (encoder, decoder) encoding pair the tests sweep: each encoding in both stacks, plus a decoder
+# without positions. A new registry entry is tested by adding it here.
+ENCODINGS = ["sinusoidal", "learned", "relative", "alibi", "rope"]
+ENCODING_PAIRS = [(pe, pe) for pe in ENCODINGS] + [("alibi", "none")]
+BIAS_ENCODINGS = ["relative", "alibi"]
+ROPE_SCALINGS = [
+    {"rope_type": "linear", "factor": 2.0},
+    {"rope_type": "dynamic", "factor": 2.0},
+    {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 16},
+]
+
+
+def tiny_config(**overrides) -> LongCtxConfig:
+    values = dict(
+        vocab_size=99,
+        d_model=32,
+        num_heads=4,
+        d_ff=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        dropout=0.0,
+        max_position_embeddings=64,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=16,
+    )
+    values.update(overrides)
+    return LongCtxConfig(**values)
+
+
+def tiny_model(seed: int = 0, attn_implementation: str = "sdpa", **overrides) -> LongCtxForConditionalGeneration:
+    torch.manual_seed(seed)
+    config = tiny_config(**overrides)
+    model = LongCtxForConditionalGeneration(config).eval()
+    model.set_attn_implementation(attn_implementation)
+    return model
+
+
+def random_batch(batch=3, src_len=11, tgt_len=7, vocab=99, seed=0, pad_last=True):
+    """Ids avoid 0 (pad) and 1 (eos); with pad_last, later rows carry right padding."""
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(2, vocab, (batch, src_len), generator=g)
+    attention_mask = torch.ones_like(input_ids)
+    labels = torch.randint(2, vocab, (batch, tgt_len), generator=g)
+    if pad_last:
+        for row in range(1, batch):
+            attention_mask[row, src_len - 2 * row :] = 0
+            input_ids[row, src_len - 2 * row :] = 0
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+@pytest.fixture
+def batch():
+    return random_batch()

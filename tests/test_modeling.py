@@ -1,0 +1,393 @@
+"""Behaviour of the model: parity between backends, cached decoding, padding, gradients, HF conventions."""
+
+import math
+
+import pytest
+import torch
+from conftest import BIAS_ENCODINGS, ENCODING_PAIRS, ENCODINGS, ROPE_SCALINGS, random_batch, tiny_config, tiny_model
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+
+import hf_longctx.attention as attention_module
+from hf_longctx import POSITION_ENCODINGS, LongCtxForConditionalGeneration, LongCtxModel
+from hf_longctx.configuration_longctx import POSITION_EMBEDDING_TYPES
+from hf_longctx.positions import alibi_slopes
+
+ATOL = 1e-5
+
+
+def pair_kwargs(pair):
+    return {"position_embedding_type": pair[0], "decoder_position_embedding_type": pair[1]}
+
+
+def pair_id(pair):
+    return pair[0] if pair[0] == pair[1] else f"{pair[0]}+dec-{pair[1]}"
+
+
+def logits_and_grads(model, batch):
+    model.zero_grad()
+    out = model(**batch)
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return out.logits.detach(), grads
+
+
+def assert_same(a, b, atol=ATOL):
+    assert a.shape == b.shape
+    diff = (a - b).abs().max().item()
+    assert diff <= atol, f"max abs diff {diff:.3g} > {atol}"
+
+
+def test_registry_matches_config_names():
+    assert tuple(POSITION_ENCODINGS) == POSITION_EMBEDDING_TYPES
+
+
+# ---------------------------------------------------------------- backends agree (forward and gradients)
+BACKENDS = [
+    ("eager", {}),
+    ("sdpa", {}),
+    ("sdpa", {"chunked_attention": "always", "chunked_attention_block_size": 3}),  # the memory-efficient path
+]
+
+
+@pytest.mark.parametrize("pair", ENCODING_PAIRS, ids=pair_id)
+def test_backends_agree_forward_and_gradients(pair, batch):
+    results = []
+    for implementation, extra in BACKENDS:
+        model = tiny_model(attn_implementation=implementation, **pair_kwargs(pair), **extra)
+        results.append(logits_and_grads(model, batch))
+    (ref_logits, ref_grads), others = results[0], results[1:]
+    for logits, grads in others:
+        assert_same(logits, ref_logits)
+        assert grads.keys() == ref_grads.keys()
+        for name in ref_grads:
+            assert_same(grads[name], ref_grads[name])
+
+
+@pytest.mark.parametrize("pe", BIAS_ENCODINGS)
+def test_chunked_path_is_chosen_automatically_at_long_length(pe, monkeypatch):
+    calls = []
+    original = attention_module.chunked_attention_forward
+    monkeypatch.setattr(
+        attention_module, "chunked_attention_forward", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
+    model = tiny_model(position_embedding_type=pe, chunked_attention_min_length=40)
+    short = random_batch(src_len=20, pad_last=False)
+    model(**short)
+    assert calls == [], "short inputs keep the dense bias path"
+    long = random_batch(src_len=48)
+    chunked_logits = model(**long).logits
+    assert len(calls) == model.config.encoder_layers, "each encoder layer takes the chunked path at long length"
+    model.config.chunked_attention = "never"
+    assert_same(chunked_logits, model(**long).logits)
+
+
+def test_chunked_path_bounds_block_memory():
+    """With chunked_attention_block_size unset, one block of scores holds about BLOCK_SCORE_ELEMENTS elements."""
+    seen = []
+    plan_fn = attention_module._attend_block
+
+    def spy(query, *args):
+        seen.append(query.shape[2])
+        return plan_fn(query, *args)
+
+    model = tiny_model(position_embedding_type="alibi", chunked_attention="always")
+    old = attention_module.BLOCK_SCORE_ELEMENTS
+    try:
+        attention_module.BLOCK_SCORE_ELEMENTS = 4 * 12 * 5  # B=1, H=4, Lk=12 -> 5 queries per block
+        attention_module._attend_block = spy
+        model(**random_batch(batch=1, src_len=12, pad_last=False))
+    finally:
+        attention_module.BLOCK_SCORE_ELEMENTS = old
+        attention_module._attend_block = plan_fn
+    assert seen[:3] == [5, 5, 2]
+
+
+# ---------------------------------------------------------------- cached decoding equals a full forward
+CACHE_CASES = (
+    [pair_kwargs(p) for p in ENCODING_PAIRS]
+    + [{"position_embedding_type": "rope", "rope_parameters": s} for s in ROPE_SCALINGS]
+    + [
+        {"position_embedding_type": pe, "chunked_attention": "always", "chunked_attention_block_size": 2}
+        for pe in BIAS_ENCODINGS
+    ]
+)
+
+
+@pytest.mark.parametrize("case", CACHE_CASES, ids=lambda c: "-".join(str(v) for v in c.values()).replace(" ", ""))
+def test_cached_decoding_logits_equal_full_forward(case):
+    model = tiny_model(**case)
+    batch = random_batch(tgt_len=9)
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(batch["labels"])
+    full = model(batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids).logits
+
+    encoder_outputs = model.get_encoder()(batch["input_ids"], attention_mask=batch["attention_mask"])
+    cache, steps = None, []
+    for t in range(decoder_input_ids.shape[1]):
+        out = model(
+            encoder_outputs=encoder_outputs,
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=decoder_input_ids[:, t : t + 1],
+            cache=cache,
+            use_cache=True,
+        )
+        cache = out.cache
+        steps.append(out.logits)
+    assert cache.get_seq_length() == decoder_input_ids.shape[1]
+    assert_same(torch.cat(steps, dim=1), full)
+
+
+@pytest.mark.parametrize("pe", ENCODINGS)
+def test_generate_greedy_matches_uncached_and_beam_and_sampling_run(pe):
+    model = tiny_model(position_embedding_type=pe)
+    batch = random_batch()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    cached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=True)
+    uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
+    beams = model.generate(**inputs, max_new_tokens=6, num_beams=3, num_return_sequences=2, do_sample=False)
+    assert beams.shape[0] == 2 * batch["input_ids"].shape[0]
+    torch.manual_seed(0)
+    sampled = model.generate(**inputs, max_new_tokens=6, do_sample=True, top_k=10)
+    assert sampled.shape[0] == batch["input_ids"].shape[0]
+
+
+# ---------------------------------------------------------------- padding
+@pytest.mark.parametrize("pair", ENCODING_PAIRS, ids=pair_id)
+@pytest.mark.parametrize("chunked", ["never", "always"])
+def test_padded_batch_equals_each_example_alone(pair, chunked):
+    model = tiny_model(**pair_kwargs(pair), chunked_attention=chunked, chunked_attention_block_size=4)
+    batch = random_batch(batch=3, src_len=12, tgt_len=6)
+    batched = model(**batch).logits
+    for row in range(3):
+        length = int(batch["attention_mask"][row].sum())
+        alone = model(input_ids=batch["input_ids"][row : row + 1, :length], labels=batch["labels"][row : row + 1])
+        assert_same(batched[row : row + 1], alone.logits)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("implementation,chunked", [("eager", "never"), ("sdpa", "never"), ("sdpa", "always")])
+@pytest.mark.parametrize("pe", ENCODINGS)
+def test_fully_padded_rows_stay_finite_in_half_precision(pe, implementation, chunked, dtype):
+    model = tiny_model(position_embedding_type=pe, attn_implementation=implementation, chunked_attention=chunked)
+    model = model.to(dtype)
+    batch = random_batch(batch=2, src_len=10)
+    batch["attention_mask"][1] = 0  # an example that is all padding
+    out = model(**batch)
+    assert torch.isfinite(out.logits).all()
+    assert torch.isfinite(out.encoder_last_hidden_state).all()
+
+
+# ---------------------------------------------------------------- properties of the encodings
+@pytest.mark.parametrize("pe", BIAS_ENCODINGS)
+@pytest.mark.parametrize("causal", [False, True])
+def test_bias_depends_only_on_distance(pe, causal):
+    torch.manual_seed(0)
+    encoding = POSITION_ENCODINGS[pe](tiny_config(), causal=causal)
+    q, k = torch.arange(0, 20), torch.arange(0, 20)
+    for shift in (1, 7, 1000):
+        assert_same(encoding.bias(q + shift, k + shift), encoding.bias(q, k), atol=0)
+
+
+def test_bidirectional_relative_bias_tells_left_from_right_and_causal_does_not_look_ahead():
+    torch.manual_seed(0)
+    encoder = POSITION_ENCODINGS["relative"](tiny_config(), causal=False)
+    q = k = torch.arange(6)
+    bias = encoder.bias(q, k)[0]  # (H, Lq, Lk)
+    assert not torch.allclose(bias[:, 3, 2], bias[:, 3, 4])
+
+
+def test_alibi_bias_is_minus_slope_times_distance():
+    encoding = POSITION_ENCODINGS["alibi"](tiny_config(num_heads=4), causal=False)
+    q, k = torch.arange(5), torch.arange(7)
+    bias = encoding.bias(q, k)[0]
+    slopes = alibi_slopes(4)
+    for h in range(4):
+        for i in range(5):
+            for j in range(7):
+                assert bias[h, i, j].item() == pytest.approx(-slopes[h] * abs(i - j))
+
+
+@pytest.mark.parametrize(
+    "heads,expected",
+    [
+        (8, [2.0**-i for i in range(1, 9)]),
+        (4, [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8]),
+        # not a power of 2: the 4-head slopes, then every other slope of the 8-head series (Press et al.'s code)
+        (6, [2.0**-2, 2.0**-4, 2.0**-6, 2.0**-8, 2.0**-1, 2.0**-3]),
+    ],
+)
+def test_alibi_slopes(heads, expected):
+    assert alibi_slopes(heads) == pytest.approx(expected)
+
+
+def test_sinusoidal_table_equals_the_classic_formula():
+    d = 32
+    encoding = POSITION_ENCODINGS["sinusoidal"](tiny_config(d_model=d), causal=False)
+    table = encoding.embed(torch.arange(50))
+    for pos in (0, 1, 7, 49):
+        for i in range(d // 2):
+            angle = pos / 10000 ** (2 * i / d)
+            assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-5)
+            assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-5)
+
+
+def test_rope_linear_scaling_is_position_interpolation():
+    plain = POSITION_ENCODINGS["rope"](tiny_config(), causal=False)
+    linear = POSITION_ENCODINGS["rope"](tiny_config(rope_parameters={"rope_type": "linear", "factor": 4.0}), False)
+    positions = torch.arange(0, 40, 4)
+    cos_lin, sin_lin = linear.rotary(positions)
+    cos_ref, sin_ref = plain.rotary(positions // 4)
+    assert_same(cos_lin, cos_ref)
+    assert_same(sin_lin, sin_ref)
+
+
+# ---------------------------------------------------------------- gradients
+@pytest.mark.parametrize("pair", ENCODING_PAIRS, ids=pair_id)
+@pytest.mark.parametrize("chunked", ["never", "always"])
+def test_every_parameter_receives_a_gradient(pair, chunked, batch):
+    model = tiny_model(**pair_kwargs(pair), chunked_attention=chunked).train()
+    model(**batch).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+@pytest.mark.parametrize("pe", ["relative", "rope"])
+def test_gradient_checkpointing_gives_the_same_gradients(pe, batch):
+    model = tiny_model(position_embedding_type=pe).train()
+    _, plain = logits_and_grads(model, batch)
+    model.gradient_checkpointing_enable()
+    assert model.is_gradient_checkpointing
+    _, checkpointed = logits_and_grads(model, batch)
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        assert_same(checkpointed[name], plain[name])
+
+
+# ---------------------------------------------------------------- HF conventions
+def test_auto_classes_resolve_to_longctx():
+    config = AutoConfig.for_model("longctx", d_model=32, num_heads=4)
+    assert type(AutoModelForSeq2SeqLM.from_config(config)) is LongCtxForConditionalGeneration
+    assert type(AutoModel.from_config(config)) is LongCtxModel
+
+
+def test_embeddings_are_tied_and_stay_tied_after_resize():
+    model = tiny_model()
+    shared = model.model.shared.weight
+    assert model.lm_head.weight is shared
+    assert model.model.encoder.embed_tokens.weight is shared and model.model.decoder.embed_tokens.weight is shared
+    model.resize_token_embeddings(120)
+    assert model.config.vocab_size == 120
+    assert model.lm_head.weight is model.model.shared.weight
+    assert model.model.encoder.embed_tokens.weight is model.model.shared.weight
+    batch = random_batch()
+    batch["input_ids"][0, 0] = 119
+    assert model(**batch).logits.shape[-1] == 120
+
+
+def test_untied_embeddings_are_separate():
+    model = tiny_model(tie_word_embeddings=False)
+    assert model.lm_head.weight is not model.model.shared.weight
+
+
+def test_loss_ignores_minus_100_and_matches_cross_entropy():
+    model = tiny_model()
+    batch = random_batch()
+    labels = batch["labels"].clone()
+    labels[0, -3:] = -100
+    out = model(**{**batch, "labels": labels})
+    keep = labels != -100
+    expected = torch.nn.functional.cross_entropy(out.logits[keep], labels[keep])
+    assert out.loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    # Trainer's gradient-accumulation normalisation: a sum over tokens divided by num_items_in_batch
+    summed = model(**{**batch, "labels": labels}, num_items_in_batch=torch.tensor(100)).loss
+    assert summed.item() == pytest.approx(expected.item() * keep.sum().item() / 100, rel=1e-5)
+
+
+def test_prepare_decoder_input_ids_from_labels_shifts_right():
+    model = tiny_model()
+    labels = torch.tensor([[5, 6, 7, 1], [8, 9, -100, -100]])
+    shifted = model.prepare_decoder_input_ids_from_labels(labels)
+    start, pad = model.config.decoder_start_token_id, model.config.pad_token_id
+    assert shifted.tolist() == [[start, 5, 6, 7], [start, 8, 9, pad]]
+
+
+def test_inputs_embeds_equal_input_ids():
+    model = tiny_model()
+    batch = random_batch()
+    from_ids = model(**batch).logits
+    embeds = model.get_input_embeddings()(batch["input_ids"])
+    decoder_embeds = model.get_input_embeddings()(model.prepare_decoder_input_ids_from_labels(batch["labels"]))
+    from_embeds = model(
+        inputs_embeds=embeds,
+        attention_mask=batch["attention_mask"],
+        decoder_inputs_embeds=decoder_embeds,
+        labels=batch["labels"],
+    ).logits
+    assert_same(from_embeds, from_ids)
+
+
+def test_output_attentions_and_hidden_states():
+    model = tiny_model(attn_implementation="eager", position_embedding_type="relative")
+    batch = random_batch()
+    out = model(**batch, output_attentions=True, output_hidden_states=True)
+    config = model.config
+    assert len(out.encoder_hidden_states) == config.encoder_layers + 1
+    assert len(out.decoder_hidden_states) == config.decoder_layers + 1
+    assert len(out.encoder_attentions) == config.encoder_layers
+    b, ls, lt, h = batch["input_ids"].shape[0], batch["input_ids"].shape[1], batch["labels"].shape[1], config.num_heads
+    assert out.encoder_attentions[0].shape == (b, h, ls, ls)
+    assert out.decoder_attentions[0].shape == (b, h, lt, lt)
+    assert out.cross_attentions[0].shape == (b, h, lt, ls)
+    # probabilities: rows sum to one, padded keys get none, the decoder never looks ahead
+    assert_same(out.encoder_attentions[0].sum(-1), torch.ones(b, h, ls))
+    assert out.encoder_attentions[0][1, :, :, -2:].abs().max() == 0
+    assert torch.triu(out.decoder_attentions[0], diagonal=1).abs().max() == 0
+    assert_same(out.encoder_hidden_states[-1], out.encoder_last_hidden_state)
+
+
+def test_return_dict_false_gives_a_tuple():
+    model = tiny_model()
+    out = model(**random_batch(), return_dict=False)
+    assert isinstance(out, tuple) and out[0].ndim == 0
+
+
+def test_weights_are_initialised_as_configured():
+    model = tiny_model(d_model=64, d_ff=128, init_std=0.02)
+    linear = model.model.encoder.layers[0].ffn.fc1
+    assert linear.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert linear.bias.abs().max() == 0
+    norm = model.model.encoder.layers[0].ffn_residual.norm
+    assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)
+    assert model.model.shared.weight.std().item() == pytest.approx(0.02, rel=0.1)
+
+
+@pytest.mark.parametrize("overrides", [{"pre_norm": False}, {"norm_type": "rmsnorm"}, {"scale_embedding": True}])
+def test_architecture_options_train_and_decode_consistently(overrides):
+    model = tiny_model(position_embedding_type="relative", **overrides)
+    batch = random_batch()
+    out = model(**batch)
+    assert torch.isfinite(out.loss)
+    greedy = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=4)
+    uncached = model.generate(
+        batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=4, use_cache=False
+    )
+    assert torch.equal(greedy, uncached)
+
+
+def test_training_mode_uses_dropout_and_eval_does_not():
+    model = tiny_model(dropout=0.3).train()
+    batch = random_batch()
+    a, b = model(**batch).logits, model(**batch).logits
+    assert not torch.allclose(a, b)
+    model.eval()
+    assert torch.equal(model(**batch).logits, model(**batch).logits)
+
+
+@pytest.mark.parametrize("layers", [(1, 3), (3, 1)])
+def test_cache_is_sized_by_decoder_layers(layers):
+    model = tiny_model(position_embedding_type="relative", encoder_layers=layers[0], decoder_layers=layers[1])
+    batch = random_batch()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    out = model.generate(**inputs, max_new_tokens=5, return_dict_in_generate=True, output_scores=True)
+    assert len(out.cache.self_attention_cache.layers) == layers[1]
+    assert torch.equal(out.sequences, model.generate(**inputs, max_new_tokens=5, use_cache=False))

@@ -1,0 +1,91 @@
+"""save_pretrained / from_pretrained, the Auto classes, and the remote-code folder."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from conftest import ENCODING_PAIRS, random_batch, tiny_model
+from safetensors import safe_open
+from transformers import AutoModel, AutoModelForSeq2SeqLM
+
+from hf_longctx import LongCtxForConditionalGeneration, LongCtxModel
+
+
+@pytest.mark.parametrize("pair", ENCODING_PAIRS, ids=lambda p: "-".join(p))
+def test_save_load_round_trip_is_exact(pair, tmp_path):
+    model = tiny_model(position_embedding_type=pair[0], decoder_position_embedding_type=pair[1])
+    batch = random_batch()
+    expected = model(**batch).logits
+    model.save_pretrained(tmp_path)
+    loaded, info = AutoModelForSeq2SeqLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert type(loaded) is LongCtxForConditionalGeneration
+    assert {k: v for k, v in info.items() if v} == {}, "no missing, unexpected or mismatched keys"
+    loaded.eval()
+    # models load on the meta device: deterministic buffers must be rebuilt, not left as garbage (T4)
+    for (name, buffer), (_, reloaded) in zip(model.named_buffers(), loaded.named_buffers(), strict=True):
+        assert torch.equal(buffer, reloaded), name
+    assert torch.equal(loaded(**batch).logits, expected)
+    assert loaded.lm_head.weight is loaded.model.shared.weight
+
+
+def test_checkpoint_is_safetensors_without_buffers_or_duplicated_tied_weights(tmp_path):
+    model = tiny_model(position_embedding_type="alibi")
+    model.save_pretrained(tmp_path)
+    assert not list(tmp_path.glob("*.bin"))
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert "model.shared.weight" in keys
+    assert "lm_head.weight" not in keys and "model.encoder.embed_tokens.weight" not in keys
+    assert not any("slopes" in k or "inv_freq" in k for k in keys), "tables are recomputed, never stored"
+
+
+def test_auto_model_loads_the_base_model_from_a_generation_checkpoint(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    base = AutoModel.from_pretrained(tmp_path)
+    assert type(base) is LongCtxModel
+    assert torch.equal(base.shared.weight, model.model.shared.weight)
+
+
+def test_saved_config_maps_all_three_auto_classes(tmp_path):
+    tiny_model().save_pretrained(tmp_path)
+    auto_map = json.loads((tmp_path / "config.json").read_text())["auto_map"]
+    assert set(auto_map) == {"AutoConfig", "AutoModel", "AutoModelForSeq2SeqLM"}
+    for name in ("configuration_longctx.py", "modeling_longctx.py", "positions.py", "attention.py"):
+        assert (tmp_path / name).is_file(), f"{name} is copied next to the weights"
+
+
+REMOTE_LOADER = textwrap.dedent(
+    """
+    import sys, torch
+    sys.modules["hf_longctx"] = None  # any import of the installed package now fails
+    from transformers import AutoModelForSeq2SeqLM
+    folder = sys.argv[1]
+    model = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).eval()
+    assert "hf_longctx" not in type(model).__module__.split(".")[0], type(model).__module__
+    batch = torch.load(folder + "/batch.pt")
+    logits = model(**batch).logits
+    generated = model.generate(batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=5)
+    torch.save({"logits": logits, "generated": generated, "module": type(model).__module__}, folder + "/out.pt")
+    """
+)
+
+
+@pytest.mark.parametrize("pe", ["relative", "rope"])
+def test_remote_code_folder_loads_in_a_fresh_process_without_the_package(pe, tmp_path):
+    model = tiny_model(position_embedding_type=pe)
+    batch = random_batch()
+    batch.pop("labels")
+    batch["decoder_input_ids"] = torch.tensor([[0, 5, 6]] * 3)
+    model.save_pretrained(tmp_path)
+    torch.save(batch, tmp_path / "batch.pt")
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf_home")}
+    subprocess.run([sys.executable, "-c", REMOTE_LOADER, str(tmp_path)], check=True, env=env, cwd=tmp_path)
+    out = torch.load(tmp_path / "out.pt")
+    assert out["module"].startswith("transformers_modules"), out["module"]
+    assert torch.equal(out["logits"], model(**batch).logits)
+    generate_inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    assert torch.equal(out["generated"], model.generate(**generate_inputs, max_new_tokens=5))
