@@ -391,3 +391,27 @@ def test_cache_is_sized_by_decoder_layers(layers):
     out = model.generate(**inputs, max_new_tokens=5, return_dict_in_generate=True, output_scores=True)
     assert len(out.cache.self_attention_cache.layers) == layers[1]
     assert torch.equal(out.sequences, model.generate(**inputs, max_new_tokens=5, use_cache=False))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_relative_bias_equals_hf_t5_compute_bias(causal):
+    from transformers import T5Config
+    from transformers.models.t5.modeling_t5 import T5Attention
+
+    config = tiny_config()
+    ours = POSITION_ENCODINGS["relative"](config, causal=causal)
+    t5_config = T5Config(
+        d_model=32,
+        d_kv=8,
+        num_heads=4,
+        relative_attention_num_buckets=config.relative_attention_num_buckets,
+        relative_attention_max_distance=config.relative_attention_max_distance,
+        is_decoder=causal,
+    )
+    t5 = T5Attention(t5_config, has_relative_attention_bias=True)
+    t5.relative_attention_bias.weight.data.copy_(ours.relative_attention_bias.weight.data)
+    for q_len, k_len in [(9, 9), (40, 40)]:
+        assert_same(ours.bias(torch.arange(q_len), torch.arange(k_len)), t5.compute_bias(q_len, k_len), atol=0)
+    # a block of queries deep inside a long input sees the same bias as the full table rows
+    full = ours.bias(torch.arange(40), torch.arange(40))
+    assert_same(ours.bias(torch.arange(17, 23), torch.arange(40)), full[:, :, 17:23], atol=0)
