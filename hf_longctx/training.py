@@ -14,7 +14,6 @@
 """
 
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -56,7 +55,8 @@ class ModelArguments:
     num_heads: int = field(default=4, metadata={"help": "Attention heads; must divide d_model."})
     d_ff: int = field(default=256, metadata={"help": "Feed-forward width."})
     position_embedding_type: str = field(
-        default="alibi", metadata={"help": "Encoder (and default decoder) positions.", "choices": POSITION_EMBEDDING_TYPES}
+        default="alibi",
+        metadata={"help": "Encoder (and default decoder) positions.", "choices": POSITION_EMBEDDING_TYPES},
     )
     decoder_position_embedding_type: str | None = field(
         default=None, metadata={"help": "Decoder positions; defaults to position_embedding_type."}
@@ -65,8 +65,10 @@ class ModelArguments:
     attention_dropout: float = field(default=0.0, metadata={"help": "Dropout on attention probabilities."})
     max_position_embeddings: int | None = field(
         default=None,
-        metadata={"help": "Rows of the `learned` table; defaults to the longest train or eval length, so `learned` "
-        "runs every evaluation (on rows it never trained)."},
+        metadata={
+            "help": "Rows of the `learned` table; defaults to the longest train or eval length, so `learned` "
+            "runs every evaluation (on rows it never trained)."
+        },
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flex_attention."})
 
@@ -79,9 +81,9 @@ class DataArguments:
     train_min_len: int = field(default=16, metadata={"help": "Shortest training source."})
     train_max_len: int = field(default=64, metadata={"help": "Longest training source."})
     eval_lengths: list[int] = field(
-        default_factory=lambda: [64, 256, 1024], metadata={"help": "Source lengths evaluated after training."}
+        default_factory=lambda: [64, 256, 1024, 2048], metadata={"help": "Source lengths evaluated after training."}
     )
-    num_train: int = field(default=20000, metadata={"help": "Training examples (epochs repeat them)."})
+    num_train: int = field(default=50000, metadata={"help": "Training examples (epochs repeat them)."})
     num_eval: int = field(default=200, metadata={"help": "Examples per evaluation length."})
     # Not `seed`/`data_seed`: HfArgumentParser puts these dataclasses beside Seq2SeqTrainingArguments, which has both.
     dataset_seed: int = field(default=1234, metadata={"help": "Seed of the generated datasets."})
@@ -196,8 +198,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
     max_length = max([data_args.train_max_len, *data_args.eval_lengths])
 
     model = build_model(model_args, tokenizer, max_length)
-    # The saved generation config answers the trained task: room for its longest in-distribution target + EOS.
-    model.generation_config.max_new_tokens = _max_target_tokens(in_dist_raw)
+    # The saved generation config answers the trained task: room for its longest in-distribution target. (A length
+    # cap as `max_length`, not `max_new_tokens`: Seq2SeqTrainer writes the default max_length=20 into the model's
+    # generation config during evaluation, and generate warns on every call when both are set.)
+    model.generation_config.max_length = _max_decoder_length(in_dist_raw)
     logger.info(
         f"{data_args.task}: {model.num_parameters():,} parameters, {model_args.position_embedding_type} positions, "
         f"train lengths {data_args.train_min_len}-{data_args.train_max_len}, eval lengths {data_args.eval_lengths}"
@@ -227,7 +231,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
     for length, raw in eval_raw.items():
         results["eval"][str(length)] = evaluate_length(trainer, tokenizer, raw, length)
         logger.info(f"length {length}: exact match {results['eval'][str(length)]['exact_match']:.3f}")
-    trainer.log_metrics("predict", {f"exact_match_{k}": v["exact_match"] for k, v in results["eval"].items()})
+    trainer.log({f"test_len{k}_exact_match": v["exact_match"] for k, v in results["eval"].items()})
 
     if trainer.is_world_process_zero():
         output_dir = Path(training_args.output_dir)
@@ -241,7 +245,7 @@ def evaluate_length(trainer: Seq2SeqTrainer, tokenizer, raw: Dataset, length: in
     output = trainer.predict(
         tokenize(raw, tokenizer),
         metric_key_prefix=f"test_len{length}",
-        max_new_tokens=_max_target_tokens(raw),
+        max_length=_max_decoder_length(raw),
         num_beams=1,
     )
     prefix = f"test_len{length}_"
@@ -263,7 +267,9 @@ def results_table(results: dict) -> str:
     train_max = results["data_args"]["train_max_len"]
     with_depth = any("exact_match_by_depth" in r for r in results["eval"].values())
     bins = [f"{i / DEPTH_BINS:.1f}-{(i + 1) / DEPTH_BINS:.1f}" for i in range(DEPTH_BINS)]
-    header = ["length", "x train max", "exact match", "token acc.", "n"] + ([f"EM depth {b}" for b in bins] if with_depth else [])
+    header = ["length", "x train max", "exact match", "token acc.", "n"] + (
+        [f"EM depth {b}" for b in bins] if with_depth else []
+    )
     lines = [
         f"# {results['task']}, {results['position_embedding_type']} positions "
         f"(trained at {results['data_args']['train_min_len']}-{train_max} tokens, "
@@ -273,15 +279,22 @@ def results_table(results: dict) -> str:
         "|" + "---|" * len(header),
     ]
     for length, r in results["eval"].items():
-        row = [length, f"{int(length) / train_max:.1f}", f"{r['exact_match']:.3f}", f"{r['token_accuracy']:.3f}", str(r["num_samples"])]
+        row = [
+            length,
+            f"{int(length) / train_max:.1f}",
+            f"{r['exact_match']:.3f}",
+            f"{r['token_accuracy']:.3f}",
+            str(r["num_samples"]),
+        ]
         if with_depth:
             row += ["-" if v is None else f"{v:.2f}" for v in r.get("exact_match_by_depth", [None] * DEPTH_BINS)]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _max_target_tokens(raw: Dataset) -> int:
-    return max(len(target.split()) for target in raw["target"]) + 1  # + EOS
+def _max_decoder_length(raw: Dataset) -> int:
+    """Decoder tokens `generate` needs for the longest target: start token + target + EOS."""
+    return max(len(target.split()) for target in raw["target"]) + 2
 
 
 __all__ = [

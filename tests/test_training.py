@@ -1,0 +1,254 @@
+"""Data, tokenizer, metrics and the training entry point (tiny model, a few steps; about 30 s on 2 CPU cores)."""
+
+import importlib.util
+import json
+import socket
+from pathlib import Path
+
+import evaluate
+import pytest
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig, Seq2SeqTrainingArguments
+
+from hf_longctx import LongCtxConfig
+from hf_longctx.data import DIGITS, LETTERS, TASKS, make_task
+from hf_longctx.tokenization import build_tokenizer
+from hf_longctx.training import DataArguments, ModelArguments, train
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_task_is_deterministic_per_seed(name):
+    first = make_task(name, 20, 12, 40, seed=3).to_dict()
+    assert first == make_task(name, 20, 12, 40, seed=3).to_dict()
+    assert first != make_task(name, 20, 12, 40, seed=4).to_dict()
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_lengths_are_encoder_tokens_with_eos(name):
+    tokenizer = build_tokenizer()
+    ds = make_task(name, 30, 12, 40, seed=0)
+    assert all(12 <= n <= 40 for n in ds["length"])
+    assert [len(ids) for ids in tokenizer(list(ds["source"]))["input_ids"]] == list(ds["length"])
+    assert set(make_task(name, 5, 77, 77, seed=1)["length"]) == {77}
+
+
+def test_passkey_needle_is_where_claimed():
+    for row in make_task("passkey", 200, 7, 64, seed=0):
+        words, target = row["source"].split(), row["target"].split()
+        p = row["position"]
+        assert words[p] == "KEY" and words[p + 1 : p + 6] == target
+        assert len(target) == 5 and all(d in DIGITS for d in target)
+        filler = words[:p] + words[p + 6 :]
+        assert all(w in LETTERS for w in filler)  # the only KEY and the only digits are the needle's
+        assert row["depth"] == pytest.approx(p / len(filler) if filler else 0.0)
+    depths = make_task("passkey", 400, 60, 64, seed=1)["depth"]
+    assert min(depths) < 0.05 and max(depths) > 0.95  # the needle visits every depth
+
+
+def test_kv_recall_value_is_the_queried_keys():
+    for row in make_task("kv_recall", 100, 10, 100, seed=0):
+        words, p = row["source"].split(), row["position"]
+        assert words[-3] == "?" and words[p : p + 2] == words[-2:]  # the pair at `position` holds the queried key
+        assert words[p + 2] == "=" and words[p + 3 : p + 6] == row["target"].split()
+        pairs = words[words.index("=") - 2 : -3] if "=" in words else []
+        keys = [tuple(pairs[i : i + 2]) for i in range(0, len(pairs), 6)]
+        assert len(keys) == len(set(keys))  # keys are distinct, so the answer is unique
+
+
+def test_copy_and_reverse_targets():
+    for row in make_task("copy", 10, 2, 30, seed=0):
+        assert row["target"] == row["source"] and row["position"] == -1
+    for row in make_task("reverse", 10, 2, 30, seed=0):
+        assert row["target"].split() == row["source"].split()[::-1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument",
+    [
+        (dict(name="needle", num_samples=4, min_len=16, max_len=32), "`name`"),
+        (dict(name="passkey", num_samples=4, min_len=64, max_len=16), "`min_len`"),
+        (dict(name="passkey", num_samples=4, min_len=6, max_len=16), "`min_len`"),  # KEY + 5 digits + EOS = 7
+        (dict(name="kv_recall", num_samples=4, min_len=9, max_len=16), "`min_len`"),
+        (dict(name="kv_recall", num_samples=4, min_len=16, max_len=10**5), "`max_len`"),
+        (dict(name="copy", num_samples=0, min_len=16, max_len=32), "`num_samples`"),
+    ],
+)
+def test_bad_task_arguments_raise_naming_the_argument(kwargs, argument):
+    with pytest.raises(ValueError, match=argument):
+        make_task(**kwargs)
+
+
+# ------------------------------------------------------------------------------------------ tokenizer
+
+
+def test_tokenizer_ids_match_the_config_defaults():
+    tokenizer, config = build_tokenizer(), LongCtxConfig()
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id) == (0, 1, 2)
+    assert config.pad_token_id == tokenizer.pad_token_id == config.decoder_start_token_id
+    assert config.eos_token_id == tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_tokenizer_round_trips_every_task(name):
+    tokenizer = build_tokenizer()
+    ds = make_task(name, 20, 12, 40, seed=0)
+    encoded = tokenizer(list(ds["source"]), text_target=list(ds["target"]))
+    rows = zip(encoded["input_ids"], encoded["labels"], ds["source"], ds["target"], strict=True)
+    for ids, labels, source, target in rows:
+        assert ids[-1] == labels[-1] == tokenizer.eos_token_id and tokenizer.unk_token_id not in ids + labels
+        assert tokenizer.decode(ids, skip_special_tokens=True) == source
+        assert tokenizer.decode(labels, skip_special_tokens=True) == target
+
+
+def test_tokenizer_saves_and_loads_with_auto_tokenizer(tmp_path):
+    tokenizer = build_tokenizer()
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    text = "a b KEY 1 2 3 4 5 z ? . ="
+    assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert loaded("a WORD")["input_ids"] == [tokenizer.convert_tokens_to_ids("a"), 2, 1]  # unknown word -> unk
+    assert (loaded.pad_token_id, loaded.eos_token_id, len(loaded)) == (0, 1, len(tokenizer))
+    batch = loaded(["a b c", "a"], padding=True)
+    assert batch["input_ids"][1] == [loaded.convert_tokens_to_ids("a"), 1, 0, 0]  # right padding with id 0
+
+
+# -------------------------------------------------------------------------------------------- metrics
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails: loading must not touch the hub."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network access attempted in an offline test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def test_metrics_load_by_path_offline(no_network, monkeypatch):
+    monkeypatch.chdir(REPO)  # the documented call: evaluate.load("metrics/<name>") from the repository root
+    exact_match = evaluate.load("metrics/exact_match")
+    assert exact_match.compute(predictions=["1 2 3", " 4  5 ", "x"], references=["1 2 3", "4 5", "y"]) == {
+        "exact_match": pytest.approx(2 / 3)
+    }
+    assert exact_match.compute(predictions=["A b"], references=["a B"], ignore_case=True)["exact_match"] == 1.0
+
+    token_accuracy = evaluate.load("metrics/token_accuracy")
+    # 2 of 3 positions, then 1 of max(1, 2) positions: (2 + 1) / (3 + 2); the missing "y" counts as an error
+    refs = [["a", "b", "d"], ["x", "y"]]
+    assert token_accuracy.compute(predictions=[["a", "b", "c"], ["x"]], references=refs)["token_accuracy"] == 0.6
+    assert token_accuracy.compute(predictions=[[5, 6, 7]], references=[[5, 6]])["token_accuracy"] == pytest.approx(
+        2 / 3
+    )
+
+    chrf = evaluate.load(str(REPO / "metrics" / "chrf"))  # an absolute path works from anywhere
+    scores = chrf.compute(predictions=["the cat sat on the mat"], references=["the cat sat on the mat"])
+    assert scores["chrf"] == pytest.approx(100.0) and scores["bleu"] == pytest.approx(100.0)
+    assert chrf.compute(predictions=["xyz"], references=[["the cat", "a dog"]])["chrf"] < 10
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def tiny_run_args(output_dir, **overrides):
+    model_args = ModelArguments(d_model=32, encoder_layers=1, decoder_layers=1, num_heads=4, d_ff=64)
+    data_args = DataArguments(
+        task="passkey", train_min_len=16, train_max_len=32, eval_lengths=[32, 96], num_train=64, num_eval=8
+    )
+    values = dict(
+        output_dir=str(output_dir),
+        max_steps=4,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=8,
+        learning_rate=1e-3,
+        predict_with_generate=True,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    values.update(overrides)
+    return model_args, data_args, Seq2SeqTrainingArguments(**values)
+
+
+def test_train_writes_a_loadable_folder_and_results(tmp_path):
+    model_args, data_args, training_args = tiny_run_args(tmp_path)
+    results = train(model_args, data_args, training_args)
+
+    assert json.loads((tmp_path / "results.json").read_text()) == json.loads(json.dumps(results, default=str))
+    assert results["train"]["global_step"] == 4
+    assert set(results["eval"]) == {"32", "96"}
+    for scores in results["eval"].values():
+        assert 0.0 <= scores["exact_match"] <= 1.0 and scores["num_samples"] == 8
+        assert len(scores["exact_match_by_depth"]) == 5
+    table = (tmp_path / "results.md").read_text()
+    assert "| 96 | 3.0 |" in table
+
+    model = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert type(model).__name__ == "LongCtxForConditionalGeneration" and model.config.vocab_size == len(tokenizer)
+    assert GenerationConfig.from_pretrained(tmp_path).decoder_start_token_id == tokenizer.pad_token_id
+
+    # The reloaded model reproduces the recorded score: greedy decoding of the same examples (eval seeds are
+    # dataset_seed + 2 + index of the length).
+    raw = make_task("passkey", 8, 96, 96, seed=data_args.dataset_seed + 3)
+    batch = tokenizer(list(raw["source"]), return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(**batch, max_length=7)
+    predictions = tokenizer.batch_decode(generated, skip_special_tokens=True)
+    token_accuracy = evaluate.load(str(REPO / "metrics" / "token_accuracy"))
+    score = token_accuracy.compute(
+        predictions=[p.split() for p in predictions], references=[t.split() for t in raw["target"]]
+    )["token_accuracy"]
+    assert score == pytest.approx(results["eval"]["96"]["token_accuracy"])
+
+
+def test_train_needs_predict_with_generate(tmp_path):
+    with pytest.raises(ValueError, match="predict_with_generate"):
+        train(*tiny_run_args(tmp_path, predict_with_generate=False))
+
+
+def test_empty_eval_lengths_raise():
+    with pytest.raises(ValueError, match="eval_lengths"):
+        DataArguments(eval_lengths=[])
+
+
+# -------------------------------------------------------------------------------------------- script
+
+
+@pytest.fixture
+def train_script(monkeypatch):
+    # The script sets a few environment defaults on import; pin them so the test leaves os.environ as it found it.
+    for name, value in {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}.items():
+        monkeypatch.setenv(name, value)
+    spec = importlib.util.spec_from_file_location("train_script", REPO / "scripts" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_script_demo_defaults_and_overrides(train_script, tmp_path):
+    model_args, data_args, training_args = train_script.parse_args(["--output_dir", str(tmp_path)])
+    assert (model_args.position_embedding_type, model_args.d_model, data_args.task) == ("alibi", 64, "passkey")
+    assert training_args.predict_with_generate and training_args.learning_rate == 1e-3
+    assert training_args.max_steps == train_script.DEMO_DEFAULTS["max_steps"]
+
+    _, data_args, training_args = train_script.parse_args(
+        ["--output_dir", str(tmp_path), "--learning_rate", "3e-4", "--eval_lengths", "32", "128"]
+    )
+    assert training_args.learning_rate == 3e-4 and data_args.eval_lengths == [32, 128]
+
+    config = tmp_path / "run.yaml"
+    config.write_text(f"output_dir: {tmp_path}\ntask: copy\nmax_steps: 7\nd_model: 32\n")
+    model_args, data_args, training_args = train_script.parse_args([str(config)])
+    assert (data_args.task, training_args.max_steps, model_args.d_model) == ("copy", 7, 32)
+    assert training_args.predict_with_generate  # demo defaults still apply under a file
