@@ -37,7 +37,8 @@ class BlockwiseBias:
     k_positions: torch.Tensor  # (Lk,)
     key_padding_mask: torch.Tensor | None  # (B, Lk) bool, True = attend
     causal: bool
-    chunk_size: int | None = None
+    block_size: int | None = None
+    full_mask: torch.Tensor | None = None  # a ready (B, 1, Lq, Lk) mask (e.g. from generate's static cache)
 
 
 def eager_attention_forward(
@@ -74,16 +75,23 @@ def _attend_block(
     plan: BlockwiseBias,
     scaling: float,
     dropout: float,
+    block_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     bias_BHCLk = plan.bias_fn(q_positions, plan.k_positions).to(query_BHCDh.dtype)
+    lowest = torch.finfo(bias_BHCLk.dtype).min
     allowed = None
     if plan.key_padding_mask is not None:
         allowed = plan.key_padding_mask[:, None, None, :]
     if plan.causal:
         causal_CLk = plan.k_positions[None, :] <= q_positions[:, None]
         allowed = causal_CLk if allowed is None else allowed & causal_CLk
+    if block_mask is not None:
+        if block_mask.dtype == torch.bool:
+            allowed = block_mask if allowed is None else allowed & block_mask
+        else:  # an additive mask
+            bias_BHCLk = (bias_BHCLk + block_mask).clamp(min=lowest)
     if allowed is not None:  # one finfo.min plane, never added to another (fully masked rows stay finite)
-        bias_BHCLk = torch.where(allowed, bias_BHCLk, torch.finfo(bias_BHCLk.dtype).min)
+        bias_BHCLk = torch.where(allowed, bias_BHCLk, lowest)
     return F.scaled_dot_product_attention(
         query_BHCDh, key, value, attn_mask=bias_BHCLk, dropout_p=dropout, scale=scaling
     )
@@ -101,18 +109,20 @@ def chunked_attention_forward(
     """Query-chunked attention with the bias built per block; memory O(B * H * C * Lk)."""
     batch, heads, q_len, _ = query.shape
     k_len = key.shape[2]
-    chunk = plan.chunk_size or max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * k_len))
+    chunk = plan.block_size or max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * k_len))
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
     # Blocks are written into one tensor allocated up front: small per-block outputs that outlive their block
     # would pin the allocator's heap between the large per-block temporaries, and RSS would then grow with
     # the number of blocks (measured: +8 MB per block at 16k tokens).
     output_BHLqDh = query.new_empty(query.shape[:-1] + value.shape[-1:])
     for start in range(0, q_len, chunk):
-        args = (query[:, :, start : start + chunk], key, value, plan.q_positions[start : start + chunk], plan)
+        rows = slice(start, start + chunk)
+        block_mask = plan.full_mask[:, :, rows] if plan.full_mask is not None else None
+        args = (query[:, :, rows], key, value, plan.q_positions[rows], plan, scaling, dropout, block_mask)
         if needs_grad:  # recompute the block's scores in backward instead of keeping them
-            block = checkpoint(_attend_block, *args, scaling, dropout, use_reentrant=False)
+            block = checkpoint(_attend_block, *args, use_reentrant=False)
         else:
-            block = _attend_block(*args, scaling, dropout)
+            block = _attend_block(*args)
         output_BHLqDh[:, :, start : start + chunk] = block
     return output_BHLqDh.transpose(1, 2).contiguous(), None
 

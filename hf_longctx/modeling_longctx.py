@@ -228,15 +228,18 @@ class LongCtxStack(LongCtxPreTrainedModel):
             return False
         return mode == "always" or key_length >= self.config.chunked_attention_min_length
 
-    def _self_attention_inputs(self, q_positions, k_positions, padding_mask_2d, make_dense_mask, dtype):
+    def _self_attention_inputs(self, q_positions, k_positions, padding_mask, make_dense_mask, dtype):
         """(attention_mask, position_bias, position_embeddings) for this forward, computed once for all layers."""
         rotary = None
         if self.position.kind == "rotary":
             rotary = tuple(t.to(dtype) for t in self.position.rotary(q_positions))
         if self._use_chunked(len(k_positions)):
-            key_padding = None
-            if padding_mask_2d is not None and not bool(padding_mask_2d.all()):
-                key_padding = padding_mask_2d.bool()
+            key_padding, full_mask = None, None
+            if padding_mask is not None and padding_mask.dim() == 4:  # a ready mask, e.g. from generate
+                full_mask = padding_mask
+            elif padding_mask is not None and not bool(padding_mask.all()):
+                # a static cache has more key slots than mask columns: the slots past the mask are not attended
+                key_padding = F.pad(padding_mask.bool(), (0, len(k_positions) - padding_mask.shape[1]))
             plan = BlockwiseBias(
                 self.position.bias,
                 q_positions,
@@ -244,6 +247,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
                 key_padding,
                 self.causal,
                 self.config.chunked_attention_block_size,
+                full_mask,
             )
             return None, plan, rotary
         bias = self.position.bias(q_positions, k_positions).to(dtype) if self.position.kind == "bias" else None
@@ -315,12 +319,15 @@ class LongCtxDecoder(LongCtxStack):
         length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
         device = (input_ids if input_ids is not None else inputs_embeds).device
         q_positions = torch.arange(past_length, past_length + length, device=device)
-        k_positions = torch.arange(past_length + length, device=device)
-        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] != len(k_positions):
+        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] != past_length + length:
             raise ValueError(
                 f"`decoder_attention_mask` covers {attention_mask.shape[1]} positions but the decoder sees "
-                f"{len(k_positions)} ({past_length} cached + {length} new); give one mask column per decoder token."
+                f"{past_length + length} ({past_length} cached + {length} new); give one mask column per decoder token."
             )
+        # Keys as the cache will hold them: a static cache keeps `max_cache_len` slots, the causal mask hides
+        # the slots not yet written.
+        key_length = self_cache.get_mask_sizes(length, 0)[0] if self_cache is not None else length
+        k_positions = torch.arange(key_length, device=device)
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, q_positions)
 
         mask, bias, rotary = self._self_attention_inputs(

@@ -11,6 +11,11 @@
    from the shipped `evaluate` modules in `metrics/`), plus exact match by needle depth;
 5. saves the model folder (safetensors weights, config + modeling code, tokenizer, generation config) to
    `output_dir`, with `results.json` and a markdown table `results.md` beside it.
+
+`--resume_from_checkpoint <folder>` (or `last`: the newest `checkpoint-*` in `output_dir`) continues an interrupted
+run; with `--save_strategy steps` the checkpoints hold model.safetensors, optimizer, scheduler and RNG states, so a
+resumed run ends on the same weights as an uninterrupted one. The same entry point runs data parallel under
+`torchrun --nproc_per_node N` (gloo on CPU); `per_device_train_batch_size` is then per process.
 """
 
 import json
@@ -28,8 +33,10 @@ from transformers import (
     PreTrainedTokenizerBase,
     Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
+    TrainerCallback,
     set_seed,
 )
+from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from .configuration_longctx import POSITION_EMBEDDING_TYPES, LongCtxConfig
@@ -171,9 +178,31 @@ def exact_match_by_depth(predictions: list[str], references: list[str], depths: 
     return [sum(h) / len(h) if h else None for h in hits]
 
 
-def train(model_args: ModelArguments, data_args: DataArguments, training_args: Seq2SeqTrainingArguments) -> dict:
+class LongCtxSeq2SeqTrainer(Seq2SeqTrainer):
+    """Seq2SeqTrainer whose distributed evaluation drops the examples that sampling repeats to even out the ranks.
+
+    Under torchrun every rank evaluates equally many full batches, topped up with repeats of the first examples.
+    Seq2SeqTrainer gathers generated predictions with `accelerator.gather`, which keeps the repeats (transformers
+    PR #27025 chose it so that `num_return_sequences > 1` loses nothing): a 4-example set came back as 64 predictions
+    (2 ranks x a 32-row batch), skewing every metric. With one sequence per example, `gather_for_metrics` drops them.
+    """
+
+    def evaluation_loop(self, *args, **kwargs):
+        gen_kwargs = getattr(self, "_gen_kwargs", {})
+        if (gen_kwargs.get("num_return_sequences") or self.model.generation_config.num_return_sequences or 1) == 1:
+            self.gather_function = self.accelerator.gather_for_metrics
+        return super().evaluation_loop(*args, **kwargs)
+
+
+def train(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: Seq2SeqTrainingArguments,
+    callbacks: list[TrainerCallback] | None = None,
+) -> dict:
     """Train on `data_args.task`, evaluate at every `eval_lengths`, save model + results to `output_dir`.
 
+    `callbacks` are added to the Trainer's (e.g. `EarlyStoppingCallback`, or a recorder of the logged losses).
     Returns the results dict that is also written to `output_dir/results.json`.
     """
     if not training_args.predict_with_generate:
@@ -182,6 +211,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
         )
     if training_args.output_dir is None:
         raise ValueError("`output_dir` is required: the model folder and results are written there.")
+    resume_from_checkpoint = checkpoint_to_resume(training_args)  # fail on a bad value before any work
     set_seed(training_args.seed)  # the model is built before Trainer seeds anything
 
     tokenizer = build_tokenizer()
@@ -207,7 +237,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
         f"train lengths {data_args.train_min_len}-{data_args.train_max_len}, eval lengths {data_args.eval_lengths}"
     )
 
-    trainer = Seq2SeqTrainer(
+    trainer = LongCtxSeq2SeqTrainer(
         model=model,
         args=training_args,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
@@ -215,8 +245,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
         eval_dataset=tokenize(in_dist_raw, tokenizer) if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         compute_metrics=make_compute_metrics(tokenizer),
+        callbacks=callbacks,
     )
-    train_output = trainer.train()
+    train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)  # weights, config + code, tokenizer, generation config
 
     results = {
@@ -238,6 +269,28 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: S
         (output_dir / RESULTS_JSON).write_text(json.dumps(results, indent=2, default=str) + "\n")
         (output_dir / RESULTS_TABLE).write_text(results_table(results))
     return results
+
+
+def checkpoint_to_resume(training_args: Seq2SeqTrainingArguments) -> str | None:
+    """The checkpoint folder `--resume_from_checkpoint` names; `last` means the newest `checkpoint-*` in `output_dir`.
+
+    (`TrainingArguments.resume_from_checkpoint` is only a slot for scripts: Trainer reads it only when it is passed
+    to `trainer.train`.)
+    """
+    resume = training_args.resume_from_checkpoint
+    if resume is None:
+        return None
+    if resume == "last":
+        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        if last is None:
+            raise ValueError(
+                f"`resume_from_checkpoint`=last, but `output_dir` ({training_args.output_dir}) holds no checkpoint-* "
+                "folder; train with `--save_strategy steps` to write checkpoints, or name a checkpoint folder."
+            )
+        return last
+    if not os.path.isdir(resume):
+        raise ValueError(f"`resume_from_checkpoint`={resume!r} is not a folder; name a checkpoint-* folder or `last`.")
+    return resume
 
 
 def evaluate_length(trainer: Seq2SeqTrainer, tokenizer, raw: Dataset, length: int) -> dict:
@@ -301,7 +354,9 @@ __all__ = [
     "ModelArguments",
     "DataArguments",
     "train",
+    "LongCtxSeq2SeqTrainer",
     "build_model",
+    "checkpoint_to_resume",
     "load_metric",
     "make_compute_metrics",
     "results_table",

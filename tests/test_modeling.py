@@ -415,3 +415,32 @@ def test_relative_bias_equals_hf_t5_compute_bias(causal):
     # a block of queries deep inside a long input sees the same bias as the full table rows
     full = ours.bias(torch.arange(40), torch.arange(40))
     assert_same(ours.bias(torch.arange(17, 23), torch.arange(40)), full[:, :, 17:23], atol=0)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pair_kwargs(p) for p in ENCODING_PAIRS] + [{"position_embedding_type": "relative", "chunked_attention": "always"}],
+    ids=lambda c: "-".join(str(v) for v in c.values()),
+)
+def test_static_cache_generates_what_the_dynamic_cache_does(case):
+    model = tiny_model(**case)
+    batch = random_batch()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    dynamic = model.generate(**inputs, max_new_tokens=6, output_scores=True, return_dict_in_generate=True)
+    static = model.generate(
+        **inputs, max_new_tokens=6, cache_implementation="static", output_scores=True, return_dict_in_generate=True
+    )
+    assert torch.equal(static.sequences, dynamic.sequences)
+    for a, b in zip(static.scores, dynamic.scores, strict=True):
+        assert_same(a, b)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pe", ["alibi", "rope"])
+def test_flex_attention_forward_matches_eager(pe):
+    """FlexAttention compiles on CPU (tens of seconds) but has no CPU backward: inference only."""
+    batch = random_batch()
+    eager = tiny_model(position_embedding_type=pe, attn_implementation="eager")
+    flex = tiny_model(position_embedding_type=pe, attn_implementation="flex_attention")
+    with torch.no_grad():
+        assert_same(flex(**batch).logits, eager(**batch).logits)
