@@ -9,7 +9,7 @@
 4. holds out `num_eval_examples` examples, builds a fresh model (`training.build_model`), trains;
 5. saves the model folder (weights, config + modeling code, tokenizer, generation config) to `output_dir`, and
    the held-out scores (loss; with `predict_with_generate` also exact match, token accuracy, chrF and BLEU of the
-   greedy outputs, sentinels included) in `results.json`.
+   greedy outputs, without special tokens) in `results.json`.
 """
 
 import json
@@ -22,7 +22,6 @@ from transformers import (
     DataCollatorForSeq2Seq,
     EvalPrediction,
     PreTrainedTokenizerBase,
-    Seq2SeqTrainer,
     Seq2SeqTrainingArguments,
     TrainerCallback,
     set_seed,
@@ -41,7 +40,14 @@ from .text_data import (
     span_counts,
     train_bpe_tokenizer,
 )
-from .training import RESULTS_JSON, ModelArguments, build_model, checkpoint_to_resume, load_metric
+from .training import (
+    RESULTS_JSON,
+    LongCtxSeq2SeqTrainer,
+    ModelArguments,
+    build_model,
+    checkpoint_to_resume,
+    load_metric,
+)
 
 logger = logging.get_logger(__name__)
 CHRF_KEYS = ("chrf", "bleu")  # the chrf module also echoes its settings (char_order, ...)
@@ -127,6 +133,11 @@ def build_text_examples(text_args: TextDataArguments, tokenizer: PreTrainedToken
 
     if tokenizer is None and text_args.tokenizer_name is not None:
         tokenizer = AutoTokenizer.from_pretrained(text_args.tokenizer_name)
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError(
+                f"`tokenizer_name` {text_args.tokenizer_name!r} has no pad or no EOS token; the model pads with one "
+                "and stops at the other. Add them to the tokenizer, or leave `tokenizer_name` unset to train one."
+            )
     if tokenizer is None:
         corpus = (text for column in columns.values() for text in raw[column])
         tokenizer = train_bpe_tokenizer(corpus, text_args.tokenizer_vocab_size, text_args.num_sentinels)
@@ -163,27 +174,29 @@ def build_text_examples(text_args: TextDataArguments, tokenizer: PreTrainedToken
 
 
 def make_text_compute_metrics(tokenizer: PreTrainedTokenizerBase):
-    """Exact match, token accuracy (over token ids) and chrF / BLEU of greedy outputs; sentinels are kept in the
-    decoded text (they mark which span is which), pad and EOS are not."""
+    """Exact match, token accuracy and chrF / BLEU of greedy outputs, scored without special tokens.
+
+    Sentinels are dropped with pad and EOS before scoring: `<extra_id_0> ... <extra_id_1> ...` is free to predict
+    and, left in, lifts chrF and BLEU of an untrained denoiser to about 50. What is scored is the dropped text.
+    """
     exact_match, token_accuracy, chrf = load_metric("exact_match"), load_metric("token_accuracy"), load_metric("chrf")
-    drop = {-100, tokenizer.pad_token_id}
+    special = set(tokenizer.all_special_ids) | {-100}
 
     def clean(rows) -> list[list[int]]:
-        """Token ids up to the first EOS, without -100 and pad (generate's decoder start token is pad)."""
+        """Token ids up to the first EOS, without special tokens and -100 (generate starts with pad)."""
         cleaned = []
         for row in np.asarray(rows).tolist():
             end = row.index(tokenizer.eos_token_id) if tokenizer.eos_token_id in row else len(row)
-            cleaned.append([t for t in row[:end] if t not in drop])
+            cleaned.append([t for t in row[:end] if t not in special])
         return cleaned
 
     def compute_metrics(eval_pred: EvalPrediction) -> dict[str, float]:
         predictions, references = clean(eval_pred.predictions), clean(eval_pred.label_ids)
-        pred_text = [tokenizer.decode(p) for p in predictions]
-        ref_text = [tokenizer.decode(r) for r in references]
+        pred_text, ref_text = tokenizer.batch_decode(predictions), tokenizer.batch_decode(references)
         scores = exact_match.compute(predictions=pred_text, references=ref_text)
         scores |= token_accuracy.compute(predictions=predictions, references=references)
-        scores |= {k: v for k, v in chrf.compute(predictions=pred_text, references=ref_text).items() if k in CHRF_KEYS}
-        return scores
+        chrf_bleu = chrf.compute(predictions=pred_text, references=ref_text)
+        return scores | {k: v for k, v in chrf_bleu.items() if k in CHRF_KEYS}
 
     return compute_metrics
 
@@ -222,7 +235,7 @@ def train_text(
         f"{model.num_parameters():,} parameters, {model_args.position_embedding_type} positions"
     )
 
-    trainer = Seq2SeqTrainer(
+    trainer = LongCtxSeq2SeqTrainer(  # Seq2SeqTrainer, with exact distributed evaluation
         model=model,
         args=training_args,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),

@@ -301,6 +301,8 @@ def evaluate_length(trainer: Seq2SeqTrainer, tokenizer, raw: Dataset, length: in
         max_length=_max_decoder_length(raw),
         num_beams=1,
     )
+    if len(output.predictions) != len(raw):  # e.g. repeats from distributed sampling (LongCtxSeq2SeqTrainer)
+        raise RuntimeError(f"{len(output.predictions)} predictions for {len(raw)} examples at length {length}.")
     prefix = f"test_len{length}_"
     scores = {k.removeprefix(prefix): v for k, v in output.metrics.items() if k.startswith(prefix)}
     result = {

@@ -5,6 +5,10 @@
     python scripts/train.py config.yaml                   # every argument from one .json/.yaml file
     python scripts/train.py --help                        # ModelArguments, DataArguments, Seq2SeqTrainingArguments
 
+    python scripts/train.py --output_dir runs/demo --save_strategy steps --save_steps 500    # safetensors checkpoints
+    python scripts/train.py --output_dir runs/demo --save_strategy steps --save_steps 500 --resume_from_checkpoint last
+    torchrun --nproc_per_node 2 scripts/train.py --output_dir runs/ddp    # data parallel (gloo on CPU), batch per process
+
 The demo: a d_model-64, 2+2-layer ALiBi model trained on passkey retrieval at 16-64 tokens, evaluated with greedy
 decoding at 64, 256, 1024 and 2048 tokens (up to 32x the longest training input; 2048 takes the
 query-chunked attention path). `output_dir` receives the model folder (loadable with
