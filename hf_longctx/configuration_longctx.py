@@ -6,6 +6,7 @@ from `decoder_layers`, and an HF user reads them without a glossary.
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+from transformers.activations import ACT2FN
 
 # The registry of encodings lives with the model code (`positions.py`); the config only needs the names,
 # and importing them from there would make the config depend on torch modules. Keep the two in sync: a
@@ -162,6 +163,14 @@ class LongCtxConfig(PreTrainedConfig):
             raise ValueError(
                 f"`rope_parameters` with rope_type={rope_type!r} needs a scaling `factor` "
                 "(target length / trained length), e.g. {'rope_type': 'yarn', 'factor': 4.0}."
+            )
+        factor = self.rope_parameters.get("factor")
+        if factor is not None and not factor > 0:
+            raise ValueError(f"`rope_parameters['factor']` must be > 0 (target length / trained length), got {factor}.")
+        if self.activation_function not in ACT2FN:
+            raise ValueError(
+                f"`activation_function`={self.activation_function!r} is unknown; use a key of "
+                "transformers.activations.ACT2FN, e.g. 'gelu', 'relu', 'silu', 'gelu_new'."
             )
         if self.norm_type not in NORM_TYPES:
             raise ValueError(f"`norm_type`={self.norm_type!r} is not supported; valid: {', '.join(NORM_TYPES)}.")

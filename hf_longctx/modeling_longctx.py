@@ -24,6 +24,7 @@ from transformers.modeling_outputs import (
     Seq2SeqModelOutput,
 )
 from transformers.utils import can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
@@ -48,28 +49,48 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
-def check_token_inputs(config: LongCtxConfig, input_ids, attention_mask, ids_name: str, mask_name: str) -> None:
-    """Bad ids or masks get a ValueError here, not an IndexError from inside an embedding."""
-    if input_ids is not None and input_ids.numel() > 0:
-        low, high = int(input_ids.min()), int(input_ids.max())
-        if low < 0 or high >= config.vocab_size:
-            raise ValueError(
-                f"`{ids_name}` holds ids in [{low}, {high}] but `vocab_size` is {config.vocab_size}: every id must be "
-                f"in [0, {config.vocab_size - 1}]. Check the tokenizer matches the model, or call "
-                "`model.resize_token_embeddings(len(tokenizer))`."
-            )
-    if input_ids is not None and attention_mask is not None and attention_mask.dim() == 2:
-        if attention_mask.shape != input_ids.shape:
-            raise ValueError(
-                f"`{mask_name}` has shape {tuple(attention_mask.shape)} but `{ids_name}` has shape "
-                f"{tuple(input_ids.shape)}; pass the mask the tokenizer returned with these ids (same batch and length)."
-            )
+def check_token_ids(config: LongCtxConfig, input_ids: torch.Tensor | None, name: str) -> None:
+    """Ids outside the vocabulary get a ValueError here, not an IndexError from inside an embedding."""
+    if input_ids is None or input_ids.numel() == 0:
+        return
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= config.vocab_size:
+        raise ValueError(
+            f"`{name}` holds ids in [{low}, {high}] but `vocab_size` is {config.vocab_size}: every id must be "
+            f"in [0, {config.vocab_size - 1}]. Check the tokenizer matches the model, or call "
+            "`model.resize_token_embeddings(len(tokenizer))`."
+        )
+
+
+def check_mask_shape(mask: torch.Tensor | None, expected: tuple[int, int], mask_name: str, ids_name: str) -> None:
+    if mask is not None and mask.dim() == 2 and tuple(mask.shape) != tuple(expected):
+        raise ValueError(
+            f"`{mask_name}` has shape {tuple(mask.shape)} but `{ids_name}` has shape {tuple(expected)}; "
+            "pass the mask the tokenizer returned with these ids (same batch and length)."
+        )
 
 
 def _norm(config: LongCtxConfig) -> nn.Module:
     if config.norm_type == "rmsnorm":
         return nn.RMSNorm(config.d_model, eps=config.layer_norm_eps)
     return nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+
+class LongCtxScaledEmbedding(nn.Embedding):
+    """Token embeddings times `embed_scale` (sqrt(d_model) with `scale_embedding`, else 1), inside the module as
+    BART does, so `model(inputs_embeds=model.get_input_embeddings()(ids))` equals `model(input_ids=ids)`."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, embed_scale: float = 1.0):
+        super().__init__(num_embeddings, embedding_dim)
+        self.embed_scale = embed_scale
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(input_ids) * self.embed_scale
+
+
+def _token_embedding(config: LongCtxConfig) -> LongCtxScaledEmbedding:
+    scale = config.d_model**0.5 if config.scale_embedding else 1.0
+    return LongCtxScaledEmbedding(config.vocab_size, config.d_model, embed_scale=scale)
 
 
 class LongCtxFeedForward(nn.Module):
@@ -113,6 +134,8 @@ class LongCtxEncoderLayer(GradientCheckpointingLayer):
         self.ffn = LongCtxFeedForward(config)
         self.ffn_residual = Residual(config)
 
+    # Position inputs are positional arguments: gradient checkpointing (reentrant or not) then treats the shared
+    # bias as an input of each layer, and backward does not run through its graph once per layer.
     def forward(self, hidden_states, attention_mask=None, position_bias=None, position_embeddings=None, **kwargs):
         hidden_states = self.self_attn_residual(
             hidden_states,
@@ -139,7 +162,7 @@ class LongCtxDecoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states,
         attention_mask=None,
-        encoder_hidden_states=None,  # positional, for gradient checkpointing
+        encoder_hidden_states=None,  # tensors are positional, for gradient checkpointing
         encoder_attention_mask=None,
         position_bias=None,
         position_embeddings=None,
@@ -198,8 +221,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
 
     def __init__(self, config: LongCtxConfig, embed_tokens: nn.Embedding | None = None):
         super().__init__(config)
-        self.embed_tokens = embed_tokens or nn.Embedding(config.vocab_size, config.d_model)
-        self.embed_scale = config.d_model**0.5 if config.scale_embedding else 1.0
+        self.embed_tokens = embed_tokens or _token_embedding(config)
         self.position = build_position_encoding(getattr(config, self.position_type_field), config, causal=self.causal)
         self.dropout = config.dropout
         self.final_norm = _norm(config) if config.pre_norm else nn.Identity()
@@ -215,25 +237,28 @@ class LongCtxStack(LongCtxPreTrainedModel):
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError(f"{type(self).__name__}: pass exactly one of `input_ids` or `inputs_embeds`.")
         if inputs_embeds is None:
-            inputs_embeds = self.embed_tokens(input_ids) * self.embed_scale
+            inputs_embeds = self.embed_tokens(input_ids)
         self.position.check_length(int(positions[-1]) + 1 if positions.numel() else 0)
         hidden_states = inputs_embeds
         if self.position.kind == "additive":
             hidden_states = hidden_states + self.position.embed(positions).to(hidden_states.dtype)
         return inputs_embeds, F.dropout(hidden_states, p=self.dropout, training=self.training)
 
-    def _use_chunked(self, key_length: int) -> bool:
+    def _use_chunked(self, key_length: int, output_attentions: bool) -> bool:
         mode = self.config.chunked_attention
         if self.position.kind != "bias" or mode == "never":
             return False
+        if output_attentions and self.config._attn_implementation == "eager":
+            return False  # the chunked path has no weights to return; asking for them costs the dense path
         return mode == "always" or key_length >= self.config.chunked_attention_min_length
 
-    def _self_attention_inputs(self, q_positions, k_positions, padding_mask, make_dense_mask, dtype):
+    def _self_attention_inputs(self, q_positions, k_positions, padding_mask, make_dense_mask, dtype, kwargs):
         """(attention_mask, position_bias, position_embeddings) for this forward, computed once for all layers."""
         rotary = None
         if self.position.kind == "rotary":
             rotary = tuple(t.to(dtype) for t in self.position.rotary(q_positions))
-        if self._use_chunked(len(k_positions)):
+        output_attentions = kwargs.get("output_attentions") or self.config.output_attentions
+        if self._use_chunked(len(k_positions), output_attentions):
             key_padding, full_mask = None, None
             if padding_mask is not None and padding_mask.dim() == 4:  # a ready mask, e.g. from generate
                 full_mask = padding_mask
@@ -265,9 +290,10 @@ class LongCtxEncoder(LongCtxStack):
     @merge_with_config_defaults
     @capture_outputs
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs) -> BaseModelOutput:
-        check_token_inputs(self.config, input_ids, attention_mask, "input_ids", "attention_mask")
-        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        device = (input_ids if input_ids is not None else inputs_embeds).device
+        check_token_ids(self.config, input_ids, "input_ids")
+        tokens = input_ids if input_ids is not None else inputs_embeds
+        check_mask_shape(attention_mask, tokens.shape[:2], "attention_mask", "input_ids")
+        length, device = tokens.shape[1], tokens.device
         positions = torch.arange(length, device=device)
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions)
 
@@ -277,9 +303,10 @@ class LongCtxEncoder(LongCtxStack):
             attention_mask,
             lambda: create_bidirectional_mask(self.config, inputs_embeds, attention_mask),
             hidden_states.dtype,
+            kwargs,
         )
         for layer in self.layers:
-            hidden_states = layer(hidden_states, mask, position_bias=bias, position_embeddings=rotary, **kwargs)
+            hidden_states = layer(hidden_states, mask, bias, rotary, **kwargs)
         return BaseModelOutput(last_hidden_state=self.final_norm(hidden_states))
 
 
@@ -299,6 +326,7 @@ class LongCtxDecoder(LongCtxStack):
 
     @merge_with_config_defaults
     @capture_outputs
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids=None,
@@ -310,7 +338,7 @@ class LongCtxDecoder(LongCtxStack):
         use_cache: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPastAndCrossAttentions:
-        check_token_inputs(self.config, input_ids, None, "decoder_input_ids", "decoder_attention_mask")
+        check_token_ids(self.config, input_ids, "decoder_input_ids")
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
@@ -336,20 +364,14 @@ class LongCtxDecoder(LongCtxStack):
             attention_mask,
             lambda: create_causal_mask(self.config, inputs_embeds, attention_mask, cache=self_cache),
             hidden_states.dtype,
+            kwargs,
         )
         encoder_attention_mask = create_bidirectional_mask(
             self.config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
         )
         for layer in self.layers:
             hidden_states = layer(
-                hidden_states,
-                mask,
-                encoder_hidden_states,
-                encoder_attention_mask=encoder_attention_mask,
-                position_bias=bias,
-                position_embeddings=rotary,
-                cache=cache,
-                **kwargs,
+                hidden_states, mask, encoder_hidden_states, encoder_attention_mask, bias, rotary, cache=cache, **kwargs
             )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.final_norm(hidden_states), cache=cache)
 
@@ -362,7 +384,7 @@ class LongCtxModel(LongCtxPreTrainedModel):
 
     def __init__(self, config: LongCtxConfig):
         super().__init__(config)
-        self.shared = nn.Embedding(config.vocab_size, config.d_model)
+        self.shared = _token_embedding(config)
         self.encoder = LongCtxEncoder(config, self.shared)
         self.decoder = LongCtxDecoder(config, self.shared)
         self.post_init()
@@ -379,6 +401,7 @@ class LongCtxModel(LongCtxPreTrainedModel):
         return self.encoder
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids=None,
@@ -451,6 +474,7 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
     @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids=None,
@@ -474,6 +498,7 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         if labels is not None:
+            check_token_ids(self.config, labels.masked_fill(labels == -100, 0), "labels")
             use_cache = False
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)

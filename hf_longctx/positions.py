@@ -40,6 +40,14 @@ class PositionEncoding(nn.Module):
         """Recompute the deterministic non-persistent buffers (after loading on the meta device)."""
 
 
+def fp32_table(buffer: torch.Tensor, compute) -> torch.Tensor:
+    """The fp32 value of a frequency table. `model.to(torch.bfloat16)` casts buffers too, and angles pos * freq
+    computed from a bf16 frequency drift in proportion to pos (2.0 off at 16k tokens): recompute instead."""
+    if buffer.dtype == torch.float32:
+        return buffer
+    return compute().to(buffer.device)
+
+
 class NoPositions(PositionEncoding):
     """No positions at all; only the decoder may use it (its causal mask gives order)."""
 
@@ -62,7 +70,7 @@ class SinusoidalPositions(PositionEncoding):
         self.inv_freq.copy_(self._inv_freq())
 
     def embed(self, positions: torch.Tensor) -> torch.Tensor:
-        angles_LI = positions.float()[:, None] * self.inv_freq[None, :].to(positions.device)
+        angles_LI = positions.float()[:, None] * fp32_table(self.inv_freq, self._inv_freq)[None, :]
         table_LI2 = torch.stack((angles_LI.sin(), angles_LI.cos()), dim=-1)  # sin at 2i, cos at 2i+1
         return table_LI2.flatten(1)[:, : self.d_model]
 
@@ -156,7 +164,12 @@ class AlibiPositions(PositionEncoding):
 class RotaryPositions(PositionEncoding):
     """RoPE (Su et al. 2021) with HF's scalings for context extension (`transformers.modeling_rope_utils`):
     linear = position interpolation (Chen et al. 2023), dynamic = NTK-aware base growth past the trained length,
-    yarn = Peng et al. 2023. `rope_parameters` is the same dict HF's decoder-only models take."""
+    yarn = Peng et al. 2023. `rope_parameters` is the same dict HF's decoder-only models take.
+
+    The trained length is `rope_parameters["original_max_position_embeddings"]`, else `max_position_embeddings`.
+    `dynamic` picks its base from the longest position of the current forward (as HF's decoders do): the encoder
+    uses its padded input length, and cached decoding past the trained length differs from one full forward,
+    since each step re-picks the base. Within the trained length it is exactly the default RoPE."""
 
     kind = "rotary"
 
@@ -164,12 +177,21 @@ class RotaryPositions(PositionEncoding):
         super().__init__(config, causal)
         self.config = config
         self.rope_type = config.rope_parameters["rope_type"]
+        self.trained_length = config.rope_parameters.get("original_max_position_embeddings") or (
+            config.max_position_embeddings
+        )
         inv_freq, self.attention_scaling = self._compute(seq_len=None)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def _compute(self, seq_len: int | None) -> tuple[torch.Tensor, float]:
-        if self.rope_type == "default":
-            dim, theta = self.config.head_dim, self.config.rope_parameters["rope_theta"]
+        parameters = self.config.rope_parameters
+        if self.rope_type in ("default", "dynamic"):
+            dim, theta = self.config.head_dim, parameters["rope_theta"]
+            if self.rope_type == "dynamic" and seq_len is not None and seq_len > self.trained_length:
+                # NTK-aware growth of the base (the formula of HF's `_compute_dynamic_ntk_parameters`), keyed on
+                # `original_max_position_embeddings` when given
+                factor = parameters["factor"]
+                theta = theta * ((factor * seq_len / self.trained_length) - (factor - 1)) ** (dim / (dim - 2))
             inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
             return inv_freq, 1.0
         return ROPE_INIT_FUNCTIONS[self.rope_type](self.config, None, seq_len=seq_len)
@@ -178,10 +200,11 @@ class RotaryPositions(PositionEncoding):
         self.inv_freq.copy_(self._compute(seq_len=None)[0])
 
     def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        inv_freq = self.inv_freq
         if self.rope_type == "dynamic":  # the base grows with the current length once it passes the trained one
-            inv_freq = self._compute(seq_len=int(positions.max()) + 1)[0]
-        angles_LI = positions.float()[:, None] * inv_freq.to(positions.device)[None, :]
+            inv_freq = self._compute(seq_len=int(positions.max()) + 1)[0].to(positions.device)
+        else:
+            inv_freq = fp32_table(self.inv_freq, lambda: self._compute(seq_len=None)[0])
+        angles_LI = positions.float()[:, None] * inv_freq[None, :]
         angles_LDh = torch.cat((angles_LI, angles_LI), dim=-1)  # HF's rotate_half layout
         cos = (angles_LDh.cos() * self.attention_scaling).unsqueeze(0)
         sin = (angles_LDh.sin() * self.attention_scaling).unsqueeze(0)

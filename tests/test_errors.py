@@ -16,6 +16,8 @@ from conftest import random_batch, tiny_config, tiny_model
         ({"rope_parameters": {"rope_type": "ntk-by-parts"}}, r"rope_type.*valid: default, linear, dynamic, yarn"),
         ({"rope_parameters": {"rope_type": "yarn"}}, r"needs a scaling `factor`"),
         ({"norm_type": "batchnorm"}, r"`norm_type`"),
+        ({"activation_function": "swishy"}, r"`activation_function`='swishy' is unknown"),
+        ({"rope_parameters": {"rope_type": "linear", "factor": -2.0}}, r"`rope_parameters\['factor'\]` must be > 0"),
         ({"chunked_attention": "sometimes"}, r"`chunked_attention`"),
         ({"chunked_attention_block_size": 0}, r"`chunked_attention_block_size`"),
     ],
@@ -73,3 +75,21 @@ def test_base_model_without_decoder_inputs_says_what_to_pass():
     model = LongCtxModel(tiny_config())
     with pytest.raises(ValueError, match="decoder_input_ids"):
         model(input_ids=torch.tensor([[5, 6, 7]]))
+
+
+@pytest.mark.parametrize("position", [0, -1])
+def test_labels_outside_the_vocabulary_are_named_as_labels(position):
+    model = tiny_model()
+    batch = random_batch()
+    batch["labels"][1, position] = 150
+    with pytest.raises(ValueError, match=r"`labels` holds ids .*`vocab_size` is 99"):
+        model(**batch)
+
+
+def test_mask_shape_is_checked_with_inputs_embeds_too():
+    model = tiny_model()
+    batch = random_batch()
+    embeds = model.get_input_embeddings()(batch.pop("input_ids"))
+    batch["attention_mask"] = batch["attention_mask"][:, :-2]
+    with pytest.raises(ValueError, match=r"`attention_mask` has shape \(3, 9\)"):
+        model(inputs_embeds=embeds, **batch)

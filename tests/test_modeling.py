@@ -144,8 +144,10 @@ def test_generate_greedy_matches_uncached_and_beam_and_sampling_run(pe):
     cached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=True)
     uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)
-    beams = model.generate(**inputs, max_new_tokens=6, num_beams=3, num_return_sequences=2, do_sample=False)
+    beam_kwargs = {"max_new_tokens": 6, "num_beams": 3, "num_return_sequences": 2, "do_sample": False}
+    beams = model.generate(**inputs, **beam_kwargs)
     assert beams.shape[0] == 2 * batch["input_ids"].shape[0]
+    assert torch.equal(beams, model.generate(**inputs, **beam_kwargs, use_cache=False)), "cache reordering"
     torch.manual_seed(0)
     sampled = model.generate(**inputs, max_new_tokens=6, do_sample=True, top_k=10)
     assert sampled.shape[0] == batch["input_ids"].shape[0]
@@ -188,7 +190,7 @@ def test_bias_depends_only_on_distance(pe, causal):
         assert_same(encoding.bias(q + shift, k + shift), encoding.bias(q, k), atol=0)
 
 
-def test_bidirectional_relative_bias_tells_left_from_right_and_causal_does_not_look_ahead():
+def test_bidirectional_relative_bias_tells_left_from_right():
     torch.manual_seed(0)
     encoder = POSITION_ENCODINGS["relative"](tiny_config(), causal=False)
     q = k = torch.arange(6)
@@ -251,11 +253,12 @@ def test_every_parameter_receives_a_gradient(pair, chunked, batch):
     assert missing == []
 
 
-@pytest.mark.parametrize("pe", ["relative", "rope"])
-def test_gradient_checkpointing_gives_the_same_gradients(pe, batch):
+@pytest.mark.parametrize("use_reentrant", [False, True])
+@pytest.mark.parametrize("pe", ["relative", "alibi", "rope"])
+def test_gradient_checkpointing_gives_the_same_gradients(pe, use_reentrant, batch):
     model = tiny_model(position_embedding_type=pe).train()
     _, plain = logits_and_grads(model, batch)
-    model.gradient_checkpointing_enable()
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
     assert model.is_gradient_checkpointing
     _, checkpointed = logits_and_grads(model, batch)
     assert plain.keys() == checkpointed.keys()
@@ -311,8 +314,9 @@ def test_prepare_decoder_input_ids_from_labels_shifts_right():
     assert shifted.tolist() == [[start, 5, 6, 7], [start, 8, 9, pad]]
 
 
-def test_inputs_embeds_equal_input_ids():
-    model = tiny_model()
+@pytest.mark.parametrize("scale_embedding", [False, True])
+def test_inputs_embeds_equal_input_ids(scale_embedding):
+    model = tiny_model(scale_embedding=scale_embedding)
     batch = random_batch()
     from_ids = model(**batch).logits
     embeds = model.get_input_embeddings()(batch["input_ids"])
@@ -352,13 +356,15 @@ def test_return_dict_false_gives_a_tuple():
 
 
 def test_weights_are_initialised_as_configured():
-    model = tiny_model(d_model=64, d_ff=128, init_std=0.02)
+    model = tiny_model(d_model=64, d_ff=128, init_std=0.1)  # not HF's fallback 0.02: the field is honoured
     linear = model.model.encoder.layers[0].ffn.fc1
-    assert linear.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert linear.weight.std().item() == pytest.approx(0.1, rel=0.1)
     assert linear.bias.abs().max() == 0
     norm = model.model.encoder.layers[0].ffn_residual.norm
     assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)
-    assert model.model.shared.weight.std().item() == pytest.approx(0.02, rel=0.1)
+    assert model.model.shared.weight.std().item() == pytest.approx(0.1, rel=0.1)
+    relative = tiny_model(position_embedding_type="relative", init_std=0.1).model.encoder.position
+    assert relative.relative_attention_bias.weight.std().item() == pytest.approx(0.1, rel=0.25)
 
 
 @pytest.mark.parametrize("overrides", [{"pre_norm": False}, {"norm_type": "rmsnorm"}, {"scale_embedding": True}])
@@ -444,3 +450,60 @@ def test_flex_attention_forward_matches_eager(pe):
     flex = tiny_model(position_embedding_type=pe, attn_implementation="flex_attention")
     with torch.no_grad():
         assert_same(flex(**batch).logits, eager(**batch).logits)
+
+
+def test_cached_step_accepts_the_deprecated_past_key_values_name():
+    model = tiny_model(position_embedding_type="rope")
+    batch = random_batch(tgt_len=5)
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(batch["labels"])
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    full = model(**inputs, decoder_input_ids=decoder_input_ids).logits
+    prefix = model(**inputs, decoder_input_ids=decoder_input_ids[:, :4], use_cache=True)
+    with pytest.warns(FutureWarning, match="past_key_values"):
+        step = model(**inputs, decoder_input_ids=decoder_input_ids[:, 4:], past_key_values=prefix.cache, use_cache=True)
+    assert_same(step.logits, full[:, 4:])
+
+
+@pytest.mark.parametrize("pe", ["sinusoidal", "rope"])
+def test_frequency_tables_survive_a_cast_to_bfloat16(pe):
+    """Trainer's bf16_full_eval casts buffers too; angles from a bf16 frequency table drift with position."""
+    encoding = POSITION_ENCODINGS[pe](tiny_config(), causal=False)
+    positions = torch.arange(16000, 16008)
+    reference = encoding.embed(positions) if pe == "sinusoidal" else encoding.rotary(positions)[0]
+    encoding.to(torch.bfloat16)
+    cast = encoding.embed(positions) if pe == "sinusoidal" else encoding.rotary(positions)[0]
+    assert_same(cast, reference, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("pe", ENCODINGS)
+def test_half_precision_model_tracks_fp32(pe, dtype):
+    model = tiny_model(position_embedding_type=pe)
+    batch = random_batch()
+    reference = model(**batch).logits
+    half = model.to(dtype)(**batch).logits.float()
+    assert (half - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+def test_dynamic_rope_is_default_rope_within_the_trained_length_and_ntk_beyond():
+    trained, factor = 16, 2.0
+    default = POSITION_ENCODINGS["rope"](tiny_config(), causal=False)
+    dynamic = POSITION_ENCODINGS["rope"](
+        tiny_config(rope_parameters={"rope_type": "dynamic", "factor": factor, "original_max_position_embeddings": trained}),
+        causal=False,
+    )
+    inside = torch.arange(trained)
+    assert_same(dynamic.rotary(inside)[0], default.rotary(inside)[0], atol=0)
+    beyond = torch.arange(40)
+    dim, theta = tiny_config().head_dim, 10000.0
+    base = theta * ((factor * 40 / trained) - (factor - 1)) ** (dim / (dim - 2))  # NTK-aware base for 40 tokens
+    inv_freq = 1.0 / base ** (torch.arange(0, dim, 2).float() / dim)
+    angles = beyond.float()[:, None] * inv_freq[None, :]
+    assert_same(dynamic.rotary(beyond)[0][0], torch.cat((angles, angles), -1).cos())
+
+
+def test_eager_output_attentions_takes_the_dense_path_even_when_chunking_is_on():
+    model = tiny_model(position_embedding_type="alibi", attn_implementation="eager", chunked_attention="always")
+    out = model(**random_batch(), output_attentions=True)
+    assert len(out.encoder_attentions) == model.config.encoder_layers
+    assert out.encoder_attentions[0] is not None
