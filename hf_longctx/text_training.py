@@ -9,7 +9,7 @@
 4. holds out `num_eval_examples` examples, builds a fresh model (`training.build_model`), trains;
 5. saves the model folder (weights, config + modeling code, tokenizer, generation config) to `output_dir`, and
    the held-out scores (loss; with `predict_with_generate` also exact match, token accuracy, chrF and BLEU of the
-   greedy outputs, without special tokens) in `results.json`.
+   greedy outputs, without special tokens) in `results.json`; the model card README.md (`model_card.py`) sums up both.
 """
 
 import json
@@ -28,6 +28,7 @@ from transformers import (
 )
 from transformers.utils import logging
 
+from .model_card import write_model_card
 from .text_data import (
     check_columns,
     check_target_length,
@@ -263,6 +264,9 @@ def train_text(
     }
     if trainer.is_world_process_zero():
         (Path(training_args.output_dir) / RESULTS_JSON).write_text(json.dumps(results, indent=2, default=str) + "\n")
+        # A held-out source for the card's loading snippet: sentinels kept, EOS dropped (the tokenizer adds it).
+        example = [t for t in eval_set[0]["input_ids"] if t not in (tokenizer.eos_token_id, tokenizer.pad_token_id)]
+        write_model_card(training_args.output_dir, results, training_args, example_source=tokenizer.decode(example))
     return results
 
 

@@ -10,7 +10,7 @@
 4. evaluates each length with `predict_with_generate` (greedy) and `compute_metrics` (exact match and token accuracy
    from the shipped `evaluate` modules in `metrics/`), plus exact match by needle depth;
 5. saves the model folder (safetensors weights, config + modeling code, tokenizer, generation config) to
-   `output_dir`, with `results.json` and a markdown table `results.md` beside it.
+   `output_dir`, with `results.json`, a markdown table `results.md` and the model card README.md (`model_card.py`).
 
 `--resume_from_checkpoint <folder>` (or `last`: the newest `checkpoint-*` in `output_dir`) continues an interrupted
 run; with `--save_strategy steps` the checkpoints hold model.safetensors, optimizer, scheduler and RNG states, so a
@@ -41,6 +41,7 @@ from transformers.utils import logging
 
 from .configuration_longctx import POSITION_EMBEDDING_TYPES, LongCtxConfig
 from .data import TASKS, make_task
+from .model_card import write_model_card
 from .tokenization import build_tokenizer
 
 logger = logging.get_logger(__name__)
@@ -268,6 +269,7 @@ def train(
         output_dir = Path(training_args.output_dir)
         (output_dir / RESULTS_JSON).write_text(json.dumps(results, indent=2, default=str) + "\n")
         (output_dir / RESULTS_TABLE).write_text(results_table(results))
+        write_model_card(output_dir, results, training_args=training_args)  # README.md: metadata + results table
     return results
 
 
