@@ -138,7 +138,7 @@ class LongCtxAttention(nn.Module):
         self.is_causal = is_causal
         self.num_heads = config.num_heads
         self.head_dim = config.head_dim
-        self.scaling = self.head_dim**-0.5
+        self.scaling = config.attention_scale if config.attention_scale is not None else self.head_dim**-0.5
         self.dropout = config.attention_dropout
         bias = config.attention_bias
         self.q_proj = nn.Linear(config.d_model, config.d_model, bias=bias)

@@ -15,6 +15,7 @@ POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "relative", "alibi", "rope"
 EXTRAPOLATING_TYPES = ("sinusoidal", "relative", "alibi", "rope")
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn")
 NORM_TYPES = ("layernorm", "rmsnorm")
+SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 CHUNKED_ATTENTION_MODES = ("auto", "always", "never")
 
 
@@ -30,6 +31,15 @@ class LongCtxConfig(PreTrainedConfig):
     Regularisation and activation:
         dropout (residual and embeddings), attention_dropout (attention probabilities), activation_dropout
         (inside the feed-forward), activation_function (any key of `transformers.activations.ACT2FN`).
+
+    Layer options (the defaults are the classic Transformer; checkpoint families need some of them, see
+    `hf_longctx.convert`):
+        attention_bias / ffn_bias: biases in the attention projections / the feed-forward (T5 has none).
+        attention_scale: multiplier of q.k; `None` is 1/sqrt(head_dim), T5 uses 1.0 (its init absorbs it).
+        gated_ffn: FFN(x) = fc2(act(fc1 x) * fc1_linear x) (T5 v1.1 "gated-gelu", GLU variants).
+        embedding_norm: a norm on embeddings + positions before the first layer (BART's layernorm_embedding).
+        final_logits_bias: a fixed (buffer) bias added to the logits (BART, Marian).
+        decoder_output_scale: multiplies the decoder output before the LM head (original T5: d_model**-0.5).
 
     Normalisation:
         pre_norm (`bool`, defaults to `True`): normalise the input of each sub-layer and add a final norm after
@@ -48,6 +58,12 @@ class LongCtxConfig(PreTrainedConfig):
         rope: rotary q/k; `rope_parameters` selects the scaling used to run past the trained length:
             `{"rope_type": "default" | "linear" | "dynamic" | "yarn", "rope_theta": 10000.0, "factor": 4.0,
             "original_max_position_embeddings": 64}` (the same dict as HF's decoder-only models).
+        sinusoidal_layout: "interleaved" puts sin at 2i and cos at 2i+1 (the paper); "halves" puts all sines
+            then all cosines (Marian, fairseq).
+        randomized_positions_max_length: randomized position training (Ruoss et al. 2023): in training, the
+            encoder's positions are a sorted random sample of distinct integers below this bound instead of
+            0..L-1, so the model meets the large positions and distances of long inputs while training short.
+            Inference uses 0..L-1. Works with every index-based encoding (a `learned` table must hold the bound).
         none: no positions. An encoder without positions is order-blind, so `none` is accepted only for
             the decoder (`decoder_position_embedding_type="none"`), where the causal mask gives order.
         decoder_position_embedding_type: defaults to `position_embedding_type`.
@@ -88,6 +104,12 @@ class LongCtxConfig(PreTrainedConfig):
     norm_type: str = "layernorm"
     layer_norm_eps: float = 1e-5
     attention_bias: bool = True
+    attention_scale: float | None = None
+    ffn_bias: bool = True
+    gated_ffn: bool = False
+    embedding_norm: bool = False
+    final_logits_bias: bool = False
+    decoder_output_scale: float = 1.0
     init_std: float = 0.02
 
     position_embedding_type: str = "alibi"
@@ -96,6 +118,8 @@ class LongCtxConfig(PreTrainedConfig):
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     rope_parameters: dict | None = None
+    sinusoidal_layout: str = "interleaved"
+    randomized_positions_max_length: int | None = None
 
     chunked_attention: str = "auto"
     chunked_attention_min_length: int = 2048
@@ -172,6 +196,19 @@ class LongCtxConfig(PreTrainedConfig):
                 f"`activation_function`={self.activation_function!r} is unknown; use a key of "
                 "transformers.activations.ACT2FN, e.g. 'gelu', 'relu', 'silu', 'gelu_new'."
             )
+        if self.sinusoidal_layout not in SINUSOIDAL_LAYOUTS:
+            raise ValueError(
+                f"`sinusoidal_layout`={self.sinusoidal_layout!r} is not supported; valid: {', '.join(SINUSOIDAL_LAYOUTS)}."
+            )
+        bound = self.randomized_positions_max_length
+        if bound is not None:
+            if bound < 1:
+                raise ValueError(f"`randomized_positions_max_length` must be a positive integer or None, got {bound}.")
+            if self.position_embedding_type == "learned" and bound > self.max_position_embeddings:
+                raise ValueError(
+                    f"`randomized_positions_max_length`={bound} exceeds the learned table "
+                    f"(`max_position_embeddings`={self.max_position_embeddings}); grow the table or lower the bound."
+                )
         if self.norm_type not in NORM_TYPES:
             raise ValueError(f"`norm_type`={self.norm_type!r} is not supported; valid: {', '.join(NORM_TYPES)}.")
         if self.chunked_attention not in CHUNKED_ATTENTION_MODES:

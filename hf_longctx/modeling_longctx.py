@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.loss.loss_utils import fixed_cross_entropy
@@ -94,17 +95,21 @@ def _token_embedding(config: LongCtxConfig) -> LongCtxScaledEmbedding:
 
 
 class LongCtxFeedForward(nn.Module):
-    """FFN(x) = W2 act(W1 x + b1) + b2."""
+    """FFN(x) = W2 act(W1 x + b1) + b2, or with `gated_ffn` W2 (act(W1 x) * V x) (Shazeer 2020, T5 v1.1)."""
 
     def __init__(self, config: LongCtxConfig):
         super().__init__()
-        self.fc1 = nn.Linear(config.d_model, config.d_ff)
-        self.fc2 = nn.Linear(config.d_ff, config.d_model)
+        self.fc1 = nn.Linear(config.d_model, config.d_ff, bias=config.ffn_bias)
+        self.fc1_linear = nn.Linear(config.d_model, config.d_ff, bias=config.ffn_bias) if config.gated_ffn else None
+        self.fc2 = nn.Linear(config.d_ff, config.d_model, bias=config.ffn_bias)
         self.act = ACT2FN[config.activation_function]
         self.activation_dropout = config.activation_dropout
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        gate = self.fc1_linear(hidden_states) if self.fc1_linear is not None else None
         hidden_states = self.act(self.fc1(hidden_states))
+        if gate is not None:
+            hidden_states = hidden_states * gate
         hidden_states = F.dropout(hidden_states, p=self.activation_dropout, training=self.training)
         return self.fc2(hidden_states)
 
@@ -204,6 +209,8 @@ class LongCtxPreTrainedModel(PreTrainedModel):
         if isinstance(module, PositionEncoding):
             with torch.no_grad():
                 module.init_buffers()  # deterministic tables are not in checkpoints (T4)
+        if isinstance(module, LongCtxForConditionalGeneration) and module.config.final_logits_bias:
+            init.zeros_(module.final_logits_bias)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # `save_pretrained` writes an auto_map entry only for the class being saved; a hub folder should open
@@ -225,6 +232,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
         self.position = build_position_encoding(getattr(config, self.position_type_field), config, causal=self.causal)
         self.dropout = config.dropout
         self.final_norm = _norm(config) if config.pre_norm else nn.Identity()
+        self.embedding_norm = _norm(config) if config.embedding_norm else nn.Identity()
         self.gradient_checkpointing = False
 
     def get_input_embeddings(self):
@@ -242,6 +250,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
         hidden_states = inputs_embeds
         if self.position.kind == "additive":
             hidden_states = hidden_states + self.position.embed(positions).to(hidden_states.dtype)
+        hidden_states = self.embedding_norm(hidden_states)
         return inputs_embeds, F.dropout(hidden_states, p=self.dropout, training=self.training)
 
     def _use_chunked(self, key_length: int, output_attentions: bool) -> bool:
@@ -295,6 +304,9 @@ class LongCtxEncoder(LongCtxStack):
         check_mask_shape(attention_mask, tokens.shape[:2], "attention_mask", "input_ids")
         length, device = tokens.shape[1], tokens.device
         positions = torch.arange(length, device=device)
+        bound = self.config.randomized_positions_max_length
+        if self.training and bound is not None and bound > length:  # randomized positions (Ruoss et al. 2023)
+            positions = torch.randperm(bound, device=device)[:length].sort().values
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions)
 
         mask, bias, rotary = self._self_attention_inputs(
@@ -465,7 +477,18 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = LongCtxModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.final_logits_bias:  # a buffer, as in BART: fixed by the checkpoint, not trained
+            self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
         self.post_init()
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if self.config.final_logits_bias:
+            old, new = self.final_logits_bias, embeddings.weight.shape[0]
+            resized = old.new_zeros(1, new)
+            resized[:, : min(new, old.shape[1])] = old[:, :new]
+            self.final_logits_bias = resized
+        return embeddings
 
     def get_encoder(self):
         return self.model.encoder
@@ -514,7 +537,9 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
             use_cache=use_cache,
             **kwargs,
         )
-        logits_BLtV = self.lm_head(outputs.last_hidden_state)
+        logits_BLtV = self.lm_head(outputs.last_hidden_state * self.config.decoder_output_scale)
+        if self.config.final_logits_bias:
+            logits_BLtV = logits_BLtV + self.final_logits_bias.to(logits_BLtV.dtype)
         loss = None
         if labels is not None:
             # Cross-entropy of each position against its own label: no causal-LM shift here (T7).

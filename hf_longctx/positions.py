@@ -60,6 +60,7 @@ class SinusoidalPositions(PositionEncoding):
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
         self.d_model = config.d_model
+        self.layout = config.sinusoidal_layout
         self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
 
     def _inv_freq(self) -> torch.Tensor:
@@ -71,6 +72,8 @@ class SinusoidalPositions(PositionEncoding):
 
     def embed(self, positions: torch.Tensor) -> torch.Tensor:
         angles_LI = positions.float()[:, None] * fp32_table(self.inv_freq, self._inv_freq)[None, :]
+        if self.layout == "halves":  # all sines, then all cosines (Marian, fairseq)
+            return torch.cat((angles_LI.sin(), angles_LI.cos()), dim=-1)[:, : self.d_model]
         table_LI2 = torch.stack((angles_LI.sin(), angles_LI.cos()), dim=-1)  # sin at 2i, cos at 2i+1
         return table_LI2.flatten(1)[:, : self.d_model]
 

@@ -16,6 +16,12 @@ from conftest import random_batch, tiny_config, tiny_model
         ({"rope_parameters": {"rope_type": "ntk-by-parts"}}, r"rope_type.*valid: default, linear, dynamic, yarn"),
         ({"rope_parameters": {"rope_type": "yarn"}}, r"needs a scaling `factor`"),
         ({"norm_type": "batchnorm"}, r"`norm_type`"),
+        ({"sinusoidal_layout": "blocks"}, r"`sinusoidal_layout`"),
+        ({"randomized_positions_max_length": 0}, r"`randomized_positions_max_length`"),
+        (
+            {"position_embedding_type": "learned", "max_position_embeddings": 64, "randomized_positions_max_length": 100},
+            r"exceeds the learned table",
+        ),
         ({"activation_function": "swishy"}, r"`activation_function`='swishy' is unknown"),
         ({"rope_parameters": {"rope_type": "linear", "factor": -2.0}}, r"`rope_parameters\['factor'\]` must be > 0"),
         ({"chunked_attention": "sometimes"}, r"`chunked_attention`"),

@@ -367,7 +367,18 @@ def test_weights_are_initialised_as_configured():
     assert relative.relative_attention_bias.weight.std().item() == pytest.approx(0.1, rel=0.25)
 
 
-@pytest.mark.parametrize("overrides", [{"pre_norm": False}, {"norm_type": "rmsnorm"}, {"scale_embedding": True}])
+ARCHITECTURE_OPTIONS = [
+    {"pre_norm": False},
+    {"norm_type": "rmsnorm"},
+    {"scale_embedding": True},
+    {"gated_ffn": True, "activation_function": "gelu_new", "ffn_bias": False, "attention_bias": False},
+    {"attention_scale": 1.0},
+    {"embedding_norm": True, "pre_norm": False},
+    {"final_logits_bias": True, "decoder_output_scale": 32**-0.5},
+]
+
+
+@pytest.mark.parametrize("overrides", ARCHITECTURE_OPTIONS, ids=lambda o: "-".join(o))
 def test_architecture_options_train_and_decode_consistently(overrides):
     model = tiny_model(position_embedding_type="relative", **overrides)
     batch = random_batch()
@@ -507,3 +518,65 @@ def test_eager_output_attentions_takes_the_dense_path_even_when_chunking_is_on()
     out = model(**random_batch(), output_attentions=True)
     assert len(out.encoder_attentions) == model.config.encoder_layers
     assert out.encoder_attentions[0] is not None
+
+
+@pytest.mark.parametrize("overrides", ARCHITECTURE_OPTIONS, ids=lambda o: "-".join(o))
+def test_architecture_options_round_trip_through_save_and_load(overrides, tmp_path):
+    model = tiny_model(position_embedding_type="relative", **overrides)
+    if overrides.get("final_logits_bias"):
+        model.final_logits_bias.normal_()  # a checkpoint's bias must survive the round trip
+    batch = random_batch()
+    model.save_pretrained(tmp_path)
+    loaded = LongCtxForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+
+
+def test_layer_options_change_the_layers_as_documented():
+    plain = tiny_model()
+    gated = tiny_model(gated_ffn=True, ffn_bias=False, attention_bias=False)
+    ffn = gated.model.encoder.layers[0].ffn
+    assert plain.model.encoder.layers[0].ffn.fc1_linear is None and ffn.fc1_linear is not None
+    assert ffn.fc1.bias is None and ffn.fc2.bias is None
+    assert gated.model.encoder.layers[0].self_attn.q_proj.bias is None
+    x = torch.randn(2, 3, 32)
+    expected = ffn.fc2(ffn.act(ffn.fc1(x)) * ffn.fc1_linear(x))
+    assert_same(ffn(x), expected)
+    assert tiny_model(attention_scale=1.0).model.encoder.layers[0].self_attn.scaling == 1.0
+    assert plain.model.encoder.layers[0].self_attn.scaling == 8**-0.5
+
+
+def test_final_logits_bias_is_added_and_resized():
+    model = tiny_model(final_logits_bias=True)
+    batch = random_batch()
+    before = model(**batch).logits
+    model.final_logits_bias[0, 5] = 3.0
+    after = model(**batch).logits
+    assert_same(after[..., 5] - before[..., 5], torch.full_like(before[..., 5], 3.0), atol=1e-5)
+    model.resize_token_embeddings(120)
+    assert model.final_logits_bias.shape == (1, 120) and model.final_logits_bias[0, 5] == 3.0
+
+
+def test_sinusoidal_halves_layout_is_all_sines_then_all_cosines():
+    interleaved = POSITION_ENCODINGS["sinusoidal"](tiny_config(), causal=False).embed(torch.arange(9))
+    halves = POSITION_ENCODINGS["sinusoidal"](tiny_config(sinusoidal_layout="halves"), causal=False).embed(torch.arange(9))
+    assert_same(halves[:, :16], interleaved[:, 0::2], atol=0)
+    assert_same(halves[:, 16:], interleaved[:, 1::2], atol=0)
+
+
+@pytest.mark.parametrize("pe", ["sinusoidal", "relative", "alibi", "rope"])
+def test_randomized_positions_apply_in_training_only(pe):
+    model = tiny_model(position_embedding_type=pe, randomized_positions_max_length=500)
+    batch = random_batch()
+    original = {"additive": "embed", "bias": "bias", "rotary": "rotary"}[model.model.encoder.position.kind]
+    recorded = []
+    method = getattr(model.model.encoder.position, original)
+    setattr(model.model.encoder.position, original, lambda *a: recorded.append(a[0].clone()) or method(*a))
+    model.eval()
+    model(**batch)
+    assert torch.equal(recorded[-1], torch.arange(11))
+    model.train()
+    torch.manual_seed(0)
+    model(**batch).loss.backward()
+    positions = recorded[-1]
+    assert len(positions) == 11 and positions.max() < 500 and positions.max() >= 11
+    assert torch.all(positions[1:] > positions[:-1]), "sorted and distinct"
