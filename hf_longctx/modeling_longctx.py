@@ -24,7 +24,8 @@ from transformers.modeling_outputs import (
     Seq2SeqLMOutput,
     Seq2SeqModelOutput,
 )
-from transformers.utils import can_return_tuple, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
@@ -183,14 +184,15 @@ class LongCtxDecoderLayer(GradientCheckpointingLayer):
             cache=cache,
             **kwargs,
         )
-        hidden_states = self.encoder_attn_residual(
-            hidden_states,
-            self.encoder_attn,
-            key_value_states=encoder_hidden_states,
-            attention_mask=encoder_attention_mask,
-            cache=cache,
-            **kwargs,
-        )
+        if encoder_hidden_states is not None:  # a decoder run alone (as BART allows) has nothing to attend to
+            hidden_states = self.encoder_attn_residual(
+                hidden_states,
+                self.encoder_attn,
+                key_value_states=encoder_hidden_states,
+                attention_mask=encoder_attention_mask,
+                cache=cache,
+                **kwargs,
+            )
         return self.ffn_residual(hidden_states, self.ffn)
 
 
@@ -226,9 +228,9 @@ class LongCtxStack(LongCtxPreTrainedModel):
     causal = False
     position_type_field = "position_embedding_type"
 
-    def __init__(self, config: LongCtxConfig, embed_tokens: nn.Embedding | None = None):
+    def __init__(self, config: LongCtxConfig):
         super().__init__(config)
-        self.embed_tokens = embed_tokens or _token_embedding(config)
+        self.embed_tokens = _token_embedding(config)
         self.position = build_position_encoding(getattr(config, self.position_type_field), config, causal=self.causal)
         self.dropout = config.dropout
         self.final_norm = _norm(config) if config.pre_norm else nn.Identity()
@@ -291,14 +293,16 @@ class LongCtxStack(LongCtxPreTrainedModel):
 class LongCtxEncoder(LongCtxStack):
     _can_record_outputs = {"hidden_states": LongCtxEncoderLayer, "attentions": LongCtxAttention}
 
-    def __init__(self, config: LongCtxConfig, embed_tokens: nn.Embedding | None = None):
-        super().__init__(config, embed_tokens)
+    def __init__(self, config: LongCtxConfig):
+        super().__init__(config)
         self.layers = nn.ModuleList([LongCtxEncoderLayer(config, i) for i in range(config.encoder_layers)])
         self.post_init()
 
     @merge_with_config_defaults
     @capture_outputs
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs) -> BaseModelOutput:
+    def forward(
+        self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutput:
         check_token_ids(self.config, input_ids, "input_ids")
         tokens = input_ids if input_ids is not None else inputs_embeds
         check_mask_shape(attention_mask, tokens.shape[:2], "attention_mask", "input_ids")
@@ -331,8 +335,8 @@ class LongCtxDecoder(LongCtxStack):
         "cross_attentions": OutputRecorder(LongCtxAttention, index=1, layer_name="encoder_attn"),
     }
 
-    def __init__(self, config: LongCtxConfig, embed_tokens: nn.Embedding | None = None):
-        super().__init__(config, embed_tokens)
+    def __init__(self, config: LongCtxConfig):
+        super().__init__(config)
         self.layers = nn.ModuleList([LongCtxDecoderLayer(config, i) for i in range(config.decoder_layers)])
         self.post_init()
 
@@ -348,7 +352,7 @@ class LongCtxDecoder(LongCtxStack):
         cache: Cache | None = None,
         inputs_embeds=None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPastAndCrossAttentions:
         check_token_ids(self.config, input_ids, "decoder_input_ids")
         if use_cache and cache is None:
@@ -397,8 +401,11 @@ class LongCtxModel(LongCtxPreTrainedModel):
     def __init__(self, config: LongCtxConfig):
         super().__init__(config)
         self.shared = _token_embedding(config)
-        self.encoder = LongCtxEncoder(config, self.shared)
-        self.decoder = LongCtxDecoder(config, self.shared)
+        # Each stack owns its embedding; `_tied_weights_keys` ties them to `shared` when `tie_word_embeddings`
+        # (as BART does), so a checkpoint that lacks `shared.weight` reports it missing instead of leaving it
+        # on the meta device.
+        self.encoder = LongCtxEncoder(config)
+        self.decoder = LongCtxDecoder(config)
         self.post_init()
 
     def get_input_embeddings(self):
@@ -425,7 +432,7 @@ class LongCtxModel(LongCtxPreTrainedModel):
         inputs_embeds=None,
         decoder_inputs_embeds=None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqModelOutput:
         if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise ValueError(
@@ -510,7 +517,7 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
         decoder_inputs_embeds=None,
         labels=None,
         use_cache: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqLMOutput:
         r"""
         labels (`(B, Lt)`, *optional*): target ids; -100 marks positions the loss ignores. When given without

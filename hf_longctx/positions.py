@@ -169,8 +169,8 @@ class RotaryPositions(PositionEncoding):
     linear = position interpolation (Chen et al. 2023), dynamic = NTK-aware base growth past the trained length,
     yarn = Peng et al. 2023. `rope_parameters` is the same dict HF's decoder-only models take.
 
-    The trained length is `rope_parameters["original_max_position_embeddings"]`, else `max_position_embeddings`.
-    `dynamic` picks its base from the longest position of the current forward (as HF's decoders do): the encoder
+    As in HF, `dynamic` treats `max_position_embeddings` as the trained length and `yarn` reads
+    `rope_parameters["original_max_position_embeddings"]` (default `max_position_embeddings`). `dynamic` picks its base from the longest position of the current forward (as HF's decoders do): the encoder
     uses its padded input length, and cached decoding past the trained length differs from one full forward,
     since each step re-picks the base. Within the trained length it is exactly the default RoPE."""
 
@@ -180,9 +180,8 @@ class RotaryPositions(PositionEncoding):
         super().__init__(config, causal)
         self.config = config
         self.rope_type = config.rope_parameters["rope_type"]
-        self.trained_length = config.rope_parameters.get("original_max_position_embeddings") or (
-            config.max_position_embeddings
-        )
+        # HF's meaning of the dict: dynamic NTK switches on past `max_position_embeddings`
+        self.trained_length = config.max_position_embeddings
         inv_freq, self.attention_scaling = self._compute(seq_len=None)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -191,8 +190,7 @@ class RotaryPositions(PositionEncoding):
         if self.rope_type in ("default", "dynamic"):
             dim, theta = self.config.head_dim, parameters["rope_theta"]
             if self.rope_type == "dynamic" and seq_len is not None and seq_len > self.trained_length:
-                # NTK-aware growth of the base (the formula of HF's `_compute_dynamic_ntk_parameters`), keyed on
-                # `original_max_position_embeddings` when given
+                # NTK-aware growth of the base (the formula of HF's `_compute_dynamic_ntk_parameters`)
                 factor = parameters["factor"]
                 theta = theta * ((factor * seq_len / self.trained_length) - (factor - 1)) ** (dim / (dim - 2))
             inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))

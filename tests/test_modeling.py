@@ -500,7 +500,7 @@ def test_dynamic_rope_is_default_rope_within_the_trained_length_and_ntk_beyond()
     trained, factor = 16, 2.0
     default = POSITION_ENCODINGS["rope"](tiny_config(), causal=False)
     dynamic = POSITION_ENCODINGS["rope"](
-        tiny_config(rope_parameters={"rope_type": "dynamic", "factor": factor, "original_max_position_embeddings": trained}),
+        tiny_config(rope_parameters={"rope_type": "dynamic", "factor": factor}, max_position_embeddings=trained),
         causal=False,
     )
     inside = torch.arange(trained)
@@ -580,3 +580,14 @@ def test_randomized_positions_apply_in_training_only(pe):
     positions = recorded[-1]
     assert len(positions) == 11 and positions.max() < 500 and positions.max() >= 11
     assert torch.all(positions[1:] > positions[:-1]), "sorted and distinct"
+
+
+def test_decoder_alone_skips_cross_attention_and_caches_once():
+    model = tiny_model(position_embedding_type="rope")
+    decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model.decoder
+    ids = torch.randint(2, 99, (2, 5))
+    full = decoder(input_ids=ids, use_cache=True)
+    assert full.cache.get_seq_length() == 5
+    prefix = decoder(input_ids=ids[:, :4], use_cache=True)
+    step = decoder(input_ids=ids[:, 4:], cache=prefix.cache, use_cache=True)
+    assert_same(step.last_hidden_state, full.last_hidden_state[:, 4:])
