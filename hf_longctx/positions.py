@@ -53,7 +53,12 @@ class NoPositions(PositionEncoding):
 
 
 class SinusoidalPositions(PositionEncoding):
-    """PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(pos / 10000^(2i/D)) (Vaswani et al. 2017)."""
+    """PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(pos / 10000^(2i/D)) (Vaswani et al. 2017).
+
+    The angles are computed in float64 and the table returned in float32, as HF's Marian builds its table: fp32
+    angles are off by about pos * 2^-24 (3e-5 at 512 positions, 1e-4 at 2048), enough to move the logits of a
+    converted checkpoint. No buffer: the D/2 frequencies cost nothing to recompute, and a cast of the model (bf16)
+    or loading on the meta device cannot degrade them."""
 
     kind = "additive"
 
@@ -61,21 +66,17 @@ class SinusoidalPositions(PositionEncoding):
         super().__init__(config, causal)
         self.d_model = config.d_model
         self.layout = config.sinusoidal_layout
-        self.register_buffer("inv_freq", self._inv_freq(), persistent=False)
-
-    def _inv_freq(self) -> torch.Tensor:
-        two_i = torch.arange(0, self.d_model, 2, dtype=torch.float64)
-        return (1.0 / (10000.0 ** (two_i / self.d_model))).float()
-
-    def init_buffers(self) -> None:
-        self.inv_freq.copy_(self._inv_freq())
 
     def embed(self, positions: torch.Tensor) -> torch.Tensor:
-        angles_LI = positions.float()[:, None] * fp32_table(self.inv_freq, self._inv_freq)[None, :]
+        dtype = torch.float32 if positions.device.type == "mps" else torch.float64  # MPS has no float64
+        two_i = torch.arange(0, self.d_model, 2, dtype=dtype, device=positions.device)
+        inv_freq_I = 1.0 / (10000.0 ** (two_i / self.d_model))
+        angles_LI = positions.to(dtype)[:, None] * inv_freq_I[None, :]
         if self.layout == "halves":  # all sines, then all cosines (Marian, fairseq)
-            return torch.cat((angles_LI.sin(), angles_LI.cos()), dim=-1)[:, : self.d_model]
-        table_LI2 = torch.stack((angles_LI.sin(), angles_LI.cos()), dim=-1)  # sin at 2i, cos at 2i+1
-        return table_LI2.flatten(1)[:, : self.d_model]
+            table_LD = torch.cat((angles_LI.sin(), angles_LI.cos()), dim=-1)
+        else:  # sin at 2i, cos at 2i+1
+            table_LD = torch.stack((angles_LI.sin(), angles_LI.cos()), dim=-1).flatten(1)
+        return table_LD[:, : self.d_model].float()
 
 
 class LearnedPositions(PositionEncoding):
