@@ -78,6 +78,13 @@ class ModelArguments:
             "runs every evaluation (on rows it never trained)."
         },
     )
+    randomized_positions_max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Randomized position training (Ruoss et al. 2023): encoder positions in training are a sorted "
+            "random sample below this bound (e.g. the longest evaluation length); None trains on 0..L-1."
+        },
+    )
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flex_attention."})
 
 
@@ -136,6 +143,7 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
         dropout=model_args.dropout,
         attention_dropout=model_args.attention_dropout,
         max_position_embeddings=model_args.max_position_embeddings or max_length,
+        randomized_positions_max_length=model_args.randomized_positions_max_length,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
@@ -200,10 +208,13 @@ def train(
     data_args: DataArguments,
     training_args: Seq2SeqTrainingArguments,
     callbacks: list[TrainerCallback] | None = None,
+    model=None,
 ) -> dict:
     """Train on `data_args.task`, evaluate at every `eval_lengths`, save model + results to `output_dir`.
 
     `callbacks` are added to the Trainer's (e.g. `EarlyStoppingCallback`, or a recorder of the logged losses).
+    `model`: continue from this model (e.g. one extended by `hf_longctx.extend`) instead of a fresh one built from
+    `model_args`; it must use the synthetic tasks' vocabulary.
     Returns the results dict that is also written to `output_dir/results.json`.
     """
     if not training_args.predict_with_generate:
@@ -228,7 +239,7 @@ def train(
     }
     max_length = max([data_args.train_max_len, *data_args.eval_lengths])
 
-    model = build_model(model_args, tokenizer, max_length)
+    model = model if model is not None else build_model(model_args, tokenizer, max_length)
     # The saved generation config answers the trained task: room for its longest in-distribution target. (A length
     # cap as `max_length`, not `max_new_tokens`: Seq2SeqTrainer writes the default max_length=20 into the model's
     # generation config during evaluation, and generate warns on every call when both are set.)

@@ -1,0 +1,83 @@
+"""Context extension: each method changes what it documents, and nothing else."""
+
+import pytest
+import torch
+from conftest import random_batch, tiny_model
+
+from hf_longctx import LongCtxForConditionalGeneration
+from hf_longctx.extend import extend_context, grow_table
+
+
+def test_grow_table_copy_tiles_and_interpolate_keeps_the_ends():
+    table = torch.randn(4, 3)
+    tiled = grow_table(table, 10, "copy")
+    assert torch.equal(tiled[4:8], table) and torch.equal(tiled[8:], table[:2])
+    smooth = grow_table(table, 7, "interpolate")  # old row j lands at new row 2j
+    assert torch.allclose(smooth[::2], table) and torch.allclose(smooth[1], (table[0] + table[1]) / 2)
+
+
+@pytest.mark.parametrize("method", ["copy", "interpolate"])
+def test_learned_table_grows_and_short_inputs_are_unchanged(method, tmp_path):
+    model = tiny_model(position_embedding_type="learned", max_position_embeddings=16)
+    short = random_batch(src_len=12)
+    before = model(**short).logits
+    extended = extend_context(model, 64, method)
+    assert extended.config.max_position_embeddings == 64
+    if method == "copy":  # the first rows are the old table: short inputs see the same model
+        assert torch.allclose(extended(**short).logits, before)
+    assert torch.isfinite(extended(**random_batch(src_len=60)).logits).all()
+    extended.save_pretrained(tmp_path)
+    reloaded = LongCtxForConditionalGeneration.from_pretrained(tmp_path)
+    assert torch.equal(reloaded(**short).logits, extended(**short).logits)
+
+
+@pytest.mark.parametrize("encoding", ["alibi", "relative"])
+def test_learned_can_switch_to_an_encoding_that_runs_at_any_length(encoding):
+    model = tiny_model(position_embedding_type="learned", max_position_embeddings=16)
+    switched = extend_context(model, 4096, encoding)
+    assert switched.config.position_embedding_type == encoding
+    assert torch.equal(switched.model.shared.weight, model.model.shared.weight)
+    assert torch.isfinite(switched(**random_batch(src_len=100)).logits).all()
+
+
+@pytest.mark.parametrize("method", ["linear", "dynamic", "yarn"])
+def test_rope_scaling_sets_the_factor_from_the_lengths(method):
+    model = tiny_model(position_embedding_type="rope")
+    batch = random_batch(src_len=40)
+    before = model(**batch).logits
+    extended = extend_context(model, 64, method, trained_length=16)
+    assert extended.config.rope_parameters["rope_type"] == method
+    assert extended.config.rope_parameters["factor"] == 4.0
+    assert extended.model.encoder.position.rope_type == method
+    assert not torch.allclose(extended(**batch).logits, before), "positions past 16 are rescaled"
+
+
+def test_wrong_method_or_missing_trained_length_is_a_value_error():
+    with pytest.raises(ValueError, match="does not apply to position_embedding_type='alibi'"):
+        extend_context(tiny_model(position_embedding_type="alibi"), 64, "copy")
+    with pytest.raises(ValueError, match="`trained_length` is needed"):
+        extend_context(tiny_model(position_embedding_type="rope"), 64, "yarn")
+
+
+def test_extend_script_extends_fine_tunes_and_evaluates(tmp_path):
+    import json
+    import sys
+    from pathlib import Path
+
+    from hf_longctx.tokenization import build_tokenizer
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import extend_context as script
+
+    tokenizer = build_tokenizer()
+    model = tiny_model(position_embedding_type="learned", max_position_embeddings=32, vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path / "short")
+    out = tmp_path / "long"
+    script.main(
+        ["--model", str(tmp_path / "short"), "--output_dir", str(out), "--target_length", "48", "--method", "copy",
+         "--finetune_steps", "2", "--eval_lengths", "48", "--num_eval", "4", "--per_device_train_batch_size", "2"]
+    )  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["eval"]) == {"48"}
+    reloaded = LongCtxForConditionalGeneration.from_pretrained(out)
+    assert reloaded.config.max_position_embeddings == 48
