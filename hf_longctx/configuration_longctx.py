@@ -77,10 +77,8 @@ class LongCtxConfig(PreTrainedConfig):
             scores holds about 2**24 elements.
 
     Embeddings:
-        scale_embedding: multiply token embeddings by sqrt(d_model), and initialise them with std
-            d_model**-0.5 (fairseq, Marian), so that they enter at unit scale per element, like the sinusoids.
-            Default (None): on for `sinusoidal`, off otherwise. Without it, N(0, init_std) token embeddings are
-            ~35x smaller than the sinusoids at d_model 64 and a passkey model did not train (0.00 exact match).
+        scale_embedding: multiply token embeddings by sqrt(d_model). Off by default: with N(0, init_std)
+            embeddings the scale would drown additive positions.
         tie_word_embeddings: share the encoder, decoder and output embedding matrices.
     """
 
@@ -127,7 +125,7 @@ class LongCtxConfig(PreTrainedConfig):
     chunked_attention_min_length: int = 2048
     chunked_attention_block_size: int | None = None
 
-    scale_embedding: bool | None = None
+    scale_embedding: bool = False
     tie_word_embeddings: bool = True
     use_cache: bool = True
     is_encoder_decoder: bool = True
@@ -137,8 +135,6 @@ class LongCtxConfig(PreTrainedConfig):
     decoder_start_token_id: int | None = 0
 
     def __post_init__(self, **kwargs):
-        if self.scale_embedding is None:  # the paper's recipe for sinusoids, which are O(1) per element
-            self.scale_embedding = self.position_embedding_type == "sinusoidal"
         if self.decoder_position_embedding_type is None:
             self.decoder_position_embedding_type = self.position_embedding_type
         if self.rope_parameters is None:

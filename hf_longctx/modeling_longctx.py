@@ -211,8 +211,6 @@ class LongCtxPreTrainedModel(PreTrainedModel):
         if isinstance(module, PositionEncoding):
             with torch.no_grad():
                 module.init_buffers()  # deterministic tables are not in checkpoints (T4)
-        if isinstance(module, LongCtxScaledEmbedding) and module.embed_scale != 1.0:
-            init.normal_(module.weight, mean=0.0, std=self.config.d_model**-0.5)  # unit scale after embed_scale
         if isinstance(module, LongCtxForConditionalGeneration) and module.config.final_logits_bias:
             init.zeros_(module.final_logits_bias)
 

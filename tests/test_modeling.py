@@ -591,11 +591,3 @@ def test_decoder_alone_skips_cross_attention_and_caches_once():
     prefix = decoder(input_ids=ids[:, :4], use_cache=True)
     step = decoder(input_ids=ids[:, 4:], cache=prefix.cache, use_cache=True)
     assert_same(step.last_hidden_state, full.last_hidden_state[:, 4:])
-
-
-def test_scaled_embeddings_start_at_unit_scale_and_sinusoidal_scales_by_default():
-    assert tiny_config(position_embedding_type="sinusoidal").scale_embedding is True
-    assert tiny_config(position_embedding_type="alibi").scale_embedding is False
-    model = tiny_model(d_model=64, position_embedding_type="sinusoidal")
-    scaled = model.get_input_embeddings()(torch.arange(2, 99)[None])
-    assert scaled.std().item() == pytest.approx(1.0, rel=0.1)
