@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, load_dataset
 from datasets.exceptions import DatasetGenerationError
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging
 
-from .tokenization import EOS, PAD, SPECIAL_TOKENS, UNK
+from .tokenization import SPECIAL_TOKENS, wrap_tokenizer
 
 logger = logging.get_logger(__name__)
 
@@ -151,19 +151,7 @@ def train_bpe_tokenizer(
         show_progress=False,
     )
     backend.train_from_iterator(texts, trainer=trainer)
-    eos_id = backend.token_to_id(EOS)
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, eos_id)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        pad_token=PAD,
-        eos_token=EOS,
-        unk_token=UNK,
-        extra_special_tokens=specials[len(SPECIAL_TOKENS) :],
-        padding_side="right",
-        clean_up_tokenization_spaces=False,
-    )
+    return wrap_tokenizer(backend, extra_special_tokens=specials[len(SPECIAL_TOKENS) :])
 
 
 def sentinel_ids(tokenizer: PreTrainedTokenizerBase, num_spans: int) -> list[int]:

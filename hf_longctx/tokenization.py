@@ -24,7 +24,12 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {token: i for i, token in enumerate(VOCAB)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    eos_id = vocab[EOS]
+    return wrap_tokenizer(backend)
+
+
+def wrap_tokenizer(backend: Tokenizer, extra_special_tokens: list[str] | None = None) -> PreTrainedTokenizerFast:
+    """EOS appended to every sequence, and the HF wrapper with this project's pad/eos/unk (ids 0, 1, 2)."""
+    eos_id = backend.token_to_id(EOS)
     backend.post_processor = processors.TemplateProcessing(
         single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, eos_id)]
     )
@@ -33,9 +38,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         pad_token=PAD,
         eos_token=EOS,
         unk_token=UNK,
+        extra_special_tokens=extra_special_tokens or [],
         padding_side="right",
         clean_up_tokenization_spaces=False,
     )
-
-
-__all__ = ["VOCAB", "SPECIAL_TOKENS", "build_tokenizer"]
