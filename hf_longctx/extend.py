@@ -54,18 +54,20 @@ def extend_context(
     if method == "none":
         return model
     if encoding == "learned" and method in ("copy", "interpolate"):
-        return _grow_learned(model, target_length, method)
+        return _grow_learned(model, target_length, method, trained_length)
     if encoding == "learned":
         return _switch_encoding(model, method)
     return _scale_rope(model, target_length, method, trained_length)
 
 
-def _grow_learned(model, target_length: int, method: str):
+def _grow_learned(model, target_length: int, method: str, trained_length: int | None):
+    """Rows past `trained_length` (if given) never trained: the new table is grown from the trained rows only."""
     for stack in (model.model.encoder, model.model.decoder):
         if stack.position.kind != "additive" or not hasattr(stack.position, "embeddings"):
             continue
-        old = stack.position.embeddings.weight.data
-        new = nn.Embedding(max(target_length, old.shape[0]), old.shape[1], device=old.device, dtype=old.dtype)
+        old = stack.position.embeddings.weight.data[:trained_length]
+        rows = max(target_length, stack.position.embeddings.num_embeddings)
+        new = nn.Embedding(rows, old.shape[1], device=old.device, dtype=old.dtype)
         new.weight.data.copy_(grow_table(old, new.num_embeddings, method))
         stack.position.embeddings = new
     model.config.max_position_embeddings = max(target_length, model.config.max_position_embeddings)

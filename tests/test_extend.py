@@ -81,3 +81,11 @@ def test_extend_script_extends_fine_tunes_and_evaluates(tmp_path):
     assert set(results["eval"]) == {"48"}
     reloaded = LongCtxForConditionalGeneration.from_pretrained(out)
     assert reloaded.config.max_position_embeddings == 48
+
+
+def test_learned_growth_starts_from_the_trained_rows_only():
+    model = tiny_model(position_embedding_type="learned", max_position_embeddings=64)
+    table = model.model.encoder.position.embeddings.weight.data.clone()
+    extend_context(model, 64, "copy", trained_length=16)
+    grown = model.model.encoder.position.embeddings.weight.data
+    assert torch.equal(grown[:16], table[:16]) and torch.equal(grown[16:32], table[:16])
