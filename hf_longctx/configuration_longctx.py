@@ -60,6 +60,11 @@ class LongCtxConfig(PreTrainedConfig):
             "original_max_position_embeddings": 64}` (the same dict as HF's decoder-only models).
         sinusoidal_layout: "interleaved" puts sin at 2i and cos at 2i+1 (the paper); "halves" puts all sines
             then all cosines (Marian, fairseq).
+        sinusoidal_scale: amplitude of the sinusoid table (1.0: the formula, as checkpoints such as Marian use it).
+            A row of the table has norm sqrt(d_model / 2) while N(0, init_std) token embeddings have about
+            init_std * sqrt(d_model): at d_model 64 the positions are ~35x larger and a fresh passkey model did not
+            train (loss stuck at chance for 2000 steps, as HF's Marian without embedding scaling); 0.02 puts them
+            at token scale and it trains. Set it for fresh small models.
         randomized_positions_max_length: randomized position training (Ruoss et al. 2023): in training, the
             encoder's positions are a sorted random sample of distinct integers below this bound instead of
             0..L-1, so the model meets the large positions and distances of long inputs while training short.
@@ -77,8 +82,7 @@ class LongCtxConfig(PreTrainedConfig):
             scores holds about 2**24 elements.
 
     Embeddings:
-        scale_embedding: multiply token embeddings by sqrt(d_model). Off by default: with N(0, init_std)
-            embeddings the scale would drown additive positions.
+        scale_embedding: multiply token embeddings by sqrt(d_model) (BART option, Marian). Off by default.
         tie_word_embeddings: share the encoder, decoder and output embedding matrices.
     """
 
@@ -119,6 +123,7 @@ class LongCtxConfig(PreTrainedConfig):
     relative_attention_max_distance: int = 128
     rope_parameters: dict | None = None
     sinusoidal_layout: str = "interleaved"
+    sinusoidal_scale: float = 1.0
     randomized_positions_max_length: int | None = None
 
     chunked_attention: str = "auto"

@@ -66,6 +66,7 @@ class SinusoidalPositions(PositionEncoding):
         super().__init__(config, causal)
         self.d_model = config.d_model
         self.layout = config.sinusoidal_layout
+        self.scale = config.sinusoidal_scale
 
     def embed(self, positions: torch.Tensor) -> torch.Tensor:
         dtype = torch.float32 if positions.device.type == "mps" else torch.float64  # MPS has no float64
@@ -76,7 +77,7 @@ class SinusoidalPositions(PositionEncoding):
             table_LD = torch.cat((angles_LI.sin(), angles_LI.cos()), dim=-1)
         else:  # sin at 2i, cos at 2i+1
             table_LD = torch.stack((angles_LI.sin(), angles_LI.cos()), dim=-1).flatten(1)
-        return table_LD[:, : self.d_model].float()
+        return table_LD[:, : self.d_model].float() * self.scale
 
 
 class LearnedPositions(PositionEncoding):

@@ -78,6 +78,13 @@ class ModelArguments:
             "runs every evaluation (on rows it never trained)."
         },
     )
+    sinusoidal_scale: float = field(
+        default=0.02,
+        metadata={
+            "help": "Amplitude of sinusoidal positions: 0.02 puts them at the scale of the N(0, 0.02) token embeddings "
+            "(at 1.0, the formula's amplitude, a small model does not train; see LongCtxConfig)."
+        },
+    )
     randomized_positions_max_length: int | None = field(
         default=None,
         metadata={
@@ -144,6 +151,7 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
         attention_dropout=model_args.attention_dropout,
         max_position_embeddings=model_args.max_position_embeddings or max_length,
         randomized_positions_max_length=model_args.randomized_positions_max_length,
+        sinusoidal_scale=model_args.sinusoidal_scale,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,

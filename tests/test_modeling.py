@@ -591,3 +591,9 @@ def test_decoder_alone_skips_cross_attention_and_caches_once():
     prefix = decoder(input_ids=ids[:, :4], use_cache=True)
     step = decoder(input_ids=ids[:, 4:], cache=prefix.cache, use_cache=True)
     assert_same(step.last_hidden_state, full.last_hidden_state[:, 4:])
+
+
+def test_sinusoidal_scale_multiplies_the_table():
+    plain = POSITION_ENCODINGS["sinusoidal"](tiny_config(), causal=False).embed(torch.arange(9))
+    scaled = POSITION_ENCODINGS["sinusoidal"](tiny_config(sinusoidal_scale=0.02), causal=False).embed(torch.arange(9))
+    assert_same(scaled, plain * 0.02, atol=1e-7)
