@@ -180,6 +180,8 @@ class RotaryPositions(PositionEncoding):
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
+        # `from_pretrained(folder, rope_parameters={...})` sets the dict after the config filled its defaults
+        config.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0, **config.rope_parameters}
         self.config = config
         self.rope_type = config.rope_parameters["rope_type"]
         # HF's meaning of the dict: dynamic NTK switches on past `max_position_embeddings`

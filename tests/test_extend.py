@@ -89,3 +89,11 @@ def test_learned_growth_starts_from_the_trained_rows_only():
     extend_context(model, 64, "copy", trained_length=16)
     grown = model.model.encoder.position.embeddings.weight.data
     assert torch.equal(grown[:16], table[:16]) and torch.equal(grown[16:32], table[:16])
+
+
+def test_rope_parameters_given_at_load_time_keep_their_defaults(tmp_path):
+    tiny_model(position_embedding_type="rope").save_pretrained(tmp_path)
+    model = LongCtxForConditionalGeneration.from_pretrained(tmp_path, rope_parameters={"rope_type": "yarn", "factor": 4.0})
+    assert model.config.rope_parameters["rope_theta"] == 10000.0
+    assert model.model.encoder.position.rope_type == "yarn"
+    assert torch.isfinite(model(**random_batch(src_len=40)).logits).all()

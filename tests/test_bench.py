@@ -1,0 +1,97 @@
+"""Smoke version of the length-extrapolation benchmark (scripts/bench_extrapolation.py): tiny budget, 2 lengths.
+
+Checks that the protocol runs end to end (train with the stop-at-accuracy callback, rope rescaled at inference,
+randomized positions, a second task) and writes the JSON, the markdown table and the PNG plots. The numbers of a
+20-step model mean nothing; the committed results/extrapolation/ hold the real run.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from hf_longctx.bench import BenchArguments, StopAtAccuracy, markdown, plan, rope_parameters_for
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def test_plan_lists_rope_scalings_randomized_and_second_task():
+    args = BenchArguments(encodings=["alibi", "rope"], randomized=["sinusoidal"], second_task_encodings=["alibi"])
+    names = [row["name"] for row in plan(args)]
+    assert names == [
+        "alibi",
+        "rope",
+        "rope+linear",
+        "rope+dynamic",
+        "rope+yarn",
+        "sinusoidal+randomized",
+        "alibi@kv_recall",
+    ]
+
+
+def test_rope_parameters_scale_only_past_the_trained_length():
+    assert rope_parameters_for("linear", 64, 64) is None
+    assert rope_parameters_for(None, 1024, 64) is None
+    assert rope_parameters_for("yarn", 256, 64) == {
+        "rope_type": "yarn",
+        "factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
+    assert rope_parameters_for("dynamic", 256, 64)["rope_type"] == "dynamic"
+
+
+def test_stop_at_accuracy_stops_once_and_records_the_step():
+    class State:
+        global_step = 250
+
+    class Control:
+        should_training_stop = False
+
+    stopper, control = StopAtAccuracy(0.99), Control()
+    stopper.on_evaluate(None, State(), control, metrics={"eval_exact_match": 0.5})
+    assert not control.should_training_stop and stopper.solved_at is None
+    stopper.on_evaluate(None, State(), control, metrics={"eval_exact_match": 0.995})
+    assert control.should_training_stop and stopper.solved_at == 250
+
+    recorder, control = StopAtAccuracy(0.99, stop=False), Control()  # the default protocol: full budget, step recorded
+    recorder.on_evaluate(None, State(), control, metrics={"eval_exact_match": 1.0})
+    assert not control.should_training_stop and recorder.solved_at == 250
+
+
+@pytest.mark.slow
+def test_smoke_benchmark_writes_json_markdown_and_plots(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench_extrapolation
+
+    out = tmp_path / "results"
+    argv = [
+        "--encodings", "alibi", "rope", "--rope_scalings", "linear", "--randomized", "sinusoidal",
+        "--second_task", "kv_recall", "--second_task_encodings", "relative",
+        "--steps", "6", "--eval_every", "3", "--num_eval", "4", "--num_train", "256", "--batch_size", "8",
+        "--lengths", "32", "128", "--output_dir", str(out), "--work_dir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    bench_extrapolation.main(argv)
+
+    results = json.loads((out / "results.json").read_text())
+    names = [row["name"] for row in results["rows"]]
+    assert names == ["alibi", "rope", "rope+linear", "sinusoidal+randomized", "relative@kv_recall"]
+    assert results["command"].startswith("python scripts/bench_extrapolation.py --encodings alibi rope")
+    assert results["protocol"]["steps"] == 6 and results["protocol"]["lengths"] == [32, 128]
+    for row in results["rows"]:
+        assert set(row["eval"]) == {"32", "128"}
+        assert 0 < row["training"]["steps"] <= 6
+        for scores in row["eval"].values():
+            assert 0.0 <= scores["exact_match"] <= 1.0 and scores["num_samples"] == 4
+    assert len(results["rows"][0]["eval"]["128"]["exact_match_by_depth"]) == 5
+    # rope+linear is the trained rope folder rescaled only past the training length
+    assert "rope_parameters" not in results["rows"][2]["eval"]["32"]
+    assert results["rows"][2]["eval"]["128"]["rope_parameters"]["factor"] == 2.0
+
+    table = (out / "results.md").read_text()
+    assert table == markdown(results)
+    assert "| rope+linear | passkey |" in table and "Command: `python scripts/bench_extrapolation.py" in table
+    for png in ("accuracy_vs_length.png", "accuracy_vs_length_kv_recall.png", "depth_heatmap.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sys.modules["bench_extrapolation"]  # the script stays importable (thin wrapper over hf_longctx.bench)
