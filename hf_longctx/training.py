@@ -136,8 +136,14 @@ def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
     )
 
 
-def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, max_length: int):
-    """A fresh LongCtxForConditionalGeneration sized by `model_args`, with ids taken from `tokenizer`."""
+def build_model(
+    model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, max_length: int, trained_length: int | None = None
+):
+    """A fresh LongCtxForConditionalGeneration sized by `model_args`, with ids taken from `tokenizer`.
+
+    `max_position_embeddings` is the table size for `learned` (`max_length`, every evaluation runs) and the
+    trained length otherwise (`trained_length`): rope's dynamic NTK scaling switches on past it, as in HF."""
+    table = max_length if model_args.position_embedding_type == "learned" or trained_length is None else trained_length
     config = LongCtxConfig(
         vocab_size=len(tokenizer),
         d_model=model_args.d_model,
@@ -149,7 +155,7 @@ def build_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, 
         decoder_position_embedding_type=model_args.decoder_position_embedding_type,
         dropout=model_args.dropout,
         attention_dropout=model_args.attention_dropout,
-        max_position_embeddings=model_args.max_position_embeddings or max_length,
+        max_position_embeddings=model_args.max_position_embeddings or table,
         randomized_positions_max_length=model_args.randomized_positions_max_length,
         sinusoidal_scale=model_args.sinusoidal_scale,
         pad_token_id=tokenizer.pad_token_id,
@@ -247,7 +253,8 @@ def train(
     }
     max_length = max([data_args.train_max_len, *data_args.eval_lengths])
 
-    model = model if model is not None else build_model(model_args, tokenizer, max_length)
+    if model is None:
+        model = build_model(model_args, tokenizer, max_length, trained_length=data_args.train_max_len)
     # The saved generation config answers the trained task: room for its longest in-distribution target. (A length
     # cap as `max_length`, not `max_new_tokens`: Seq2SeqTrainer writes the default max_length=20 into the model's
     # generation config during evaluation, and generate warns on every call when both are set.)

@@ -252,3 +252,14 @@ def test_script_demo_defaults_and_overrides(train_script, tmp_path):
     model_args, data_args, training_args = train_script.parse_args([str(config)])
     assert (data_args.task, training_args.max_steps, model_args.d_model) == ("copy", 7, 32)
     assert training_args.predict_with_generate  # demo defaults still apply under a file
+
+
+def test_build_model_sizes_positions_by_encoding():
+    from hf_longctx.tokenization import build_tokenizer
+    from hf_longctx.training import ModelArguments, build_model
+
+    tokenizer = build_tokenizer()
+    learned = build_model(ModelArguments(position_embedding_type="learned"), tokenizer, 2048, trained_length=64)
+    rope = build_model(ModelArguments(position_embedding_type="rope"), tokenizer, 2048, trained_length=64)
+    assert learned.config.max_position_embeddings == 2048, "every evaluation length has a table row"
+    assert rope.config.max_position_embeddings == 64, "dynamic NTK switches on past the trained length"
