@@ -263,8 +263,11 @@ class LongCtxStack(LongCtxPreTrainedModel):
             return False  # the chunked path has no weights to return; asking for them costs the dense path
         return mode == "always" or key_length >= self.config.chunked_attention_min_length
 
-    def _self_attention_inputs(self, q_positions, k_positions, padding_mask, make_dense_mask, dtype, kwargs):
-        """(attention_mask, position_bias, position_embeddings) for this forward, computed once for all layers."""
+    def _self_attention_inputs(
+        self, q_positions, k_positions, padding_mask, make_dense_mask, dtype, kwargs, first_positions=None
+    ):
+        """(attention_mask, position_bias, position_embeddings) for this forward, computed once for all layers.
+        `first_positions` = (first query, first key) says the positions are consecutive from there."""
         rotary = None
         if self.position.kind == "rotary":
             rotary = tuple(t.to(dtype) for t in self.position.rotary(q_positions))
@@ -284,6 +287,8 @@ class LongCtxStack(LongCtxPreTrainedModel):
                 self.causal,
                 self.config.chunked_attention_block_size,
                 full_mask,
+                offset_fn=getattr(self.position, "bias_by_offset", None),
+                first_positions=first_positions,
             )
             return None, plan, rotary
         bias = self.position.bias(q_positions, k_positions).to(dtype) if self.position.kind == "bias" else None
@@ -307,10 +312,10 @@ class LongCtxEncoder(LongCtxStack):
         tokens = input_ids if input_ids is not None else inputs_embeds
         check_mask_shape(attention_mask, tokens.shape[:2], "attention_mask", "input_ids")
         length, device = tokens.shape[1], tokens.device
-        positions = torch.arange(length, device=device)
+        positions, first_positions = torch.arange(length, device=device), (0, 0)
         bound = self.config.randomized_positions_max_length
         if self.training and bound is not None and bound > length:  # randomized positions (Ruoss et al. 2023)
-            positions = torch.randperm(bound, device=device)[:length].sort().values
+            positions, first_positions = torch.randperm(bound, device=device)[:length].sort().values, None
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions)
 
         mask, bias, rotary = self._self_attention_inputs(
@@ -320,6 +325,7 @@ class LongCtxEncoder(LongCtxStack):
             lambda: create_bidirectional_mask(self.config, inputs_embeds, attention_mask),
             hidden_states.dtype,
             kwargs,
+            first_positions,
         )
         for layer in self.layers:
             hidden_states = layer(hidden_states, mask, bias, rotary, **kwargs)

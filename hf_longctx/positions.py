@@ -102,14 +102,30 @@ class LearnedPositions(PositionEncoding):
         return self.embeddings(positions)
 
 
-class RelativePositions(PositionEncoding):
+class OffsetBias(PositionEncoding):
+    """A "bias" encoding that depends on the offset k - q only. Subclasses give `bias_by_offset`; `bias` computes
+    each distinct offset once (Lq + Lk - 1 of them, not Lq * Lk: for T5 buckets that replaces millions of logs)
+    and gathers, and the long-input path builds each block as a strided (Toeplitz) view of the same values."""
+
+    kind = "bias"
+
+    def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
+        """(H, count): the bias of the offsets k - q = lowest, ..., lowest + count - 1."""
+        raise NotImplementedError
+
+    def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+        lowest = int(k_positions.min()) - int(q_positions.max())
+        count = int(k_positions.max()) - int(q_positions.min()) - lowest + 1
+        values_HN = self.bias_by_offset(lowest, count, q_positions.device)
+        return values_HN[:, k_positions[None, :] - q_positions[:, None] - lowest].unsqueeze(0)  # (1, H, Lq, Lk)
+
+
+class RelativePositions(OffsetBias):
     """T5's bucketed relative bias: one learned scalar per (bucket, head), shared by the layers of a stack.
 
     Buckets (`T5Attention._relative_position_bucket`): half of them exact distances, the rest logarithmic up to
     `relative_attention_max_distance`; bidirectional (signed) in the encoder, causal in the decoder.
     """
-
-    kind = "bias"
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
@@ -117,21 +133,14 @@ class RelativePositions(PositionEncoding):
         self.max_distance = config.relative_attention_max_distance
         self.relative_attention_bias = nn.Embedding(self.num_buckets, config.num_heads)
 
-    def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
-        # The bias depends on k - q only: bucket each distinct offset once (Lq + Lk - 1 of them, not Lq * Lk),
-        # then gather. For a 16k-token block of queries this replaces millions of logs by a lookup.
-        lowest = int(k_positions.min()) - int(q_positions.max())
-        offsets_N = torch.arange(lowest, int(k_positions.max()) - int(q_positions.min()) + 1, device=q_positions.device)
+    def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
         buckets_N = T5Attention._relative_position_bucket(
-            offsets_N,  # memory position - query position, as T5
+            torch.arange(lowest, lowest + count, device=device),  # memory position - query position, as T5
             bidirectional=not self.causal,
             num_buckets=self.num_buckets,
             max_distance=self.max_distance,
         )
-        values_HN = self.relative_attention_bias(buckets_N).T
-        index_LqLk = k_positions[None, :] - q_positions[:, None] - lowest
-        return values_HN[:, index_LqLk].unsqueeze(0)  # (1, H, Lq, Lk)
-
+        return self.relative_attention_bias(buckets_N).T
 
 def alibi_slopes(num_heads: int) -> list[float]:
     """Head slopes of Press et al. 2022: 2^(-8h/H) for h = 1..H when H is a power of 2; otherwise the slopes of
@@ -146,24 +155,35 @@ def alibi_slopes(num_heads: int) -> list[float]:
     return power_of_2_slopes(closest) + power_of_2_slopes(2 * closest)[0::2][: num_heads - closest]
 
 
-class AlibiPositions(PositionEncoding):
-    """ALiBi: score(i, j) += -m_h * |i - j|. Symmetric in the encoder; in the decoder the causal mask keeps j <= i,
-    where |i - j| = i - j, so the same formula is the causal ALiBi of the paper. No weights."""
+# What a key past `config.alibi_max_penalty` gets: far enough below it to skip exp()'s subnormal results
+# (below -87.3 in fp32), and finite in fp16 too.
+ALIBI_CUT_BIAS = -1.0e4
 
-    kind = "bias"
+
+class AlibiPositions(OffsetBias):
+    """ALiBi: score(i, j) += -m_h * |i - j|. Symmetric in the encoder; in the decoder the causal mask keeps j <= i,
+    where |i - j| = i - j, so the same formula is the causal ALiBi of the paper. No weights.
+
+    Past a penalty of `config.alibi_max_penalty` (distance penalty / m_h) the bias drops to `ALIBI_CUT_BIAS`: with the
+    default 60 each head is a window of 60 / m_h tokens (240 to 15,360 tokens for 4 heads), outside of which the
+    plain formula gives weights under 9e-27 of the query's own position, and CPU kernels slow down on them
+    (the config docstring has the measurement)."""
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
         self.num_heads = config.num_heads
+        self.max_penalty = config.alibi_max_penalty
         self.register_buffer("slopes", torch.tensor(alibi_slopes(self.num_heads)), persistent=False)
 
     def init_buffers(self) -> None:
         self.slopes.copy_(torch.tensor(alibi_slopes(self.num_heads)))
 
-    def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
-        distance_LqLk = (k_positions[None, :] - q_positions[:, None]).abs().float()
-        return (-self.slopes.to(distance_LqLk.device)[:, None, None] * distance_LqLk).unsqueeze(0)
-
+    def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
+        distance_N = torch.arange(lowest, lowest + count, device=device).abs().float()
+        bias_HN = -self.slopes.to(device)[:, None] * distance_N
+        if self.max_penalty is not None:
+            bias_HN.masked_fill_(bias_HN < -self.max_penalty, ALIBI_CUT_BIAS)
+        return bias_HN
 
 class RotaryPositions(PositionEncoding):
     """RoPE (Su et al. 2021) with HF's scalings for context extension (`transformers.modeling_rope_utils`):

@@ -26,6 +26,7 @@ from conftest import random_batch, tiny_config, tiny_model
         ({"rope_parameters": {"rope_type": "linear", "factor": -2.0}}, r"`rope_parameters\['factor'\]` must be > 0"),
         ({"chunked_attention": "sometimes"}, r"`chunked_attention`"),
         ({"chunked_attention_block_size": 0}, r"`chunked_attention_block_size`"),
+        ({"alibi_max_penalty": 0.0}, r"`alibi_max_penalty` must be > 0 .* or None"),
     ],
 )
 def test_bad_config_raises_value_error_naming_the_field(overrides, pattern):

@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 import hf_longctx.attention as attention_module
 from hf_longctx import POSITION_ENCODINGS, LongCtxForConditionalGeneration, LongCtxModel
 from hf_longctx.configuration_longctx import POSITION_EMBEDDING_TYPES
-from hf_longctx.positions import alibi_slopes
+from hf_longctx.positions import ALIBI_CUT_BIAS, alibi_slopes
 
 ATOL = 1e-5
 
@@ -61,6 +61,23 @@ def test_backends_agree_forward_and_gradients(pair, batch):
         assert grads.keys() == ref_grads.keys()
         for name in ref_grads:
             assert_same(grads[name], ref_grads[name])
+
+
+@pytest.mark.parametrize("pe", BIAS_ENCODINGS)
+def test_unmasked_chunked_blocks_take_the_toeplitz_view_and_match_eager(pe, monkeypatch):
+    """Without padding the encoder's blocks read the bias as a strided view of its offsets (reversed queries)."""
+    views = []
+    original = attention_module._toeplitz_block_bias
+    monkeypatch.setattr(attention_module, "_toeplitz_block_bias", lambda *a: views.append(1) or original(*a))
+    unpadded = random_batch(src_len=13, pad_last=False)
+    ref_logits, ref_grads = logits_and_grads(tiny_model(attn_implementation="eager", position_embedding_type=pe), unpadded)
+    chunked = tiny_model(position_embedding_type=pe, chunked_attention="always", chunked_attention_block_size=3)
+    logits, grads = logits_and_grads(chunked, unpadded)
+    layers = chunked.config.encoder_layers
+    assert len(views) == 2 * 5 * layers, "5 blocks (3+3+3+3+1 queries) per encoder layer, forward and recompute"
+    assert_same(logits, ref_logits)
+    for name in ref_grads:
+        assert_same(grads[name], ref_grads[name])
 
 
 @pytest.mark.parametrize("pe", BIAS_ENCODINGS)
@@ -207,6 +224,29 @@ def test_alibi_bias_is_minus_slope_times_distance():
         for i in range(5):
             for j in range(7):
                 assert bias[h, i, j].item() == pytest.approx(-slopes[h] * abs(i - j))
+
+
+def test_alibi_masks_keys_past_the_max_penalty_and_none_keeps_the_formula():
+    q = k = torch.arange(40)
+    cut = POSITION_ENCODINGS["alibi"](tiny_config(num_heads=4, alibi_max_penalty=2.0), causal=False).bias(q, k)[0]
+    exact = POSITION_ENCODINGS["alibi"](tiny_config(num_heads=4, alibi_max_penalty=None), causal=False).bias(q, k)[0]
+    slopes = torch.tensor(alibi_slopes(4))[:, None, None]
+    distance = (k[None, :] - q[:, None]).abs()
+    assert_same(exact, -slopes * distance, atol=1e-6)
+    beyond = slopes * distance > 2.0
+    assert beyond.any() and (~beyond).any()
+    assert (cut[beyond] == ALIBI_CUT_BIAS).all()
+    assert_same(cut[~beyond], exact[~beyond], atol=0)
+
+
+@pytest.mark.parametrize("chunked", ["never", "always"])
+def test_alibi_cut_leaves_a_long_input_unchanged(chunked):
+    """At 600 tokens the default cut masks most keys of the steepest heads; what they weighed is below fp32."""
+    batch = random_batch(batch=2, src_len=600, tgt_len=9)
+    exact = tiny_model(alibi_max_penalty=None, chunked_attention=chunked)
+    cut = tiny_model(alibi_max_penalty=60.0, chunked_attention=chunked)
+    with torch.no_grad():
+        assert_same(cut(**batch).logits, exact(**batch).logits, atol=1e-6)
 
 
 @pytest.mark.parametrize(
