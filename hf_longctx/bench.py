@@ -100,6 +100,13 @@ class BenchArguments:
     d_model: int = field(default=64, metadata={"help": "Model width (same for every variant)."})
     layers: int = field(default=2, metadata={"help": "Encoder and decoder layers each."})
     seed: int = field(default=42, metadata={"help": "Training seed (model init and data order)."})
+    seeds: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "Train every variant once per seed (rows '<variant> seed=<n>') and add a table of the mean and "
+            "the worst seed per variant; empty: `seed` alone."
+        },
+    )
     output_dir: str = field(default="results/extrapolation", metadata={"help": "JSON, markdown and PNG go here."})
     work_dir: str = field(default="runs/extrapolation", metadata={"help": "Trained model folders (not committed)."})
     resume: bool = field(default=False, metadata={"help": "Skip variants already in output_dir/results.json."})
@@ -124,7 +131,7 @@ class StopAtAccuracy(TrainerCallback):
             control.should_training_stop = self.stop
 
 
-def train_variant(args: BenchArguments, task: str, encoding: str, randomized: bool, folder: Path) -> dict:
+def train_variant(args: BenchArguments, task: str, encoding: str, randomized: bool, seed: int, folder: Path) -> dict:
     """Train one model with `training.train`; returns steps, the solve step and the in-distribution history."""
     model_args = ModelArguments(
         d_model=args.d_model,
@@ -159,7 +166,7 @@ def train_variant(args: BenchArguments, task: str, encoding: str, randomized: bo
         logging_steps=max(1, args.eval_every),
         save_strategy="no",
         report_to="none",
-        seed=args.seed,
+        seed=seed,
         disable_tqdm=True,
     )
     stopper = StopAtAccuracy(args.target_accuracy, stop=args.stop_at_target)
@@ -256,7 +263,13 @@ def plan(args: BenchArguments) -> list[dict]:
                     "scaling": None,
                 }
             )
-    return rows
+    if not args.seeds:
+        return [{**row, "variant": row["name"], "seed": args.seed} for row in rows]
+    return [
+        {**row, "name": f"{row['name']} seed={seed}", "variant": row["name"], "seed": seed}
+        for row in rows
+        for seed in args.seeds
+    ]
 
 
 def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
@@ -291,19 +304,22 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
         results["wall_seconds"] = previous.get("wall_seconds", 0)
         results["notes"] = previous.get("notes", [])
     done = {row["name"] for row in results["rows"]}
-    trained: dict[tuple, dict] = {}  # (task, encoding, randomized) -> training summary, shared with rope scalings
+    trained: dict[tuple, dict] = {}  # (task, encoding, randomized, seed) -> training summary, shared with rope scalings
     for row in results["rows"]:
-        trained.setdefault((row["task"], row["encoding"], row["randomized"]), row["training"])
+        trained.setdefault(_training_key(row, args.seed), row["training"])
 
     started = time.perf_counter()
     for spec in plan(args):
         if spec["name"] in done:
             continue
-        key = (spec["task"], spec["encoding"], spec["randomized"])
-        folder = work_dir / f"{spec['task']}-{spec['encoding']}{'-randomized' if spec['randomized'] else ''}"
+        key = _training_key(spec, args.seed)
+        folder = work_dir / (
+            f"{spec['task']}-{spec['encoding']}{'-randomized' if spec['randomized'] else ''}"
+            + (f"-seed{spec['seed']}" if args.seeds else "")
+        )
         if key not in trained:
             logger.warning(f"training {spec['name']} (budget {args.steps} steps)")
-            trained[key] = train_variant(args, spec["task"], spec["encoding"], spec["randomized"], folder)
+            trained[key] = train_variant(args, spec["task"], spec["encoding"], spec["randomized"], spec["seed"], folder)
         lengths = args.lengths if spec["task"] == "passkey" else (args.second_task_lengths or args.lengths)
         row = {**spec, "training": trained[key], "eval": {}}
         from .tokenization import build_tokenizer
@@ -332,6 +348,11 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
         write_outputs(results, output_dir, plots=args.plots)
     write_outputs(results, output_dir, plots=args.plots)
     return results
+
+
+def _training_key(row: dict, default_seed: int) -> tuple:
+    """Rows with the same key share one trained model (the rope scalings reuse the rope model)."""
+    return row["task"], row["encoding"], row["randomized"], row.get("seed", default_seed)
 
 
 def _git_commit() -> str | None:
@@ -405,6 +426,7 @@ def markdown(results: dict) -> str:
             f"| {r['name']} | {r['task']} | {t['steps']} | {t['solved_at'] or 'not reached'} | "
             f"{_fmt(t['in_distribution_exact_match'])} | " + " | ".join(cells) + " |"
         )
+    lines += seed_summary(rows, lengths, p["train_max_len"])
     best = best_row(rows, p["train_max_len"]) if rows else None
     if best is not None and any("exact_match_by_depth" in v for v in best["eval"].values()):
         bins = [f"{i / DEPTH_BINS:.1f}-{(i + 1) / DEPTH_BINS:.1f}" for i in range(DEPTH_BINS)]
@@ -420,6 +442,33 @@ def markdown(results: dict) -> str:
                 f"| {n} | " + " | ".join(_fmt(x) for x in v.get("exact_match_by_depth", [None] * DEPTH_BINS)) + " |"
             )
     return "\n".join(lines) + "\n"
+
+
+def seed_summary(rows: list[dict], lengths: list[int], train_max: int) -> list[str]:
+    """Markdown lines: per variant trained with several seeds, the mean and (worst seed) exact match per length."""
+    by_variant: dict[str, list[dict]] = {}
+    for row in rows:
+        by_variant.setdefault(row.get("variant", row["name"]), []).append(row)
+    repeated = {name: group for name, group in by_variant.items() if len(group) > 1}
+    if not repeated:
+        return []
+    lines = [
+        "",
+        "Across seeds: mean (worst seed) exact match.",
+        "",
+        "| variant | seeds | reached target | " + " | ".join(f"{n} ({n / train_max:g}x)" for n in lengths) + " |",
+        "|---|---|---:|" + "---:|" * len(lengths),
+    ]
+    for name, group in repeated.items():
+        cells = []
+        for n in lengths:
+            scores = [r["eval"].get(str(n), {}).get("exact_match") for r in group]
+            scores = [x for x in scores if x is not None]
+            cells.append(f"{sum(scores) / len(scores):.2f} ({min(scores):.2f})" if scores else "-")
+        seeds = ", ".join(str(r.get("seed")) for r in group)
+        reached = sum(r["training"]["solved_at"] is not None for r in group)
+        lines.append(f"| {name} | {seeds} | {reached}/{len(group)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(results: dict, output_dir: Path) -> None:

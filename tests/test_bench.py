@@ -30,6 +30,27 @@ def test_plan_lists_rope_scalings_randomized_and_second_task():
     ]
 
 
+def test_seeds_repeat_every_variant_and_the_table_gives_mean_and_worst_seed():
+    args = BenchArguments(encodings=["alibi", "rope"], rope_scalings=["yarn"], second_task=None, seeds=[1, 2])
+    rows = plan(args)
+    assert [row["name"] for row in rows] == [
+        "alibi seed=1", "alibi seed=2", "rope seed=1", "rope seed=2", "rope+yarn seed=1", "rope+yarn seed=2",
+    ]  # fmt: skip
+    assert {row["variant"] for row in rows} == {"alibi", "rope", "rope+yarn"}
+
+    def row(name, seed, score, solved):
+        training = {"steps": 10, "solved_at": solved, "in_distribution_exact_match": 1.0}
+        return {"name": f"{name} seed={seed}", "variant": name, "seed": seed, "task": "passkey", "encoding": name,
+                "randomized": False, "scaling": None, "training": training, "eval": {"128": {"exact_match": score}}}  # fmt: skip
+
+    results = {"protocol": vars(args), "command": "bench", "environment": {}, "rows": [
+        row("alibi", 1, 1.0, 250), row("alibi", 2, 0.5, None), row("rope", 1, 0.25, 500),
+    ]}  # fmt: skip
+    table = markdown(results)
+    assert "| alibi | 1, 2 | 1/2 | 0.75 (0.50) |" in table
+    assert "| rope |" not in table, "a variant with one seed has no summary line"
+
+
 def test_rope_parameters_scale_only_past_the_trained_length():
     assert rope_parameters_for("linear", 64, 64) is None
     assert rope_parameters_for(None, 1024, 64) is None
