@@ -348,7 +348,11 @@ def main():
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps({k: result[k] for k in ("train", "generate", "ratios", "memory_slope")}, default=str))
-    print(table(result, args))
+    markdown = table(result, args)
+    with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
+        f.write(f"Command: `python scripts/bench_speed.py {' '.join(sys.argv[1:])}` (wall {result['wall_seconds']:.0f} s)\n")
+        f.write(markdown + "\n")
+    print(markdown)
 
 
 def ratios(result: dict, args: Arguments) -> dict:
@@ -408,7 +412,33 @@ def table(result: dict, args: Arguments) -> str:
     lines.append(
         f"\nlog-log slope of pass MB vs length (lengths >= {args.slope_from}): {slopes or 'n/a (need 2 lengths)'}"
     )
-    return "\n".join(lines)
+    return "\n".join(lines + targets(result, args))
+
+
+def targets(result: dict, args: Arguments) -> list[str]:
+    """Issue 4's targets, each with the measured value and whether it holds (only those this run measured)."""
+    lines = ["", "| target | measured | holds |", "|---|---|---|"]
+
+    def add(name, value, holds):
+        lines.append(f"| {name} | {value} | {'yes' if holds else 'NO'} |")
+
+    for name in args.encodings:
+        for ref, what in (("bart", "train"), (SAME_ENCODING.get(name), "train"), ("bart", "generate")):
+            ratio = result["ratios"].get(name, {}).get(ref, {}).get(what)
+            if ratio is not None:
+                add(f"{name} {what} >= 1.0x {ref}", f"{ratio:.2f}x", ratio >= 1.0)
+    speedup = result["ratios"].get("relative", {}).get("t5", {}).get("encoder_speedup_16384")
+    if speedup is not None:
+        add("relative 16k encoder pass >= 3x faster than T5", f"{speedup:.1f}x", speedup >= 3.0)
+    longest = max(args.lengths)
+    for row in result["encoder"]:
+        if row["model"] in args.encodings and row["length"] == longest and "error" not in row:
+            add(f"{row['model']} {longest}-token pass within 4 GB peak", f"{row['peak_mb']:.0f} MB", row["peak_mb"] <= 4096)
+    for name in args.encodings:
+        slope = result["memory_slope"].get(name)
+        if slope is not None:
+            add(f"{name} memory slope <= 1.1 ({args.slope_from} to {longest})", f"{slope:.2f}", slope <= 1.1)
+    return lines
 
 
 if __name__ == "__main__":
