@@ -39,24 +39,26 @@ class BlockwiseBias:
     causal: bool
     block_size: int | None = None
     full_mask: torch.Tensor | None = None  # a ready (B, 1, Lq, Lk) mask (e.g. from generate's static cache)
-    # For a bias of the offset k - q only (`positions.OffsetBias.bias_by_offset`) over consecutive positions
-    # starting at `first_positions` = (first query, first key): blocks without a mask become Toeplitz views.
-    offset_fn: Callable[[int, int, torch.device], torch.Tensor] | None = None
-    first_positions: tuple[int, int] | None = None
+    # For a bias of the offset k - q only over consecutive positions: (H, Lq + Lk - 1) values of the offsets
+    # k - q from (first key - last query) up (`positions.OffsetBias.bias_by_offset`), computed once per forward for
+    # every layer and block; blocks without a mask read them as Toeplitz views.
+    offset_values: torch.Tensor | None = None
 
 
-def _toeplitz_block_bias(plan: BlockwiseBias, first_query: int, rows: int, k_len: int, like: torch.Tensor) -> torch.Tensor:
-    """The (1, H, rows, Lk) bias of queries first_query + rows - 1 down to first_query (reversed), as a view.
+def _toeplitz_block_bias(offset_values_HN: torch.Tensor, start: int, rows: int, q_len: int, k_len: int) -> torch.Tensor:
+    """The (1, H, rows, Lk) bias of queries start + rows - 1 down to start (reversed), as a view of the offsets.
 
-    With the queries reversed, entry (r, j) has offset k - q = lowest + r + j, so the matrix is a sliding window
-    over the rows + Lk - 1 offset values: strides (1, 1), no copy. Gathering the matrix instead cost more than
-    the attention itself (relative, 4k tokens: 62 ms of index + 30 ms of offset arithmetic per block against
-    44 ms of flash attention); SDPA reads the view directly (41 ms against 35 ms with no bias at all).
+    With the queries reversed, entry (r, j) has offset k - q = lowest + (q_len - start - rows) + r + j, so the
+    matrix is a window sliding over the offset values: strides (1, 1), no copy. Gathering the matrix instead cost
+    more than the attention itself (relative, 4k tokens: 62 ms of index + 30 ms of offset arithmetic per block
+    against 44 ms of flash attention); SDPA reads the view directly (41 ms against 35 ms with no bias at all).
     """
-    lowest = plan.first_positions[1] - (first_query + rows - 1)
-    values_HN = plan.offset_fn(lowest, rows + k_len - 1, like.device).to(like.dtype).contiguous()
-    heads, count = values_HN.shape
-    return values_HN.as_strided((1, heads, rows, k_len), (heads * count, count, 1, 1))
+    heads, count = offset_values_HN.shape
+    return offset_values_HN.as_strided(
+        (1, heads, rows, k_len),
+        (heads * count, count, 1, 1),
+        offset_values_HN.storage_offset() + q_len - start - rows,
+    )
 
 
 def eager_attention_forward(
@@ -97,9 +99,9 @@ def _attend_block(
     start: int = 0,
 ) -> torch.Tensor:
     nothing_to_mask = plan.key_padding_mask is None and block_mask is None and not plan.causal
-    if nothing_to_mask and plan.offset_fn is not None and plan.first_positions is not None:
+    if nothing_to_mask and plan.offset_values is not None:
         rows, k_len = query_BHCDh.shape[2], key.shape[2]
-        bias = _toeplitz_block_bias(plan, plan.first_positions[0] + start, rows, k_len, query_BHCDh)
+        bias = _toeplitz_block_bias(plan.offset_values, start, rows, len(plan.q_positions), k_len)
         reversed_output = F.scaled_dot_product_attention(
             query_BHCDh.flip(2), key, value, attn_mask=bias, dropout_p=dropout, scale=scaling
         )

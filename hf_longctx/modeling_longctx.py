@@ -32,7 +32,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .attention import BlockwiseBias, LongCtxAttention
 from .configuration_longctx import LongCtxConfig
-from .positions import PositionEncoding, build_position_encoding
+from .positions import OffsetBias, PositionEncoding, build_position_encoding
 
 logger = logging.get_logger(__name__)
 
@@ -263,6 +263,15 @@ class LongCtxStack(LongCtxPreTrainedModel):
             return False  # the chunked path has no weights to return; asking for them costs the dense path
         return mode == "always" or key_length >= self.config.chunked_attention_min_length
 
+    def _offset_values(self, q_positions, k_len, first_positions, dtype) -> torch.Tensor | None:
+        """The bias of every offset k - q of consecutive positions, once for all layers and blocks (see
+        `BlockwiseBias.offset_values`); None where positions are not consecutive or the bias is not an offset's."""
+        if first_positions is None or not isinstance(self.position, OffsetBias):
+            return None
+        q_len = len(q_positions)
+        lowest = first_positions[1] - (first_positions[0] + q_len - 1)
+        return self.position.bias_by_offset(lowest, q_len + k_len - 1, q_positions.device).to(dtype).contiguous()
+
     def _self_attention_inputs(
         self, q_positions, k_positions, padding_mask, make_dense_mask, dtype, kwargs, first_positions=None
     ):
@@ -287,8 +296,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
                 self.causal,
                 self.config.chunked_attention_block_size,
                 full_mask,
-                offset_fn=getattr(self.position, "bias_by_offset", None),
-                first_positions=first_positions,
+                offset_values=self._offset_values(q_positions, len(k_positions), first_positions, dtype),
             )
             return None, plan, rotary
         bias = self.position.bias(q_positions, k_positions).to(dtype) if self.position.kind == "bias" else None

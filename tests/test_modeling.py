@@ -68,7 +68,7 @@ def test_unmasked_chunked_blocks_take_the_toeplitz_view_and_match_eager(pe, monk
     """Without padding the encoder's blocks read the bias as a strided view of its offsets (reversed queries)."""
     views = []
     original = attention_module._toeplitz_block_bias
-    monkeypatch.setattr(attention_module, "_toeplitz_block_bias", lambda *a: views.append(1) or original(*a))
+    monkeypatch.setattr(attention_module, "_toeplitz_block_bias", lambda *a: views.append(a) or original(*a))
     unpadded = random_batch(src_len=13, pad_last=False)
     ref_logits, ref_grads = logits_and_grads(tiny_model(attn_implementation="eager", position_embedding_type=pe), unpadded)
     chunked = tiny_model(position_embedding_type=pe, chunked_attention="always", chunked_attention_block_size=3)
