@@ -61,6 +61,13 @@ class BenchArguments:
         default_factory=lambda: list(ROPE_SCALINGS),
         metadata={"help": "Scalings applied at inference to the trained rope model (rows rope+<scaling>)."},
     )
+    logn: list[str] = field(
+        default_factory=lambda: ["alibi", "relative", "rope"],
+        metadata={
+            "help": "Encodings also evaluated with log-length scaling of the cross-attention at inference (rows "
+            "<enc>+logn, and rope+<scaling>+logn): `cross_attention_logn_length` = train_max_len on the trained model."
+        },
+    )
     randomized: list[str] = field(
         default_factory=list,
         metadata={
@@ -190,8 +197,8 @@ def rope_parameters_for(scaling: str | None, length: int, trained: int) -> dict 
     return {"rope_type": scaling, "factor": length / trained, "original_max_position_embeddings": trained}
 
 
-def load_model(folder: Path, rope_parameters: dict | None):
-    kwargs = {}
+def load_model(folder: Path, rope_parameters: dict | None, logn_length: int | None = None):
+    kwargs = {} if logn_length is None else {"cross_attention_logn_length": logn_length}
     if rope_parameters is not None:
         # merged over the saved dict: a `rope_parameters` kwarg replaces the config's whole dict after __post_init__,
         # so without the saved `rope_theta` the rotary module fails (TypeError: None ** Tensor)
@@ -233,15 +240,17 @@ def evaluate_length(model, tokenizer, task: str, length: int, num_eval: int, see
 
 
 def plan(args: BenchArguments) -> list[dict]:
-    """The rows to produce, in order: trained variants first, rope scalings right after their rope."""
+    """The rows to produce, in order: each trained encoding, then its rope scalings, then the same with +logn."""
     rows = []
     for encoding in args.encodings:
-        rows.append({"name": encoding, "task": "passkey", "encoding": encoding, "randomized": False, "scaling": None})
-        if encoding == "rope":
-            rows += [
-                {"name": f"rope+{s}", "task": "passkey", "encoding": "rope", "randomized": False, "scaling": s}
-                for s in args.rope_scalings
-            ]
+        scalings = [None] + (list(args.rope_scalings) if encoding == "rope" else [])
+        for logn in (False, True) if encoding in args.logn else (False,):
+            for s in scalings:
+                name = encoding + (f"+{s}" if s else "") + ("+logn" if logn else "")
+                rows.append(
+                    {"name": name, "task": "passkey", "encoding": encoding, "randomized": False, "scaling": s}
+                    | ({"logn": True} if logn else {})
+                )
     for encoding in args.randomized:
         rows.append(
             {
@@ -329,7 +338,10 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
         for i, length in enumerate(lengths):
             rope = rope_parameters_for(spec["scaling"], length, args.train_max_len)
             if model is None or rope != loaded_with:
-                model, loaded_with = load_model(folder, rope), rope
+                logn_length = args.train_max_len if spec.get("logn") else None
+                model, loaded_with = load_model(folder, rope, logn_length), rope
+                if model.config.cross_attention_logn_length != logn_length:
+                    raise RuntimeError(f"cross_attention_logn_length={logn_length} did not reach the model config.")
             try:
                 scores = evaluate_length(
                     model, tokenizer, spec["task"], length, args.num_eval, 10_000 + i, args.batch_size
@@ -408,7 +420,9 @@ def markdown(results: dict) -> str:
         f"in-distribution exact match >= {p['target_accuracy']}; greedy exact "
         f"match on {p['num_eval']} examples per length (x = multiple of the longest training length). "
         f"rope+linear/yarn: factor = length/{p['train_max_len']} past {p['train_max_len']}; rope+dynamic: NTK base "
-        f"growth (factor {DYNAMIC_FACTOR}); all on the trained rope weights. +randomized: positions sampled below "
+        f"growth (factor {DYNAMIC_FACTOR}); all on the trained rope weights. +logn: the same trained model with the "
+        f"cross-attention queries scaled by max(1, log n / log {p['train_max_len']}) at inference "
+        f"(`cross_attention_logn_length`). +randomized: positions sampled below "
         f"{max(p['lengths'])} in training. Environment: {results['environment']}. Wall time "
         f"{results.get('wall_seconds', 0) / 60:.1f} min.",
         "",
@@ -483,7 +497,7 @@ def plot(results: dict, output_dir: Path) -> None:
         fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
         for r in (r for r in rows if r["task"] == task):
             points = [(int(k), v["exact_match"]) for k, v in r["eval"].items() if v["exact_match"] is not None]
-            style = "--" if r["scaling"] else (":" if r["randomized"] else "-")
+            style = "-." if r.get("logn") else ("--" if r["scaling"] else (":" if r["randomized"] else "-"))
             ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=r["name"])
         ax.axvline(train_max, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)

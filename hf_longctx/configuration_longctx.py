@@ -79,6 +79,15 @@ class LongCtxConfig(PreTrainedConfig):
             the decoder (`decoder_position_embedding_type="none"`), where the causal mask gives order.
         decoder_position_embedding_type: defaults to `position_embedding_type`.
         Cross-attention never carries positions.
+        cross_attention_logn_length (`int | None`, defaults to `None`): log-length scaling of the cross-attention
+            (Chiang & Cholak 2022, "Overcoming a Theoretical Limitation of Self-Attention"; Qwen's `use_logn_attn`).
+            Over n > this many encoder tokens (n counts each example's unpadded tokens), the decoder's queries to
+            the encoder are multiplied by log(n) / log(cross_attention_logn_length), so a token that stood out
+            among the trained number of keys stands out as much among n: without it the softmax spreads over
+            more keys as n grows. Set it to the training source length; it changes nothing up to that length,
+            needs no retraining (`from_pretrained(folder, cross_attention_logn_length=64)`), and took ALiBi passkey
+            models trained at 16-64 tokens from 0.81-1.00 to 1.00 at 1024 and 2048 tokens on three seeds
+            (`scripts/bench_extrapolation.py`, rows `+logn`). Encoder self-attention is not scaled: that hurt.
 
     Long inputs:
         chunked_attention (`"auto" | "always" | "never"`): the query-chunked attention path for the bias
@@ -128,6 +137,7 @@ class LongCtxConfig(PreTrainedConfig):
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     alibi_max_penalty: float | None = 60.0
+    cross_attention_logn_length: int | None = None
     rope_parameters: dict | None = None
     sinusoidal_layout: str = "interleaved"
     sinusoidal_scale: float = 1.0
@@ -225,6 +235,11 @@ class LongCtxConfig(PreTrainedConfig):
             raise ValueError(
                 f"`alibi_max_penalty` must be > 0 (the ALiBi penalty past which keys are masked) or None for the "
                 f"exact penalty at every distance, got {self.alibi_max_penalty}."
+            )
+        if self.cross_attention_logn_length is not None and self.cross_attention_logn_length < 2:
+            raise ValueError(
+                f"`cross_attention_logn_length` must be the training source length (an integer >= 2, the base of "
+                f"the log) or None to turn the scaling off, got {self.cross_attention_logn_length}."
             )
         if self.norm_type not in NORM_TYPES:
             raise ValueError(f"`norm_type`={self.norm_type!r} is not supported; valid: {', '.join(NORM_TYPES)}.")

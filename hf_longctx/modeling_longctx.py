@@ -8,6 +8,8 @@ Each stack owns one position encoding (`positions.py`), computes what it gives o
 every layer; cross-attention carries no positions.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -173,6 +175,7 @@ class LongCtxDecoderLayer(GradientCheckpointingLayer):
         position_bias=None,
         position_embeddings=None,
         cache: Cache | None = None,
+        cross_attention_scale: torch.Tensor | None = None,
         **kwargs,
     ):
         hidden_states = self.self_attn_residual(
@@ -191,6 +194,7 @@ class LongCtxDecoderLayer(GradientCheckpointingLayer):
                 key_value_states=encoder_hidden_states,
                 attention_mask=encoder_attention_mask,
                 cache=cache,
+                query_scale=cross_attention_scale,
                 **kwargs,
             )
         return self.ffn_residual(hidden_states, self.ffn)
@@ -396,14 +400,36 @@ class LongCtxDecoder(LongCtxStack):
             hidden_states.dtype,
             kwargs,
         )
+        cross_scale = self._cross_attention_scale(encoder_hidden_states, encoder_attention_mask, hidden_states.dtype)
         encoder_attention_mask = create_bidirectional_mask(
             self.config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
         )
         for layer in self.layers:
             hidden_states = layer(
-                hidden_states, mask, encoder_hidden_states, encoder_attention_mask, bias, rotary, cache=cache, **kwargs
+                hidden_states,
+                mask,
+                encoder_hidden_states,
+                encoder_attention_mask,
+                bias,
+                rotary,
+                cache=cache,
+                cross_attention_scale=cross_scale,
+                **kwargs,
             )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.final_norm(hidden_states), cache=cache)
+
+    def _cross_attention_scale(self, encoder_hidden_states, encoder_attention_mask, dtype) -> torch.Tensor | None:
+        """(B, 1, 1, 1) = max(1, log(n) / log(`cross_attention_logn_length`)), n = each example's unpadded encoder
+        tokens (so a padded batch decodes as each example alone); None when the option is off."""
+        trained = self.config.cross_attention_logn_length
+        if trained is None or encoder_hidden_states is None:
+            return None
+        batch, length = encoder_hidden_states.shape[:2]
+        if encoder_attention_mask is not None and encoder_attention_mask.dim() == 2:
+            n = encoder_attention_mask.sum(-1).clamp(min=1).float()
+        else:
+            n = torch.full((batch,), float(length), device=encoder_hidden_states.device)
+        return (n.log() / math.log(trained)).clamp(min=1.0).view(-1, 1, 1, 1).to(dtype)
 
 
 class LongCtxModel(LongCtxPreTrainedModel):

@@ -17,7 +17,12 @@ SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 
 def test_plan_lists_rope_scalings_randomized_and_second_task():
-    args = BenchArguments(encodings=["alibi", "rope"], randomized=["sinusoidal"], second_task_encodings=["alibi"])
+    args = BenchArguments(
+        encodings=["alibi", "rope"],
+        logn=["rope"],
+        randomized=["sinusoidal"],
+        second_task_encodings=["alibi"],
+    )
     names = [row["name"] for row in plan(args)]
     assert names == [
         "alibi",
@@ -25,13 +30,18 @@ def test_plan_lists_rope_scalings_randomized_and_second_task():
         "rope+linear",
         "rope+dynamic",
         "rope+yarn",
+        "rope+logn",
+        "rope+linear+logn",
+        "rope+dynamic+logn",
+        "rope+yarn+logn",
         "sinusoidal+randomized",
         "alibi@kv_recall",
     ]
+    assert [row.get("logn", False) for row in plan(args)][4:6] == [False, True]
 
 
 def test_seeds_repeat_every_variant_and_the_table_gives_mean_and_worst_seed():
-    args = BenchArguments(encodings=["alibi", "rope"], rope_scalings=["yarn"], second_task=None, seeds=[1, 2])
+    args = BenchArguments(encodings=["alibi", "rope"], rope_scalings=["yarn"], logn=[], second_task=None, seeds=[1, 2])
     rows = plan(args)
     assert [row["name"] for row in rows] == [
         "alibi seed=1", "alibi seed=2", "rope seed=1", "rope seed=2", "rope+yarn seed=1", "rope+yarn seed=2",
@@ -88,7 +98,7 @@ def test_smoke_benchmark_writes_json_markdown_and_plots(tmp_path, monkeypatch):
 
     out = tmp_path / "results"
     argv = [
-        "--encodings", "alibi", "rope", "--rope_scalings", "linear", "--randomized", "sinusoidal",
+        "--encodings", "alibi", "rope", "--rope_scalings", "linear", "--logn", "alibi", "--randomized", "sinusoidal",
         "--second_task", "kv_recall", "--second_task_encodings", "relative",
         "--steps", "6", "--eval_every", "3", "--num_eval", "4", "--num_train", "256", "--batch_size", "8",
         "--lengths", "32", "128", "--output_dir", str(out), "--work_dir", str(tmp_path / "runs"),
@@ -97,7 +107,7 @@ def test_smoke_benchmark_writes_json_markdown_and_plots(tmp_path, monkeypatch):
 
     results = json.loads((out / "results.json").read_text())
     names = [row["name"] for row in results["rows"]]
-    assert names == ["alibi", "rope", "rope+linear", "sinusoidal+randomized", "relative@kv_recall"]
+    assert names == ["alibi", "alibi+logn", "rope", "rope+linear", "sinusoidal+randomized", "relative@kv_recall"]
     assert results["command"].startswith("python scripts/bench_extrapolation.py --encodings alibi rope")
     assert results["protocol"]["steps"] == 6 and results["protocol"]["lengths"] == [32, 128]
     for row in results["rows"]:
@@ -107,8 +117,8 @@ def test_smoke_benchmark_writes_json_markdown_and_plots(tmp_path, monkeypatch):
             assert 0.0 <= scores["exact_match"] <= 1.0 and scores["num_samples"] == 4
     assert len(results["rows"][0]["eval"]["128"]["exact_match_by_depth"]) == 5
     # rope+linear is the trained rope folder rescaled only past the training length
-    assert "rope_parameters" not in results["rows"][2]["eval"]["32"]
-    assert results["rows"][2]["eval"]["128"]["rope_parameters"]["factor"] == 2.0
+    assert "rope_parameters" not in results["rows"][3]["eval"]["32"]
+    assert results["rows"][3]["eval"]["128"]["rope_parameters"]["factor"] == 2.0
 
     table = (out / "results.md").read_text()
     assert table == markdown(results)

@@ -27,6 +27,7 @@ from conftest import random_batch, tiny_config, tiny_model
         ({"chunked_attention": "sometimes"}, r"`chunked_attention`"),
         ({"chunked_attention_block_size": 0}, r"`chunked_attention_block_size`"),
         ({"alibi_max_penalty": 0.0}, r"`alibi_max_penalty` must be > 0 .* or None"),
+        ({"cross_attention_logn_length": 1}, r"`cross_attention_logn_length` must be the training source length"),
     ],
 )
 def test_bad_config_raises_value_error_naming_the_field(overrides, pattern):

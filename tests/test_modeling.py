@@ -637,3 +637,40 @@ def test_sinusoidal_scale_multiplies_the_table():
     plain = POSITION_ENCODINGS["sinusoidal"](tiny_config(), causal=False).embed(torch.arange(9))
     scaled = POSITION_ENCODINGS["sinusoidal"](tiny_config(sinusoidal_scale=0.02), causal=False).embed(torch.arange(9))
     assert_same(scaled, plain * 0.02, atol=1e-7)
+
+
+# ---------------------------------------------------------------- log-length scaling of the cross-attention
+def test_cross_attention_logn_scaling_is_a_query_scale_past_the_trained_length():
+    """Option on over n = 20 unpadded encoder tokens == the same model with its cross-attention queries x log 20 / log 8."""
+    batch = random_batch(src_len=20, pad_last=False)
+    plain = tiny_model()
+    scaled = tiny_model(cross_attention_logn_length=8)
+    reference = tiny_model()
+    factor = math.log(20) / math.log(8)
+    with torch.no_grad():
+        for layer in reference.model.decoder.layers:
+            layer.encoder_attn.q_proj.weight.mul_(factor)
+            layer.encoder_attn.q_proj.bias.mul_(factor)
+        assert_same(scaled(**batch).logits, reference(**batch).logits)
+        assert (scaled(**batch).logits - plain(**batch).logits).abs().max() > 10 * ATOL, "the option must change something"
+        # up to the trained length it changes nothing
+        short = random_batch(src_len=8, pad_last=False)
+        assert_same(tiny_model(cross_attention_logn_length=8)(**short).logits, plain(**short).logits, atol=0)
+
+
+@pytest.mark.parametrize("pe", ["alibi", "rope"])
+def test_cross_attention_logn_scaling_counts_each_examples_own_tokens(pe):
+    """n is each example's unpadded length: a padded batch decodes as each example alone, cached as uncached."""
+    model = tiny_model(position_embedding_type=pe, cross_attention_logn_length=4)
+    batch = random_batch(src_len=14)
+    with torch.no_grad():
+        together = model(**batch).logits
+        for row in range(3):
+            keep = batch["attention_mask"][row].bool()
+            alone = {k: v[row : row + 1] for k, v in batch.items()}
+            alone["input_ids"], alone["attention_mask"] = alone["input_ids"][:, keep], alone["attention_mask"][:, keep]
+            assert_same(model(**alone).logits, together[row : row + 1])
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    cached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=True)
+    uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False)
+    assert torch.equal(cached, uncached)
