@@ -16,6 +16,7 @@ back with `ModelCard.load` and checks that its metadata round-trips to what was 
 import json
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,6 +27,12 @@ logger = logging.get_logger(__name__)
 
 # The template lives beside the package in a source checkout (as `metrics/` does); `HF_LONGCTX_MODEL_CARD_TEMPLATE`
 # points elsewhere. Without it the card falls back to huggingface_hub's generic template (same metadata, less text).
+# The project's committed length-extrapolation benchmark (`scripts/bench_extrapolation.py`): where a source checkout
+# has it, every card shows its table and plot next to the model's own evaluation.
+BENCHMARK_DIR = Path(
+    os.environ.get("HF_LONGCTX_BENCHMARK_DIR", Path(__file__).resolve().parent.parent / "results" / "extrapolation")
+)
+BENCHMARK_PLOT = "accuracy_vs_length.png"
 MODEL_CARD_TEMPLATE = Path(
     os.environ.get(
         "HF_LONGCTX_MODEL_CARD_TEMPLATE", Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
@@ -99,6 +106,7 @@ def write_model_card(
     model_id = model_id or str(output_dir)
     card_data = build_card_data(results, config, model_id, license)
     template_kwargs = template_values(results, config, training_args, command, model_id, example_source)
+    template_kwargs["benchmark"] = benchmark_values(BENCHMARK_DIR, output_dir)
 
     if MODEL_CARD_TEMPLATE.is_file():
         card = ModelCard.from_template(card_data, template_path=str(MODEL_CARD_TEMPLATE), **template_kwargs)
@@ -363,6 +371,35 @@ def _optimisation_summary(results: dict, training_args) -> str:
     if train.get("train_loss") is not None:
         text += f"; final mean training loss {float(train['train_loss']):.3f}"
     return text + "."
+
+
+def benchmark_values(benchmark_dir: Path, output_dir: Path) -> dict | None:
+    """The project benchmark's passkey table for the card (None without a results.json); copies its plot into the
+    model folder, so the card shows it on the hub too."""
+    path = benchmark_dir / "results.json"
+    if not path.is_file():
+        return None
+    bench = json.loads(path.read_text())
+    rows = [r for r in bench["rows"] if r["task"] == "passkey"]
+    lengths = sorted({int(k) for r in rows for k in r["eval"]})
+    trained = bench["protocol"]["train_max_len"]
+
+    def cell(row, n):
+        score = row["eval"].get(str(n), {}).get("exact_match")
+        return "-" if score is None else f"{score:.2f}"
+
+    plot = None
+    if (benchmark_dir / BENCHMARK_PLOT).is_file():
+        shutil.copyfile(benchmark_dir / BENCHMARK_PLOT, output_dir / BENCHMARK_PLOT)
+        plot = BENCHMARK_PLOT
+    return {
+        "command": " ; ".join(bench.get("commands", [bench["command"]])),
+        "commit": bench["environment"].get("git_commit"),
+        "header": [f"{n} ({n / trained:g}x)" for n in lengths],
+        "rows": [{"name": r["name"], "cells": [cell(r, n) for n in lengths]} for r in rows],
+        "train_range": f"{bench['protocol']['train_min_len']}-{trained}",
+        "plot": plot,
+    }
 
 
 def _limitations(results: dict, config: dict) -> list[str]:

@@ -20,9 +20,9 @@ from test_text_data import TINY_MODEL, text_args, tiny_training_args
 from test_training import tiny_run_args
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from hf_longctx import cli, hub
+from hf_longctx import cli, hub, model_card
 from hf_longctx.data import make_task
-from hf_longctx.model_card import build_card_data, check_model_card
+from hf_longctx.model_card import build_card_data, check_model_card, write_model_card
 from hf_longctx.text_training import train_text
 from hf_longctx.training import ModelArguments, train
 
@@ -39,7 +39,7 @@ MODEL_FILES = {
     "modeling_longctx.py",
     "positions.py",
     "attention.py",
-}
+} | ({model_card.BENCHMARK_PLOT} if (model_card.BENCHMARK_DIR / model_card.BENCHMARK_PLOT).is_file() else set())
 REPO_ID = "someone/longctx-tiny"
 
 
@@ -90,6 +90,32 @@ def test_model_card_metadata_round_trips_and_holds_the_results(trained):
     assert f'AutoTokenizer.from_pretrained("{folder}")' in card.text
     assert "pytest" in card.text  # the command of this run
     check_model_card(folder / "README.md")  # the offline validation the dry run uses
+
+
+def test_card_shows_the_project_benchmark_table_and_plot(trained, tmp_path, monkeypatch):
+    folder, results = trained
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "accuracy_vs_length.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    rows = [
+        {"name": "alibi", "task": "passkey", "eval": {"64": {"exact_match": 1.0}, "1024": {"exact_match": 0.815}}},
+        {"name": "alibi+logn", "task": "passkey", "eval": {"64": {"exact_match": 1.0}, "1024": {"exact_match": 1.0}}},
+        {"name": "alibi@copy", "task": "copy", "eval": {"64": {"exact_match": 0.5}}},
+    ]
+    protocol = {"train_min_len": 16, "train_max_len": 64}
+    bench_json = {"command": "python scripts/bench_extrapolation.py", "environment": {"git_commit": "abc1234"}}
+    (bench / "results.json").write_text(json.dumps({**bench_json, "protocol": protocol, "rows": rows}))
+    monkeypatch.setattr(model_card, "BENCHMARK_DIR", bench)
+
+    card = write_model_card(copy, results, command="hf-longctx-train")
+    assert "| variant | 64 (1x) | 1024 (16x) |" in card.text
+    assert "| alibi | 1.00 | 0.81 |" in card.text and "| alibi+logn | 1.00 | 1.00 |" in card.text
+    assert "alibi@copy" not in card.text, "the card's table is the passkey benchmark"
+    assert "![exact match against source length, one line per encoding](accuracy_vs_length.png)" in card.text
+    assert (copy / "accuracy_vs_length.png").read_bytes() == (bench / "accuracy_vs_length.png").read_bytes()
+    assert "Made by `python scripts/bench_extrapolation.py` (hf_longctx commit abc1234)" in card.text
 
 
 def test_text_training_writes_a_card_with_the_held_out_scores(tmp_path):
