@@ -148,6 +148,7 @@ def train_variant(args: BenchArguments, task: str, encoding: str, randomized: bo
         # `learned` gets a table as long as the longest evaluation (rows past the training lengths stay untrained)
         max_position_embeddings=max(args.lengths),
         randomized_positions_max_length=max(args.lengths) if randomized else None,
+        logn_cross_attention=False,  # the plain encoding; rows +logn switch it on at inference
     )
     data_args = DataArguments(
         task=task,

@@ -92,6 +92,14 @@ class ModelArguments:
             "random sample below this bound (e.g. the longest evaluation length); None trains on 0..L-1."
         },
     )
+    logn_cross_attention: bool = field(
+        default=True,
+        metadata={
+            "help": "Set `cross_attention_logn_length` to the longest training source: over longer inputs the "
+            "cross-attention queries are scaled by log n / log(trained length), which keeps retrieval as sharp as in "
+            "training (see LongCtxConfig); no effect at the trained lengths."
+        },
+    )
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flex_attention."})
 
 
@@ -142,7 +150,8 @@ def build_model(
     """A fresh LongCtxForConditionalGeneration sized by `model_args`, with ids taken from `tokenizer`.
 
     `max_position_embeddings` is the table size for `learned` (`max_length`, every evaluation runs) and the
-    trained length otherwise (`trained_length`): rope's dynamic NTK scaling switches on past it, as in HF."""
+    trained length otherwise (`trained_length`): rope's dynamic NTK scaling switches on past it, as in HF. The
+    trained length is also `cross_attention_logn_length` when `model_args.logn_cross_attention`."""
     table = max_length if model_args.position_embedding_type == "learned" or trained_length is None else trained_length
     config = LongCtxConfig(
         vocab_size=len(tokenizer),
@@ -158,6 +167,7 @@ def build_model(
         max_position_embeddings=model_args.max_position_embeddings or table,
         randomized_positions_max_length=model_args.randomized_positions_max_length,
         sinusoidal_scale=model_args.sinusoidal_scale,
+        cross_attention_logn_length=trained_length if model_args.logn_cross_attention else None,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,

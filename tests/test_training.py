@@ -263,3 +263,6 @@ def test_build_model_sizes_positions_by_encoding():
     rope = build_model(ModelArguments(position_embedding_type="rope"), tokenizer, 2048, trained_length=64)
     assert learned.config.max_position_embeddings == 2048, "every evaluation length has a table row"
     assert rope.config.max_position_embeddings == 64, "dynamic NTK switches on past the trained length"
+    assert learned.config.cross_attention_logn_length == rope.config.cross_attention_logn_length == 64
+    plain = build_model(ModelArguments(logn_cross_attention=False), tokenizer, 2048, trained_length=64)
+    assert plain.config.cross_attention_logn_length is None
