@@ -106,6 +106,9 @@ class BenchArguments:
     batch_size: int = field(default=32, metadata={"help": "Training and evaluation batch size."})
     d_model: int = field(default=64, metadata={"help": "Model width (same for every variant)."})
     layers: int = field(default=2, metadata={"help": "Encoder and decoder layers each."})
+    relative_attention_max_distance: int = field(
+        default=128, metadata={"help": "T5 bucket range of the `relative` rows (128: T5's value)."}
+    )
     seed: int = field(default=42, metadata={"help": "Training seed (model init and data order)."})
     seeds: list[int] = field(
         default_factory=list,
@@ -148,6 +151,7 @@ def train_variant(args: BenchArguments, task: str, encoding: str, randomized: bo
         # `learned` gets a table as long as the longest evaluation (rows past the training lengths stay untrained)
         max_position_embeddings=max(args.lengths),
         randomized_positions_max_length=max(args.lengths) if randomized else None,
+        relative_attention_max_distance=args.relative_attention_max_distance,
         logn_cross_attention=False,  # the plain encoding; rows +logn switch it on at inference
     )
     data_args = DataArguments(

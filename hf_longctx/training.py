@@ -92,6 +92,14 @@ class ModelArguments:
             "random sample below this bound (e.g. the longest evaluation length); None trains on 0..L-1."
         },
     )
+    relative_attention_max_distance: int = field(
+        default=128,
+        metadata={
+            "help": "`relative`: distance from which T5's buckets stop growing (128, T5's value). Training never "
+            "reaches the buckets past its longest source, so past it a model meets untrained biases; at or below "
+            "the training length every bucket is trained."
+        },
+    )
     logn_cross_attention: bool = field(
         default=True,
         metadata={
@@ -167,6 +175,7 @@ def build_model(
         max_position_embeddings=model_args.max_position_embeddings or table,
         randomized_positions_max_length=model_args.randomized_positions_max_length,
         sinusoidal_scale=model_args.sinusoidal_scale,
+        relative_attention_max_distance=model_args.relative_attention_max_distance,
         cross_attention_logn_length=trained_length if model_args.logn_cross_attention else None,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -266,3 +266,5 @@ def test_build_model_sizes_positions_by_encoding():
     assert learned.config.cross_attention_logn_length == rope.config.cross_attention_logn_length == 64
     plain = build_model(ModelArguments(logn_cross_attention=False), tokenizer, 2048, trained_length=64)
     assert plain.config.cross_attention_logn_length is None
+    capped = build_model(ModelArguments(relative_attention_max_distance=32), tokenizer, 2048, trained_length=64)
+    assert capped.config.relative_attention_max_distance == 32
