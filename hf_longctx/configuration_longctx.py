@@ -87,7 +87,7 @@ class LongCtxConfig(PreTrainedConfig):
             more keys as n grows. Set it to the training source length; it changes nothing up to that length,
             needs no retraining (`from_pretrained(folder, cross_attention_logn_length=64)`), and took ALiBi passkey
             models trained at 16-64 tokens from 0.81-1.00 to 1.00 at 1024 and 2048 tokens on three seeds
-            (`scripts/bench_extrapolation.py`, rows `+logn`). Encoder self-attention is not scaled: that hurt.
+            (`scripts/bench_extrapolation.py`, rows `+logn`). Only the cross-attention is scaled.
 
     Long inputs:
         chunked_attention (`"auto" | "always" | "never"`): the query-chunked attention path for the bias
