@@ -126,3 +126,26 @@ def test_smoke_benchmark_writes_json_markdown_and_plots(tmp_path, monkeypatch):
     for png in ("accuracy_vs_length.png", "accuracy_vs_length_kv_recall.png", "depth_heatmap.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sys.modules["bench_extrapolation"]  # the script stays importable (thin wrapper over hf_longctx.bench)
+
+
+@pytest.mark.parametrize(
+    "script,argv,expected",
+    [
+        (
+            "profile_attention",
+            ["--batch", "1", "--length", "32", "--repeats", "1"],
+            "| alibi (alibi_max_penalty=None) |",
+        ),
+        (
+            "profile_generation",
+            ["--batch_size", "1", "--source_length", "16", "--new_tokens", "2"],
+            "| learned |",
+        ),
+    ],
+)
+def test_profile_scripts_print_their_tables(script, argv, expected, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    module = __import__(script)
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    module.main()
+    assert expected in capsys.readouterr().out
