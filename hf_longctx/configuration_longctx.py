@@ -59,8 +59,8 @@ class LongCtxConfig(PreTrainedConfig):
             masked, which makes each ALiBi head a window of 60 / slope tokens. A key that far weighs under e^-60
             (9e-27) of an equally scored key at the query's own position, below fp32 and bf16 resolution, but
             left in, its softmax weight and gradient are subnormal floats, which x86 CPUs process many times
-            slower: CPU training at 512 tokens ran the attention backward at 2.9x the time of no bias
-            (`scripts/profile_step.py`). `None` keeps the exact linear penalty at every distance.
+            slower: the CPU backward of one 512-token attention call took 2.7x the time of no bias
+            (`scripts/profile_attention.py`). `None` keeps the exact linear penalty at every distance.
         rope: rotary q/k; `rope_parameters` selects the scaling used to run past the trained length:
             `{"rope_type": "default" | "linear" | "dynamic" | "yarn", "rope_theta": 10000.0, "factor": 4.0,
             "original_max_position_embeddings": 64}` (the same dict as HF's decoder-only models).
@@ -86,8 +86,9 @@ class LongCtxConfig(PreTrainedConfig):
             among the trained number of keys stands out as much among n: without it the softmax spreads over
             more keys as n grows. Set it to the training source length; it changes nothing up to that length,
             needs no retraining (`from_pretrained(folder, cross_attention_logn_length=64)`), and took ALiBi passkey
-            models trained at 16-64 tokens from 0.81-1.00 to 1.00 at 1024 and 2048 tokens on three seeds
-            (`scripts/bench_extrapolation.py`, rows `+logn`). Only the cross-attention is scaled.
+            models trained at 16-64 tokens from 0.81-1.00 exact match at 1024 tokens and 0.59-0.99 at 2048 to 1.00
+            at both on three seeds (`scripts/bench_extrapolation.py`, rows `+logn`). Only the cross-attention is
+            scaled.
 
     Long inputs:
         chunked_attention (`"auto" | "always" | "never"`): the query-chunked attention path for the bias
