@@ -45,14 +45,18 @@ class BlockwiseBias:
     offset_values: torch.Tensor | None = None
 
 
-def _toeplitz_block_bias(offset_values_HN: torch.Tensor, start: int, rows: int, q_len: int, k_len: int) -> torch.Tensor:
-    """The (1, H, rows, Lk) bias of queries start + rows - 1 down to start (reversed), as a view of the offsets.
+def _toeplitz_block_bias(
+    offset_values_HN: torch.Tensor, start: int, rows: int, q_len: int, k_len: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """The (1, H, rows, Lk) bias of queries start + rows - 1 down to start (reversed), as a view of the offsets
+    cast to `dtype` (the query's: under autocast SDPA would otherwise cast, and so copy, the whole view).
 
     With the queries reversed, entry (r, j) has offset k - q = lowest + (q_len - start - rows) + r + j, so the
     matrix is a window sliding over the offset values: strides (1, 1), no copy. Gathering the matrix instead cost
     more than the attention itself (relative, 4k tokens: 62 ms of index + 30 ms of offset arithmetic per block
     against 44 ms of flash attention); SDPA reads the view directly (41 ms against 35 ms with no bias at all).
     """
+    offset_values_HN = offset_values_HN.to(dtype).contiguous()
     heads, count = offset_values_HN.shape
     return offset_values_HN.as_strided(
         (1, heads, rows, k_len),
@@ -101,7 +105,7 @@ def _attend_block(
     nothing_to_mask = plan.key_padding_mask is None and block_mask is None and not plan.causal
     if nothing_to_mask and plan.offset_values is not None:
         rows, k_len = query_BHCDh.shape[2], key.shape[2]
-        bias = _toeplitz_block_bias(plan.offset_values, start, rows, len(plan.q_positions), k_len)
+        bias = _toeplitz_block_bias(plan.offset_values, start, rows, len(plan.q_positions), k_len, query_BHCDh.dtype)
         reversed_output = F.scaled_dot_product_attention(
             query_BHCDh.flip(2), key, value, attn_mask=bias, dropout_p=dropout, scale=scaling
         )
@@ -140,12 +144,20 @@ def chunked_attention_forward(
     k_len = key.shape[2]
     nothing_to_mask = plan.key_padding_mask is None and plan.full_mask is None and not plan.causal
     offsets = plan.offset_values
-    if nothing_to_mask and offsets is not None and not (torch.is_grad_enabled() and offsets.requires_grad):
-        # The whole bias is a view of Lq + Lk - 1 values per head, and SDPA's fused kernel reads it without
-        # copying (16k tokens: +37 MB peak): one call over every query, no blocks. Blocks of 128 queries at 32k
-        # tokens had cost 1.75x the time of no bias; a bias that needs its gradient still goes by blocks, since
-        # SDPA then falls back to materialising the scores.
-        bias = _toeplitz_block_bias(offsets, 0, q_len, q_len, k_len)
+    # The whole bias is a view of Lq + Lk - 1 values per head, and the CPU flash kernel of SDPA reads it without
+    # copying (16k tokens: +37 MB peak): one call over every query, no blocks (blocks of 128 queries at 32k tokens
+    # had cost 1.75x the time of no bias). Blocks remain wherever SDPA would materialise the scores or the mask:
+    # a bias that needs its gradient or dropout (the math path), and CUDA, whose memory-efficient kernel copies a
+    # mask whose row stride is not a multiple of 8 (the view's is 1).
+    single_call = (
+        nothing_to_mask
+        and offsets is not None
+        and query.device.type == "cpu"
+        and dropout == 0.0
+        and not (torch.is_grad_enabled() and offsets.requires_grad)
+    )
+    if single_call:
+        bias = _toeplitz_block_bias(offsets, 0, q_len, q_len, k_len, query.dtype)
         reversed_output = F.scaled_dot_product_attention(
             query.flip(2), key, value, attn_mask=bias, dropout_p=dropout, scale=scaling
         )

@@ -57,7 +57,8 @@ class LongCtxConfig(PreTrainedConfig):
         alibi: a fixed linear distance penalty per head, symmetric in the encoder, causal in the decoder.
         alibi_max_penalty (`float | None`, defaults to 60.0): past this penalty (distance 60 / slope) a key is
             masked, which makes each ALiBi head a window of 60 / slope tokens. A key that far weighs under e^-60
-            (9e-27) of an equally scored key at the query's own position, below fp32 and bf16 resolution, but
+            (9e-27) of an equally scored key at the query's own position, below fp32 and bf16 resolution (only a
+            key whose q.k exceeds the near keys' by some 44 or more would have counted), but
             left in, its softmax weight and gradient are subnormal floats, which x86 CPUs process many times
             slower: the CPU backward of one 512-token attention call took 2.7x the time of no bias
             (`scripts/profile_attention.py`). `None` keeps the exact linear penalty at every distance.
@@ -232,6 +233,7 @@ class LongCtxConfig(PreTrainedConfig):
                     f"`randomized_positions_max_length`={bound} exceeds the learned table "
                     f"(`max_position_embeddings`={self.max_position_embeddings}); grow the table or lower the bound."
                 )
+        # (types are checked by `@strict` before this runs: a string or a bool fails there, naming the field)
         if self.alibi_max_penalty is not None and not self.alibi_max_penalty > 0:
             raise ValueError(
                 f"`alibi_max_penalty` must be > 0 (the ALiBi penalty past which keys are masked) or None for the "

@@ -393,7 +393,8 @@ def benchmark_values(benchmark_dir: Path, output_dir: Path) -> dict | None:
         shutil.copyfile(benchmark_dir / BENCHMARK_PLOT, output_dir / BENCHMARK_PLOT)
         plot = BENCHMARK_PLOT
     return {
-        "command": " ; ".join(bench.get("commands", [bench["command"]])),
+        "command": " ; ".join(bench.get("commands") or [bench["command"]]),
+        "num_eval": bench["protocol"].get("num_eval"),
         "commit": bench["environment"].get("git_commit"),
         "header": [f"{n} ({n / trained:g}x)" for n in lengths],
         "rows": [{"name": r["name"], "cells": [cell(r, n) for n in lengths]} for r in rows],

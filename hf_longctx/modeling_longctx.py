@@ -425,8 +425,12 @@ class LongCtxDecoder(LongCtxStack):
         if trained is None or encoder_hidden_states is None:
             return None
         batch, length = encoder_hidden_states.shape[:2]
-        if encoder_attention_mask is not None and encoder_attention_mask.dim() == 2:
-            n = encoder_attention_mask.sum(-1).clamp(min=1).float()
+        mask = encoder_attention_mask
+        if mask is not None and mask.dim() == 4:  # (B, 1, Lq, S), bool or additive: keys some query may attend
+            allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
+            mask = allowed[:, 0].any(-2)
+        if mask is not None:
+            n = mask.sum(-1).clamp(min=1).float()
         else:
             n = torch.full((batch,), float(length), device=encoder_hidden_states.device)
         return (n.log() / math.log(trained)).clamp(min=1.0).view(-1, 1, 1, 1).to(dtype)

@@ -19,7 +19,11 @@ from conftest import random_batch, tiny_config, tiny_model
         ({"sinusoidal_layout": "blocks"}, r"`sinusoidal_layout`"),
         ({"randomized_positions_max_length": 0}, r"`randomized_positions_max_length`"),
         (
-            {"position_embedding_type": "learned", "max_position_embeddings": 64, "randomized_positions_max_length": 100},
+            {
+                "position_embedding_type": "learned",
+                "max_position_embeddings": 64,
+                "randomized_positions_max_length": 100,
+            },
             r"exceeds the learned table",
         ),
         ({"activation_function": "swishy"}, r"`activation_function`='swishy' is unknown"),

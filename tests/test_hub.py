@@ -104,7 +104,7 @@ def test_card_shows_the_project_benchmark_table_and_plot(trained, tmp_path, monk
         {"name": "alibi+logn", "task": "passkey", "eval": {"64": {"exact_match": 1.0}, "1024": {"exact_match": 1.0}}},
         {"name": "alibi@copy", "task": "copy", "eval": {"64": {"exact_match": 0.5}}},
     ]
-    protocol = {"train_min_len": 16, "train_max_len": 64}
+    protocol = {"train_min_len": 16, "train_max_len": 64, "num_eval": 50}
     bench_json = {"command": "python scripts/bench_extrapolation.py", "environment": {"git_commit": "abc1234"}}
     (bench / "results.json").write_text(json.dumps({**bench_json, "protocol": protocol, "rows": rows}))
     monkeypatch.setattr(model_card, "BENCHMARK_DIR", bench)
@@ -116,6 +116,7 @@ def test_card_shows_the_project_benchmark_table_and_plot(trained, tmp_path, monk
     assert "![exact match against source length, one line per encoding](accuracy_vs_length.png)" in card.text
     assert (copy / "accuracy_vs_length.png").read_bytes() == (bench / "accuracy_vs_length.png").read_bytes()
     assert "Made by `python scripts/bench_extrapolation.py` (hf_longctx commit abc1234)" in card.text
+    assert "greedy exact match on 50 examples per length" in card.text
 
 
 def test_text_training_writes_a_card_with_the_held_out_scores(tmp_path):

@@ -85,6 +85,28 @@ def test_unmasked_chunked_blocks_take_the_toeplitz_view_and_match_eager(pe, monk
         assert_same(grads[name], ref_grads[name])
 
 
+def test_single_call_bias_is_a_small_view_in_the_query_dtype_and_dropout_goes_by_blocks(monkeypatch):
+    """The one-call path hands SDPA a view over H x (2L - 1) values in the query's dtype (under autocast too, or
+    SDPA would copy the whole matrix); with attention dropout SDPA takes its math path, so blocks are used."""
+    views = []
+    original = attention_module._toeplitz_block_bias
+    monkeypatch.setattr(attention_module, "_toeplitz_block_bias", lambda *a: views.append(original(*a)) or views[-1])
+    batch = random_batch(batch=2, src_len=40, pad_last=False)
+    model = tiny_model(position_embedding_type="alibi", chunked_attention="always")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(**batch)
+    heads, length = model.config.num_heads, 40
+    assert views and all(v.shape == (1, heads, length, length) for v in views), "one call over all 40 queries"
+    assert all(v.dtype == torch.bfloat16 for v in views)
+    assert all(v.untyped_storage().nbytes() == heads * (2 * length - 1) * 2 for v in views), "no (L, L) copy"
+
+    views.clear()
+    dropped = tiny_model(position_embedding_type="alibi", chunked_attention="always", attention_dropout=0.1)
+    dropped.config.chunked_attention_block_size = 16
+    dropped.train()(**batch)
+    assert views and all(v.shape[2] <= 16 for v in views), "dropout: blocks of 16 queries"
+
+
 @pytest.mark.parametrize("pe", BIAS_ENCODINGS)
 def test_chunked_path_is_chosen_automatically_at_long_length(pe, monkeypatch):
     calls = []
@@ -681,6 +703,16 @@ def test_cross_attention_logn_scaling_counts_each_examples_own_tokens(pe):
             alone = {k: v[row : row + 1] for k, v in batch.items()}
             alone["input_ids"], alone["attention_mask"] = alone["input_ids"][:, keep], alone["attention_mask"][:, keep]
             assert_same(model(**alone).logits, together[row : row + 1])
+    # a 4-D mask counts each example's attended keys too
+    decoder = model.model.decoder
+    states = torch.zeros(3, 14, model.config.d_model)
+    mask_2d = batch["attention_mask"]
+    mask_4d = mask_2d[:, None, None, :].bool().expand(3, 1, 5, 14)
+    additive = torch.zeros(3, 1, 5, 14).masked_fill(~mask_4d, torch.finfo(torch.float32).min)
+    expected = decoder._cross_attention_scale(states, mask_2d, torch.float32)
+    assert len(set(expected.flatten().tolist())) == 3, "three different unpadded lengths, three scales"
+    for mask in (mask_4d, additive):
+        assert_same(decoder._cross_attention_scale(states, mask, torch.float32), expected, atol=0)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
     cached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=True)
     uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False)
