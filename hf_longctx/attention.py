@@ -41,7 +41,7 @@ class BlockwiseBias:
     full_mask: torch.Tensor | None = None  # a ready (B, 1, Lq, Lk) mask (e.g. from generate's static cache)
     # For a bias of the offset k - q only over consecutive positions: (H, Lq + Lk - 1) values of the offsets
     # k - q from (first key - last query) up (`positions.OffsetBias.bias_by_offset`), computed once per forward for
-    # every layer and block; blocks without a mask read them as Toeplitz views.
+    # every layer and block, which then read them as Toeplitz views instead of calling `bias_fn`.
     offset_values: torch.Tensor | None = None
 
 
@@ -102,15 +102,19 @@ def _attend_block(
     block_mask: torch.Tensor | None = None,
     start: int = 0,
 ) -> torch.Tensor:
-    nothing_to_mask = plan.key_padding_mask is None and block_mask is None and not plan.causal
-    if nothing_to_mask and plan.offset_values is not None:
+    if plan.offset_values is not None:
         rows, k_len = query_BHCDh.shape[2], key.shape[2]
-        bias = _toeplitz_block_bias(plan.offset_values, start, rows, len(plan.q_positions), k_len, query_BHCDh.dtype)
-        reversed_output = F.scaled_dot_product_attention(
-            query_BHCDh.flip(2), key, value, attn_mask=bias, dropout_p=dropout, scale=scaling
+        reversed_bias = _toeplitz_block_bias(
+            plan.offset_values, start, rows, len(plan.q_positions), k_len, query_BHCDh.dtype
         )
-        return reversed_output.flip(2)
-    bias_BHCLk = plan.bias_fn(q_positions, plan.k_positions).to(query_BHCDh.dtype)
+        if plan.key_padding_mask is None and block_mask is None and not plan.causal:  # the view is the whole mask
+            reversed_output = F.scaled_dot_product_attention(
+                query_BHCDh.flip(2), key, value, attn_mask=reversed_bias, dropout_p=dropout, scale=scaling
+            )
+            return reversed_output.flip(2)
+        bias_BHCLk = reversed_bias.flip(2)  # back in query order: a copy, as applying the masks below makes one
+    else:
+        bias_BHCLk = plan.bias_fn(q_positions, plan.k_positions).to(query_BHCDh.dtype)
     lowest = torch.finfo(bias_BHCLk.dtype).min
     allowed = None
     if plan.key_padding_mask is not None:
@@ -145,10 +149,10 @@ def chunked_attention_forward(
     nothing_to_mask = plan.key_padding_mask is None and plan.full_mask is None and not plan.causal
     offsets = plan.offset_values
     # The whole bias is a view of Lq + Lk - 1 values per head, and the CPU flash kernel of SDPA reads it without
-    # copying (16k tokens: +37 MB peak): one call over every query, no blocks (blocks of 128 queries at 32k tokens
-    # had cost 1.75x the time of no bias). Blocks remain wherever SDPA would materialise the scores or the mask:
-    # a bias that needs its gradient or dropout (the math path), and CUDA, whose memory-efficient kernel copies a
-    # mask whose row stride is not a multiple of 8 (the view's is 1).
+    # copying (16k tokens: +37 MB peak): one block of every query, not checkpointed (blocks of 128 queries at 32k
+    # tokens had cost 1.75x the time of no bias). Smaller blocks remain wherever SDPA would materialise the scores
+    # or the mask: a bias that needs its gradient or dropout (the math path), and CUDA, whose memory-efficient
+    # kernel copies a mask whose row stride is not a multiple of 8 (the view's is 1).
     single_call = (
         nothing_to_mask
         and offsets is not None
@@ -156,14 +160,8 @@ def chunked_attention_forward(
         and dropout == 0.0
         and not (torch.is_grad_enabled() and offsets.requires_grad)
     )
-    if single_call:
-        bias = _toeplitz_block_bias(offsets, 0, q_len, q_len, k_len, query.dtype)
-        reversed_output = F.scaled_dot_product_attention(
-            query.flip(2), key, value, attn_mask=bias, dropout_p=dropout, scale=scaling
-        )
-        return reversed_output.flip(2).transpose(1, 2).contiguous(), None
-    chunk = plan.block_size or max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * k_len))
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    chunk = q_len if single_call else plan.block_size or max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * k_len))
+    needs_grad = not single_call and torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
     # Blocks are written into one tensor allocated up front: small per-block outputs that outlive their block
     # would pin the allocator's heap between the large per-block temporaries, and RSS would then grow with
     # the number of blocks (measured: +8 MB per block at 16k tokens).

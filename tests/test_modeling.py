@@ -85,6 +85,26 @@ def test_unmasked_chunked_blocks_take_the_toeplitz_view_and_match_eager(pe, monk
         assert_same(grads[name], ref_grads[name])
 
 
+@pytest.mark.parametrize("pe", BIAS_ENCODINGS)
+def test_padded_chunked_blocks_read_the_offset_values_not_bias_fn(pe, monkeypatch):
+    """With padding, each encoder block flips its view of the offsets into query order and applies the mask."""
+    model = tiny_model(position_embedding_type=pe, chunked_attention="always", chunked_attention_block_size=4)
+    gathered = []
+    original = type(model.model.encoder.position).bias
+    monkeypatch.setattr(type(model.model.encoder.position), "bias", lambda *a: gathered.append(1) or original(*a))
+    padded = random_batch(src_len=13)
+    with torch.no_grad():
+        model.model.encoder(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"])
+    assert gathered == [], "the encoder's blocks take their bias from the offset values"
+    model.config.chunked_attention = "never"
+    with torch.no_grad():
+        dense = model.model.encoder(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"])
+    model.config.chunked_attention = "always"
+    with torch.no_grad():
+        chunked = model.model.encoder(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"])
+    assert_same(chunked.last_hidden_state, dense.last_hidden_state)
+
+
 def test_single_call_bias_is_a_small_view_in_the_query_dtype_and_dropout_goes_by_blocks(monkeypatch):
     """The one-call path hands SDPA a view over H x (2L - 1) values in the query's dtype (under autocast too, or
     SDPA would copy the whole matrix); with attention dropout SDPA takes its math path, so blocks are used."""
