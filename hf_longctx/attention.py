@@ -196,6 +196,10 @@ class LongCtxAttention(nn.Module):
         self.k_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
         self.v_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
         self.o_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+        # `initializer="fan_in"` (T5): T5 has no 1/sqrt(head_dim) on its scores and draws q from
+        # N(0, 1/(d_model * head_dim)) instead; with any score scale s, q ~ N(0, 1/d_model) * head_dim**-0.5 / s
+        # starts the scores where T5's start.
+        self.q_proj.fan_in_std = config.d_model**-0.5 * self.head_dim**-0.5 / self.scaling
 
     def _heads(self, states_BLD: torch.Tensor) -> torch.Tensor:
         return states_BLD.view(*states_BLD.shape[:-1], -1, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)

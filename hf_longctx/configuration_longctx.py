@@ -17,6 +17,7 @@ ROPE_TYPES = ("default", "linear", "dynamic", "yarn")
 NORM_TYPES = ("layernorm", "rmsnorm")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 CHUNKED_ATTENTION_MODES = ("auto", "always", "never")
+INITIALIZERS = ("normal", "fan_in")
 
 
 @strict
@@ -40,6 +41,13 @@ class LongCtxConfig(PreTrainedConfig):
         embedding_norm: a norm on embeddings + positions before the first layer (BART's layernorm_embedding).
         final_logits_bias: a fixed (buffer) bias added to the logits (BART, Marian).
         decoder_output_scale: multiplies the decoder output before the LM head (original T5: d_model**-0.5).
+
+    Initialisation:
+        initializer (`"normal"` or `"fan_in"`): `"normal"` draws every Linear and Embedding from N(0, init_std), as
+            BART does. `"fan_in"` is T5's scheme: token embeddings N(0, 1), each Linear N(0, 1/fan_in) (the query
+            projection also times head_dim**-0.5 / the score scale, so that the scores start as T5's whatever
+            `attention_scale` is), the relative bias table N(0, 1/d_model). With tied embeddings at N(0, 1) the
+            logits start sqrt(d_model) times larger unless `decoder_output_scale` is d_model**-0.5, as in T5.
 
     Normalisation:
         pre_norm (`bool`, defaults to `True`): normalise the input of each sub-layer and add a final norm after
@@ -132,6 +140,7 @@ class LongCtxConfig(PreTrainedConfig):
     final_logits_bias: bool = False
     decoder_output_scale: float = 1.0
     init_std: float = 0.02
+    initializer: str = "normal"
 
     position_embedding_type: str = "alibi"
     decoder_position_embedding_type: str | None = None
@@ -244,6 +253,8 @@ class LongCtxConfig(PreTrainedConfig):
                 f"`cross_attention_logn_length` must be the training source length (an integer >= 2, the base of "
                 f"the log) or None to turn the scaling off, got {self.cross_attention_logn_length}."
             )
+        if self.initializer not in INITIALIZERS:
+            raise ValueError(f"`initializer`={self.initializer!r} is not supported; valid: {', '.join(INITIALIZERS)}.")
         if self.norm_type not in NORM_TYPES:
             raise ValueError(f"`norm_type`={self.norm_type!r} is not supported; valid: {', '.join(NORM_TYPES)}.")
         if self.chunked_attention not in CHUNKED_ATTENTION_MODES:

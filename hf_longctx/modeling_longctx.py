@@ -34,7 +34,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .attention import BlockwiseBias, LongCtxAttention
 from .configuration_longctx import LongCtxConfig
-from .positions import OffsetBias, PositionEncoding, build_position_encoding
+from .positions import OffsetBias, PositionEncoding, RelativePositions, build_position_encoding
 
 logger = logging.get_logger(__name__)
 
@@ -212,6 +212,8 @@ class LongCtxPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)  # Linear and Embedding ~ N(0, init_std), biases 0, norms 1/0
+        if self.config.initializer == "fan_in":
+            _init_fan_in(module, self.config)
         if isinstance(module, PositionEncoding):
             with torch.no_grad():
                 module.init_buffers()  # deterministic tables are not in checkpoints (T4)
@@ -224,6 +226,17 @@ class LongCtxPreTrainedModel(PreTrainedModel):
         if getattr(type(self), "_auto_class", None) is not None:
             self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def _init_fan_in(module: nn.Module, config: LongCtxConfig) -> None:
+    """T5's initialisation (`T5PreTrainedModel._init_weights`): weights N(0, 1/fan_in), token embeddings N(0, 1).
+
+    HF initialises leaf modules before their parents and never twice, so the rule is per leaf; a leaf that needs
+    another std than its kind's carries it as `fan_in_std` (set where the module is built)."""
+    if isinstance(module, nn.Linear):
+        init.normal_(module.weight, std=getattr(module, "fan_in_std", module.in_features**-0.5))
+    elif isinstance(module, nn.Embedding):  # token embeddings, a learned position table, the relative bias
+        init.normal_(module.weight, std=getattr(module, "fan_in_std", 1.0))
 
 
 class LongCtxStack(LongCtxPreTrainedModel):

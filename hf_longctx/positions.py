@@ -132,6 +132,7 @@ class RelativePositions(OffsetBias):
         self.num_buckets = config.relative_attention_num_buckets
         self.max_distance = config.relative_attention_max_distance
         self.relative_attention_bias = nn.Embedding(self.num_buckets, config.num_heads)
+        self.relative_attention_bias.fan_in_std = config.d_model**-0.5  # `initializer="fan_in"`, as T5
 
     def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
         buckets_N = T5Attention._relative_position_bucket(

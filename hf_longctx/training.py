@@ -18,6 +18,7 @@ resumed run ends on the same weights as an uninterrupted one. The same entry poi
 `torchrun --nproc_per_node N` (gloo on CPU); `per_device_train_batch_size` is then per process.
 """
 
+import functools
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -109,6 +110,22 @@ class ModelArguments:
         },
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flex_attention."})
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "Further LongCtxConfig fields, as HF's run_clm.py takes them: 'norm_type=rmsnorm,attention_scale=1.0' "
+            "(values read as JSON where they parse: numbers, true/false, null; else as strings)."
+        },
+    )
+    reference: str | None = field(
+        default=None,
+        metadata={
+            "help": "Train an HF reference model of the same size instead of LongCtx: t5 (T5ForConditionalGeneration, "
+            "relative buckets), bart (BartForConditionalGeneration, learned table), marian (MarianMTModel, sinusoids). "
+            "The position and LongCtx-only options then do not apply.",
+            "choices": ["t5", "bart", "marian"],
+        },
+    )
 
 
 @dataclass
@@ -123,6 +140,9 @@ class DataArguments:
     )
     num_train: int = field(default=50000, metadata={"help": "Training examples (epochs repeat them)."})
     num_eval: int = field(default=200, metadata={"help": "Examples per evaluation length."})
+    num_records: int | None = field(
+        default=None, metadata={"help": "Records per source of the `multikey` task (default 2); only for multikey."}
+    )
     # Not `seed`/`data_seed`: HfArgumentParser puts these dataclasses beside Seq2SeqTrainingArguments, which has both.
     dataset_seed: int = field(default=1234, metadata={"help": "Seed of the generated datasets."})
 
@@ -160,6 +180,8 @@ def build_model(
     `max_position_embeddings` is the table size for `learned` (`max_length`, every evaluation runs) and the
     trained length otherwise (`trained_length`): rope's dynamic NTK scaling switches on past it, as in HF. The
     trained length is also `cross_attention_logn_length` when `model_args.logn_cross_attention`."""
+    if model_args.reference is not None:
+        return build_reference_model(model_args, tokenizer, max_length)
     table = max_length if model_args.position_embedding_type == "learned" or trained_length is None else trained_length
     config = LongCtxConfig(
         vocab_size=len(tokenizer),
@@ -180,8 +202,65 @@ def build_model(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
+        **parse_config_overrides(model_args.config_overrides),
     )
-    model = AutoModelForSeq2SeqLM.from_config(config, attn_implementation=model_args.attn_implementation)
+    return _greedy(AutoModelForSeq2SeqLM.from_config(config, attn_implementation=model_args.attn_implementation))
+
+
+def parse_config_overrides(overrides: str | None) -> dict:
+    """'a=1,b=rmsnorm,c=null' -> {'a': 1, 'b': 'rmsnorm', 'c': None} (values parsed as JSON where they parse)."""
+    if not overrides:
+        return {}
+    fields = {}
+    for item in overrides.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(
+                f"`config_overrides`: {item!r} is not `field=value`; write e.g. 'norm_type=rmsnorm,attention_scale=1.0'."
+            )
+        try:
+            fields[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[name.strip()] = value.strip()
+    return fields
+
+
+def build_reference_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, max_length: int):
+    """The HF model `model_args.reference` names, at the sizes of `model_args` (the issue's references: T5 for
+    `relative`, BART for `learned`, Marian for `sinusoidal`), freshly initialised by its own `_init_weights`."""
+    from transformers import BartConfig, MarianConfig, T5Config
+
+    if model_args.config_overrides:
+        raise ValueError(
+            f"`config_overrides` sets LongCtxConfig fields, but `reference`={model_args.reference!r} builds an HF model; "
+            "drop one of the two."
+        )
+    ids = dict(
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    m = model_args
+    if m.reference == "t5":
+        config = T5Config(
+            vocab_size=len(tokenizer), d_model=m.d_model, d_kv=m.d_model // m.num_heads, d_ff=m.d_ff,
+            num_layers=m.encoder_layers, num_decoder_layers=m.decoder_layers, num_heads=m.num_heads,
+            dropout_rate=m.dropout, relative_attention_max_distance=m.relative_attention_max_distance,
+            feed_forward_proj="relu", **ids,
+        )
+    else:  # BART and Marian: the same layout; Marian checkpoints scale embeddings by sqrt(d_model)
+        config_class = BartConfig if m.reference == "bart" else MarianConfig
+        config = config_class(
+            vocab_size=len(tokenizer), d_model=m.d_model, encoder_layers=m.encoder_layers,
+            decoder_layers=m.decoder_layers, encoder_attention_heads=m.num_heads, decoder_attention_heads=m.num_heads,
+            encoder_ffn_dim=m.d_ff, decoder_ffn_dim=m.d_ff, dropout=m.dropout, attention_dropout=m.attention_dropout,
+            max_position_embeddings=max_length, scale_embedding=m.reference == "marian", forced_eos_token_id=None,
+            bos_token_id=None, **ids,
+        )
+    return _greedy(AutoModelForSeq2SeqLM.from_config(config, attn_implementation=m.attn_implementation))
+
+
+def _greedy(model):
     model.generation_config.do_sample = False  # greedy decoding for every evaluation
     model.generation_config.num_beams = 1
     return model
@@ -260,14 +339,11 @@ def train(
     set_seed(training_args.seed)  # the model is built before Trainer seeds anything
 
     tokenizer = build_tokenizer()
-    train_raw = make_task(
-        data_args.task, data_args.num_train, data_args.train_min_len, data_args.train_max_len, data_args.dataset_seed
-    )
-    in_dist_raw = make_task(
-        data_args.task, data_args.num_eval, data_args.train_min_len, data_args.train_max_len, data_args.dataset_seed + 1
-    )
+    task = functools.partial(make_task, data_args.task, num_records=data_args.num_records)
+    train_raw = task(data_args.num_train, data_args.train_min_len, data_args.train_max_len, data_args.dataset_seed)
+    in_dist_raw = task(data_args.num_eval, data_args.train_min_len, data_args.train_max_len, data_args.dataset_seed + 1)
     eval_raw = {
-        length: make_task(data_args.task, data_args.num_eval, length, length, data_args.dataset_seed + 2 + i)
+        length: task(data_args.num_eval, length, length, data_args.dataset_seed + 2 + i)
         for i, length in enumerate(data_args.eval_lengths)
     }
     max_length = max([data_args.train_max_len, *data_args.eval_lengths])
@@ -298,7 +374,8 @@ def train(
 
     results = {
         "task": data_args.task,
-        "position_embedding_type": model_args.position_embedding_type,
+        "position_embedding_type": model_args.position_embedding_type if model_args.reference is None else None,
+        "reference": model_args.reference,
         "model_args": asdict(model_args),
         "data_args": asdict(data_args),
         "num_parameters": model.num_parameters(),
@@ -314,7 +391,8 @@ def train(
         output_dir = Path(training_args.output_dir)
         (output_dir / RESULTS_JSON).write_text(json.dumps(results, indent=2, default=str) + "\n")
         (output_dir / RESULTS_TABLE).write_text(results_table(results))
-        write_model_card(output_dir, results, training_args=training_args)  # README.md: metadata + results table
+        if isinstance(model.config, LongCtxConfig):  # the card describes LongCtx models; a reference gets none
+            write_model_card(output_dir, results, training_args=training_args)  # README.md: metadata + results
     return results
 
 
@@ -373,7 +451,7 @@ def results_table(results: dict) -> str:
         [f"EM depth {b}" for b in bins] if with_depth else []
     )
     lines = [
-        f"# {results['task']}, {results['position_embedding_type']} positions "
+        f"# {results['task']}, {results.get('reference') or results['position_embedding_type']} positions "
         f"(trained at {results['data_args']['train_min_len']}-{train_max} tokens, "
         f"{results['train']['global_step']} steps, {results['train'].get('train_runtime', float('nan')):.0f} s)",
         "",

@@ -23,16 +23,16 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("name", list(TASKS))
 def test_task_is_deterministic_per_seed(name):
-    first = make_task(name, 20, 12, 40, seed=3).to_dict()
-    assert first == make_task(name, 20, 12, 40, seed=3).to_dict()
-    assert first != make_task(name, 20, 12, 40, seed=4).to_dict()
+    first = make_task(name, 20, 24, 40, seed=3).to_dict()
+    assert first == make_task(name, 20, 24, 40, seed=3).to_dict()
+    assert first != make_task(name, 20, 24, 40, seed=4).to_dict()
 
 
 @pytest.mark.parametrize("name", list(TASKS))
 def test_lengths_are_encoder_tokens_with_eos(name):
     tokenizer = build_tokenizer()
-    ds = make_task(name, 30, 12, 40, seed=0)
-    assert all(12 <= n <= 40 for n in ds["length"])
+    ds = make_task(name, 30, 24, 40, seed=0)
+    assert all(24 <= n <= 40 for n in ds["length"])
     assert [len(ids) for ids in tokenizer(list(ds["source"]))["input_ids"]] == list(ds["length"])
     assert set(make_task(name, 5, 77, 77, seed=1)["length"]) == {77}
 
@@ -60,6 +60,23 @@ def test_kv_recall_value_is_the_queried_keys():
         assert len(keys) == len(set(keys))  # keys are distinct, so the answer is unique
 
 
+@pytest.mark.parametrize("num_records", [1, 2, 4])
+def test_multikey_value_is_the_queried_records(num_records):
+    rows = make_task("multikey", 200, 10 * num_records + 4, 80, seed=0, num_records=num_records)
+    for row in rows:
+        words, p = row["source"].split(), row["position"]
+        starts = [i for i, w in enumerate(words) if w == "KEY"]
+        assert len(starts) == num_records and p in starts
+        keys = [tuple(words[i + 1 : i + 3]) for i in starts]
+        assert len(set(keys)) == num_records  # distinct keys: the answer is unique
+        assert words[-3] == "?" and tuple(words[-2:]) == keys[starts.index(p)]
+        assert words[p + 3] == "=" and words[p + 4 : p + 9] == row["target"].split()
+        records = {j for i in starts for j in range(i, i + 9)}
+        assert all(w in LETTERS for j, w in enumerate(words[:-3]) if j not in records)  # the rest is filler
+    depths = rows["depth"]
+    assert min(depths) < 0.05 and max(depths) > 0.95
+
+
 def test_copy_and_reverse_targets():
     for row in make_task("copy", 10, 2, 30, seed=0):
         assert row["target"] == row["source"] and row["position"] == -1
@@ -76,6 +93,10 @@ def test_copy_and_reverse_targets():
         (dict(name="kv_recall", num_samples=4, min_len=9, max_len=16), "`min_len`"),
         (dict(name="kv_recall", num_samples=4, min_len=16, max_len=10**5), "`max_len`"),
         (dict(name="copy", num_samples=0, min_len=16, max_len=32), "`num_samples`"),
+        (dict(name="multikey", num_samples=4, min_len=21, max_len=32), "`min_len`"),  # 2 x 9 + 3 + EOS = 22
+        (dict(name="multikey", num_samples=4, min_len=30, max_len=32, num_records=3), "`min_len`"),
+        (dict(name="multikey", num_samples=4, min_len=30, max_len=32, num_records=0), "`num_records`"),
+        (dict(name="passkey", num_samples=4, min_len=30, max_len=32, num_records=2), "`num_records`"),
     ],
 )
 def test_bad_task_arguments_raise_naming_the_argument(kwargs, argument):
@@ -96,7 +117,7 @@ def test_tokenizer_ids_match_the_config_defaults():
 @pytest.mark.parametrize("name", list(TASKS))
 def test_tokenizer_round_trips_every_task(name):
     tokenizer = build_tokenizer()
-    ds = make_task(name, 20, 12, 40, seed=0)
+    ds = make_task(name, 20, 24, 40, seed=0)
     encoded = tokenizer(list(ds["source"]), text_target=list(ds["target"]))
     rows = zip(encoded["input_ids"], encoded["labels"], ds["source"], ds["target"], strict=True)
     for ids, labels, source, target in rows:
