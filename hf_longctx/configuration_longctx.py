@@ -4,9 +4,15 @@ Field names follow BART (`d_model`, `encoder_layers`, `decoder_layers`, ...): `g
 from `decoder_layers`, and an HF user reads them without a glossary.
 """
 
+import dataclasses
+import difflib
+
 from huggingface_hub.dataclasses import strict
-from transformers import PreTrainedConfig
+from transformers import GenerationConfig, PreTrainedConfig
 from transformers.activations import ACT2FN
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 # The registry of encodings lives with the model code (`positions.py`); the config only needs the names,
 # and importing them from there would make the config depend on torch modules. Keep the two in sync: a
@@ -18,6 +24,34 @@ NORM_TYPES = ("layernorm", "rmsnorm")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
 CHUNKED_ATTENTION_MODES = ("auto", "always", "never")
 INITIALIZERS = ("normal", "fan_in")
+
+# BART / T5 names with an exact meaning here: a config a user brings from those families keeps its sizes.
+FOREIGN_NAMES = {
+    "encoder_attention_heads": "num_heads",  # BART (one head count here: the two must agree)
+    "decoder_attention_heads": "num_heads",
+    "encoder_ffn_dim": "d_ff",
+    "decoder_ffn_dim": "d_ff",
+    "num_layers": "encoder_layers",  # T5: the encoder's, and the decoder's unless `num_decoder_layers` says
+    "num_decoder_layers": "decoder_layers",
+    "dropout_rate": "dropout",
+    "layer_norm_epsilon": "layer_norm_eps",  # T5; the other spellings of the norm epsilon across HF configs:
+    "rms_norm_eps": "layer_norm_eps",
+    "norm_eps": "layer_norm_eps",
+    "norm_epsilon": "layer_norm_eps",
+    "post_norm_eps": "layer_norm_eps",  # (one epsilon serves every norm here)
+    "initializer_range": "init_std",
+}
+# Keys that configs saved by transformers (or brought from the hub) carry and `PreTrainedConfig` handles itself.
+HF_CONFIG_KEYS = {
+    "architectures", "auto_map", "transformers_version", "model_type", "_name_or_path", "name_or_path",
+    "_commit_hash", "torch_dtype", "dtype", "id2label", "label2id", "num_labels", "problem_type",
+    "attn_implementation", "output_attentions", "experts_implementation", "per_layer_config", "tokenizer_class",
+    "prefix", "sep_token_id", "task_specific_params", "finetuning_task", "is_decoder", "add_cross_attention",
+    "cross_attention_hidden_size", "tie_encoder_decoder", "pruned_heads", "torchscript", "use_bfloat16",
+    "tf_legacy_loss", "chunk_size_feed_forward", "output_hidden_states", "return_dict", "rope_scaling",
+    "rope_theta", "forced_bos_token_id", "forced_eos_token_id", "_attn_implementation_internal",
+    "_experts_implementation_internal",
+}  # fmt: skip
 
 
 @strict
@@ -168,10 +202,11 @@ class LongCtxConfig(PreTrainedConfig):
     decoder_start_token_id: int | None = 0
 
     def __post_init__(self, **kwargs):
+        kwargs = self._take_foreign_names(kwargs)
         if self.decoder_position_embedding_type is None:
             self.decoder_position_embedding_type = self.position_embedding_type
         if self.rope_parameters is None:
-            self.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0}
+            self.rope_parameters = dict(DEFAULT_ROPE_PARAMETERS)
         else:
             self.rope_parameters = dict(self.rope_parameters)
             self.rope_parameters.setdefault("rope_type", "default")
@@ -179,14 +214,75 @@ class LongCtxConfig(PreTrainedConfig):
         # Validate here too, not only in `validate_architecture`: `@strict` wraps what that raises in its own
         # exception type, and users (and `pytest.raises`) expect a plain ValueError.
         self.validate_architecture()
+        self._warn_about_unused_options()
         super().__post_init__(**kwargs)
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
 
+    def _take_foreign_names(self, kwargs: dict) -> dict:
+        """Map the BART/T5 names of `FOREIGN_NAMES` (and `attribute_map`'s) onto the fields, refuse a misspelt field
+        ("did you mean"), warn about any other key nothing reads; return the kwargs left for `PreTrainedConfig`."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        aliases = {**FOREIGN_NAMES, **self.attribute_map}
+        taken: dict[str, tuple[str, object]] = {}  # field -> (the name that set it, value)
+        if "num_layers" in kwargs and "num_decoder_layers" not in kwargs:  # T5: num_decoder_layers defaults to it
+            kwargs["num_decoder_layers"] = kwargs["num_layers"]
+        for name in [k for k in kwargs if k in aliases]:
+            value, target = kwargs.pop(name), aliases[name]
+            if target in taken and taken[target][1] != value:
+                raise ValueError(
+                    f"`{taken[target][0]}`={taken[target][1]!r} and `{name}`={value!r} disagree, but both set "
+                    f"`{target}`: hf_longctx uses one `{target}` for the encoder and the decoder. Give one value."
+                )
+            current, default = getattr(self, target), fields[target].default
+            if target not in taken and current != default and current != value:
+                raise ValueError(
+                    f"`{name}`={value!r} means `{target}` here, which is also given as {current!r}; pass one of the two."
+                )
+            setattr(self, target, value)
+            taken[target] = (name, value)
+        if "d_kv" in kwargs:  # T5's head size: here always d_model // num_heads
+            d_kv = kwargs.pop("d_kv")
+            if d_kv * self.num_heads != self.d_model:
+                raise ValueError(
+                    f"`d_kv`={d_kv} (T5's head size) needs d_model = num_heads * d_kv, but d_model={self.d_model} and "
+                    f"num_heads={self.num_heads}: the head size here is d_model // num_heads; set d_model={d_kv * self.num_heads}."
+                )
+        if "feed_forward_proj" in kwargs:  # T5: "relu", "gelu", "gated-gelu", ...
+            proj = kwargs.pop("feed_forward_proj")
+            self.gated_ffn = proj.startswith("gated-")
+            self.activation_function = proj.removeprefix("gated-")
+        known = set(fields) | set(aliases) | HF_CONFIG_KEYS | set(GenerationConfig._get_default_generation_params())
+        for name in kwargs:
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, list(fields) + list(aliases), n=1, cutoff=0.8)
+            if close:
+                raise ValueError(f"`{name}` is not a field of LongCtxConfig; did you mean `{close[0]}`?")
+            logger.warning(
+                f"LongCtxConfig: `{name}` is not one of its fields; it is kept on the config (as transformers keeps "
+                "extra keys), but nothing in the model reads it."
+            )
+        return kwargs
+
+    def validate_rope(self):
+        """HF's RoPE checks (an even head size, the scaling's keys) only where a stack uses RoPE."""
+        if "rope" in (self.position_embedding_type, self.decoder_position_embedding_type):
+            super().validate_rope()
+
     def validate_architecture(self):
         """Part of `@strict` validation: every bad value names its field and the fix."""
+        for field in ("vocab_size", "d_model", "num_heads", "encoder_layers", "decoder_layers", "d_ff"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"`{field}` must be a positive integer, got {getattr(self, field)}.")
+        for field in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0 <= getattr(self, field) < 1:
+                raise ValueError(
+                    f"`{field}` is a probability of dropping a unit and must be in [0, 1), got {getattr(self, field)}; "
+                    "0 turns it off."
+                )
         if self.d_model % self.num_heads != 0:
             raise ValueError(
                 f"`d_model` ({self.d_model}) must be divisible by `num_heads` ({self.num_heads}); "
@@ -205,6 +301,7 @@ class LongCtxConfig(PreTrainedConfig):
                 "Give the encoder an encoding (e.g. 'alibi' or 'relative') and set "
                 "`decoder_position_embedding_type`='none' for a decoder without positions."
             )
+        self._validate_relative_buckets()
         uses_rope = "rope" in (self.position_embedding_type, self.decoder_position_embedding_type)
         if uses_rope and self.head_dim % 2 != 0:
             raise ValueError(
@@ -269,6 +366,58 @@ class LongCtxConfig(PreTrainedConfig):
         for field in ("max_position_embeddings", "relative_attention_num_buckets", "relative_attention_max_distance"):
             if getattr(self, field) < 1:
                 raise ValueError(f"`{field}` must be a positive integer, got {getattr(self, field)}.")
+
+
+    def _validate_relative_buckets(self):
+        """T5's bucketing: a stack's buckets are half exact distances (max_exact of them) and half logarithmic up to
+        `relative_attention_max_distance`, which must lie beyond the exact ones (log(max_distance / max_exact) > 0)."""
+        stacks = {"encoder": self.position_embedding_type, "decoder": self.decoder_position_embedding_type}
+        buckets, distance = self.relative_attention_num_buckets, self.relative_attention_max_distance
+        for stack in [name for name, kind in stacks.items() if kind == "relative"]:
+            # the encoder splits its buckets between the two directions, the causal decoder uses all for one
+            per_direction = buckets // 2 if stack == "encoder" else buckets
+            max_exact = per_direction // 2
+            if max_exact < 1:
+                raise ValueError(
+                    f"`relative_attention_num_buckets`={buckets} leaves the {stack} no exact-distance bucket; use at "
+                    f"least {4 if stack == 'encoder' else 2} (T5 uses 32)."
+                )
+            if distance <= max_exact:
+                raise ValueError(
+                    f"`relative_attention_max_distance`={distance} must exceed the {max_exact} exact-distance buckets "
+                    f"of the {stack} (`relative_attention_num_buckets`={buckets}); use e.g. {4 * max_exact} "
+                    "(T5: 32 buckets, max distance 128)."
+                )
+
+    def _warn_about_unused_options(self):
+        """An option the chosen encodings never read is most likely a mistake: say so once (values equal to the
+        defaults are what every saved config carries, so they say nothing)."""
+        used = {self.position_embedding_type, self.decoder_position_embedding_type}
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for encoding, names in ENCODING_OPTIONS.items():
+            if encoding in used:
+                continue
+            for name in names:
+                default = fields[name].default
+                if getattr(self, name) != default:
+                    logger.warning_once(
+                        f"LongCtxConfig: `{name}`={getattr(self, name)!r} does nothing without a {encoding!r} stack "
+                        f"(encodings here: {', '.join(sorted(used))})."
+                    )
+        if "rope" not in used and self.rope_parameters != DEFAULT_ROPE_PARAMETERS:
+            logger.warning_once(
+                f"LongCtxConfig: `rope_parameters`={self.rope_parameters} does nothing without a 'rope' stack "
+                f"(encodings here: {', '.join(sorted(used))})."
+            )
+
+
+# Options only one encoding reads (`rope_parameters` is compared with its filled-in default).
+ENCODING_OPTIONS = {
+    "relative": ("relative_attention_num_buckets", "relative_attention_max_distance"),
+    "alibi": ("alibi_max_penalty",),
+    "sinusoidal": ("sinusoidal_layout", "sinusoidal_scale"),
+}
+DEFAULT_ROPE_PARAMETERS = {"rope_type": "default", "rope_theta": 10000.0}
 
 
 def _divisor_near(n: int, target: int) -> int:

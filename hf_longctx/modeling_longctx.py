@@ -34,7 +34,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .attention import BlockwiseBias, LongCtxAttention
 from .configuration_longctx import LongCtxConfig
-from .positions import OffsetBias, PositionEncoding, RelativePositions, build_position_encoding
+from .positions import OffsetBias, PositionEncoding, build_position_encoding
 
 logger = logging.get_logger(__name__)
 
@@ -53,6 +53,21 @@ def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_to
     return shifted.masked_fill(shifted == -100, pad_token_id)
 
 
+def check_inputs(tokens: torch.Tensor, name: str, is_ids: bool) -> None:
+    """(B, L) ids or (B, L, D) embeddings with B, L >= 1; anything else gets a ValueError naming the argument here
+    instead of a shape error from inside a layer."""
+    expected = "(batch, length)" if is_ids else "(batch, length, d_model)"
+    if tokens.dim() != (2 if is_ids else 3):
+        hint = f"; add the batch dimension: `{name}[None]`" if tokens.dim() == (1 if is_ids else 2) else ""
+        raise ValueError(f"`{name}` must have shape {expected}, got {tuple(tokens.shape)}{hint}.")
+    if is_ids and (tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool):
+        raise ValueError(f"`{name}` must hold integer token ids, got dtype {tokens.dtype}; pass `{name}.long()`.")
+    if tokens.shape[0] == 0:
+        raise ValueError(f"`{name}` holds a batch of 0 examples; pass at least one.")
+    if tokens.shape[1] == 0:
+        raise ValueError(f"`{name}` has length 0; every example needs at least one token.")
+
+
 def check_token_ids(config: LongCtxConfig, input_ids: torch.Tensor | None, name: str) -> None:
     """Ids outside the vocabulary get a ValueError here, not an IndexError from inside an embedding."""
     if input_ids is None or input_ids.numel() == 0:
@@ -64,6 +79,12 @@ def check_token_ids(config: LongCtxConfig, input_ids: torch.Tensor | None, name:
             f"in [0, {config.vocab_size - 1}]. Check the tokenizer matches the model, or call "
             "`model.resize_token_embeddings(len(tokenizer))`."
         )
+
+
+def attended_keys(mask_B1QK: torch.Tensor) -> torch.Tensor:
+    """(B, S) bool: the keys some query may attend under a ready 4-D mask (bool, or additive with finfo.min)."""
+    allowed = mask_B1QK if mask_B1QK.dtype == torch.bool else mask_B1QK > torch.finfo(mask_B1QK.dtype).min / 2
+    return allowed[:, 0].any(-2)
 
 
 def check_mask_shape(mask: torch.Tensor | None, expected: tuple[int, int], mask_name: str, ids_name: str) -> None:
@@ -260,17 +281,26 @@ class LongCtxStack(LongCtxPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
-    def _embed(self, input_ids, inputs_embeds, positions):
-        if (input_ids is None) == (inputs_embeds is None):
-            raise ValueError(f"{type(self).__name__}: pass exactly one of `input_ids` or `inputs_embeds`.")
+    def _embed(self, input_ids, inputs_embeds, positions, side: str):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        self.position.check_length(int(positions[-1]) + 1 if positions.numel() else 0)
+        self.position.check_length(int(positions[-1]) + 1 if positions.numel() else 0, side)
         hidden_states = inputs_embeds
         if self.position.kind == "additive":
             hidden_states = hidden_states + self.position.embed(positions).to(hidden_states.dtype)
         hidden_states = self.embedding_norm(hidden_states)
         return inputs_embeds, F.dropout(hidden_states, p=self.dropout, training=self.training)
+
+    def _check_tokens(self, input_ids, inputs_embeds, ids_name: str, embeds_name: str) -> torch.Tensor:
+        """Exactly one of ids / embeddings, of a shape and dtype the stack takes; returns the one given."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError(f"{type(self).__name__}: pass exactly one of `{ids_name}` or `{embeds_name}`.")
+        if input_ids is not None:
+            check_inputs(input_ids, ids_name, is_ids=True)
+            check_token_ids(self.config, input_ids, ids_name)
+            return input_ids
+        check_inputs(inputs_embeds, embeds_name, is_ids=False)
+        return inputs_embeds
 
     def _use_chunked(self, key_length: int, output_attentions: bool) -> bool:
         mode = self.config.chunked_attention
@@ -333,15 +363,14 @@ class LongCtxEncoder(LongCtxStack):
     def forward(
         self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs: Unpack[TransformersKwargs]
     ) -> BaseModelOutput:
-        check_token_ids(self.config, input_ids, "input_ids")
-        tokens = input_ids if input_ids is not None else inputs_embeds
+        tokens = self._check_tokens(input_ids, inputs_embeds, "input_ids", "inputs_embeds")
         check_mask_shape(attention_mask, tokens.shape[:2], "attention_mask", "input_ids")
         length, device = tokens.shape[1], tokens.device
         positions, first_positions = torch.arange(length, device=device), (0, 0)
         bound = self.config.randomized_positions_max_length
         if self.training and bound is not None and bound > length:  # randomized positions (Ruoss et al. 2023)
             positions, first_positions = torch.randperm(bound, device=device)[:length].sort().values, None
-        inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions)
+        inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions, "encoder")
 
         mask, bias, rotary = self._self_attention_inputs(
             positions,
@@ -385,14 +414,17 @@ class LongCtxDecoder(LongCtxStack):
         use_cache: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPastAndCrossAttentions:
-        check_token_ids(self.config, input_ids, "decoder_input_ids")
+        tokens = self._check_tokens(input_ids, inputs_embeds, "decoder_input_ids", "decoder_inputs_embeds")
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        elif cache is not None and not isinstance(cache, EncoderDecoderCache) and encoder_hidden_states is not None:
+            # A plain cache would receive the cross-attention keys and values after the self-attention ones (and
+            # count them as decoded tokens): it is the self-attention cache; the cross-attention gets its own.
+            cache = EncoderDecoderCache(cache, DynamicCache(config=self.config))
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         past_length = self_cache.get_seq_length() if self_cache is not None else 0
 
-        length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-        device = (input_ids if input_ids is not None else inputs_embeds).device
+        length, device = tokens.shape[1], tokens.device
         q_positions = torch.arange(past_length, past_length + length, device=device)
         if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] != past_length + length:
             raise ValueError(
@@ -403,7 +435,8 @@ class LongCtxDecoder(LongCtxStack):
         # the slots not yet written.
         key_length = self_cache.get_mask_sizes(length, 0)[0] if self_cache is not None else length
         k_positions = torch.arange(key_length, device=device)
-        inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, q_positions)
+        side = "generation" if past_length > 0 else "decoder"
+        inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, q_positions, side)
 
         mask, bias, rotary = self._self_attention_inputs(
             q_positions,
@@ -439,9 +472,8 @@ class LongCtxDecoder(LongCtxStack):
             return None
         batch, length = encoder_hidden_states.shape[:2]
         mask = encoder_attention_mask
-        if mask is not None and mask.dim() == 4:  # (B, 1, Lq, S), bool or additive: keys some query may attend
-            allowed = mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
-            mask = allowed[:, 0].any(-2)
+        if mask is not None and mask.dim() == 4:
+            mask = attended_keys(mask)
         if mask is not None:
             n = mask.sum(-1).clamp(min=1).float()
         else:
@@ -497,6 +529,11 @@ class LongCtxModel(LongCtxPreTrainedModel):
                 "LongCtxForConditionalGeneration to build them by shifting the labels right."
             )
         if encoder_outputs is None:
+            if input_ids is None and inputs_embeds is None:
+                raise ValueError(
+                    "Nothing to encode: pass `input_ids` (or `inputs_embeds`) for the source, or `encoder_outputs` "
+                    "computed before (e.g. `model.get_encoder()(input_ids)`)."
+                )
             encoder_outputs = self.encoder(
                 input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
             )
@@ -507,11 +544,21 @@ class LongCtxModel(LongCtxPreTrainedModel):
                 attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
             )
         encoder_states = encoder_outputs.last_hidden_state
-        if attention_mask is not None and attention_mask.shape[:2] != encoder_states.shape[:2]:
-            raise ValueError(
-                f"`attention_mask` has shape {tuple(attention_mask.shape)} but the encoder output covers "
-                f"{tuple(encoder_states.shape[:2])} (batch, source length); pass the mask of these inputs."
+        if attention_mask is not None:
+            batch, source_length = encoder_states.shape[:2]
+            # a (B, S) padding mask, or a ready (B or 1, 1, Lq, S) mask as the encoder takes it
+            fits = (
+                tuple(attention_mask.shape) == (batch, source_length)
+                if attention_mask.dim() != 4
+                else attention_mask.shape[0] in (1, batch) and attention_mask.shape[-1] == source_length
             )
+            if not fits:
+                raise ValueError(
+                    f"`attention_mask` has shape {tuple(attention_mask.shape)} but the encoder output covers "
+                    f"{(batch, source_length)} (batch, source length); pass the mask of these inputs."
+                )
+        if attention_mask is not None and attention_mask.dim() == 4:  # the decoder attends each source key once
+            attention_mask = attended_keys(attention_mask).expand(encoder_states.shape[0], -1)
         decoder_outputs = self.decoder(
             input_ids=decoder_input_ids,
             attention_mask=decoder_attention_mask,
@@ -557,6 +604,17 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
     def get_encoder(self):
         return self.model.encoder
 
+    def generate(self, *args, **kwargs):
+        if self.config._attn_implementation == "flex_attention" and self.device.type == "cpu":
+            # measured with torch 2.13: inductor fails to compile FlexAttention's decoding kernel on CPU
+            # (CppCompileError), even for a 30-token source; a forward pass without gradients works
+            raise ValueError(
+                "`generate` with attn_implementation='flex_attention' does not run on CPU (PyTorch's inductor cannot "
+                "compile FlexAttention's decoding kernel there). Generate with 'sdpa' (the default) or 'eager': "
+                "`model.set_attn_implementation('sdpa')`, or load with attn_implementation='sdpa'."
+            )
+        return super().generate(*args, **kwargs)
+
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
 
@@ -585,6 +643,7 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         if labels is not None:
+            check_inputs(labels, "labels", is_ids=True)
             check_token_ids(self.config, labels.masked_fill(labels == -100, 0), "labels")
             use_cache = False
             if decoder_input_ids is None and decoder_inputs_embeds is None:

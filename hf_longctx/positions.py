@@ -33,8 +33,9 @@ class PositionEncoding(nn.Module):
         super().__init__()
         self.causal = causal
 
-    def check_length(self, length: int) -> None:
-        """Raise a ValueError if this encoding cannot represent `length` positions."""
+    def check_length(self, length: int, side: str) -> None:
+        """Raise a ValueError if this encoding cannot represent `length` positions. `side` says where they come
+        from: "encoder" (the source), "decoder" (labels or decoder inputs) or "generation" (a decoding step)."""
 
     def init_buffers(self) -> None:
         """Recompute the deterministic non-persistent buffers (after loading on the meta device)."""
@@ -89,14 +90,29 @@ class LearnedPositions(PositionEncoding):
         super().__init__(config, causal)
         self.embeddings = nn.Embedding(config.max_position_embeddings, config.d_model)
 
-    def check_length(self, length: int) -> None:
+    def check_length(self, length: int, side: str) -> None:
         table = self.embeddings.num_embeddings
-        if length > table:
-            raise ValueError(
-                f"The input needs {length} positions but position_embedding_type='learned' has a table of "
-                f"`max_position_embeddings`={table} rows. Truncate the input, grow the table "
-                f"(scripts/extend_context.py), or use an encoding that extrapolates: {', '.join(EXTRAPOLATING_TYPES)}."
-            )
+        if length <= table:
+            return
+        what, fix = {
+            "encoder": (
+                f"The encoder input (`input_ids`) has {length} tokens",
+                f"truncate the source (tokenizer `truncation=True, max_length={table}`)",
+            ),
+            "decoder": (
+                f"The decoder input (`labels` or `decoder_input_ids`) has {length} tokens",
+                f"truncate the targets to {table} tokens",
+            ),
+            "generation": (
+                f"Decoding reached output position {length}",
+                f"lower `generate`'s `max_new_tokens` (or `max_length`) to keep the output within {table} tokens",
+            ),
+        }[side]
+        raise ValueError(
+            f"{what}, but position_embedding_type='learned' has a table of `max_position_embeddings`={table} rows. "
+            f"To fix: {fix}, grow the table (scripts/extend_context.py), or use an encoding that extrapolates: "
+            f"{', '.join(EXTRAPOLATING_TYPES)}."
+        )
 
     def embed(self, positions: torch.Tensor) -> torch.Tensor:
         return self.embeddings(positions)

@@ -4,6 +4,8 @@ import pytest
 import torch
 from conftest import random_batch, tiny_config, tiny_model
 
+from hf_longctx import LongCtxConfig
+
 
 @pytest.mark.parametrize(
     "overrides,pattern",
@@ -105,3 +107,206 @@ def test_mask_shape_is_checked_with_inputs_embeds_too():
     batch["attention_mask"] = batch["attention_mask"][:, :-2]
     with pytest.raises(ValueError, match=r"`attention_mask` has shape \(3, 9\)"):
         model(inputs_embeds=embeds, **batch)
+
+
+# ------------------------------------------------------------------ nothing silent: config (issue 10)
+
+
+@pytest.mark.parametrize(
+    "overrides,pattern",
+    [
+        # misspelt fields: "did you mean", never the default in silence
+        ({"position_embeddings_type": "rope"}, r"`position_embeddings_type` is not a field.*`position_embedding_type`"),
+        ({"num_head": 8}, r"`num_head` is not a field.*did you mean `num_heads`"),
+        ({"encoder_layer": 3}, r"did you mean `encoder_layers`"),
+        # BART / T5 names that disagree with each other or with the field
+        ({"encoder_attention_heads": 4, "decoder_attention_heads": 8}, r"`encoder_attention_heads`=4 and `decoder_attention_heads`=8 disagree"),
+        ({"encoder_ffn_dim": 64, "decoder_ffn_dim": 128}, r"both set `d_ff`"),
+        ({"num_heads": 8, "encoder_attention_heads": 2}, r"`encoder_attention_heads`=2 means `num_heads` here, which is also given as 8"),
+        ({"d_kv": 16}, r"`d_kv`=16 .* d_model=32 and num_heads=4"),
+        # sizes
+        ({"d_model": 0}, r"`d_model` must be a positive integer, got 0"),
+        ({"d_model": -8}, r"`d_model` must be a positive integer, got -8"),
+        ({"vocab_size": 0}, r"`vocab_size` must be a positive integer"),
+        ({"vocab_size": -5}, r"`vocab_size` must be a positive integer"),
+        ({"num_heads": 0}, r"`num_heads` must be a positive integer"),
+        ({"encoder_layers": -1}, r"`encoder_layers` must be a positive integer"),
+        ({"decoder_layers": 0}, r"`decoder_layers` must be a positive integer"),
+        ({"d_ff": 0}, r"`d_ff` must be a positive integer"),
+        # dropouts
+        ({"dropout": 1.5}, r"`dropout` is a probability .* \[0, 1\), got 1.5"),
+        ({"attention_dropout": 1.0}, r"`attention_dropout` is a probability"),
+        ({"activation_dropout": -0.1}, r"`activation_dropout` is a probability"),
+        # T5 buckets the bucketing cannot represent
+        ({"position_embedding_type": "relative", "relative_attention_num_buckets": 2}, r"`relative_attention_num_buckets`=2 leaves the encoder no exact-distance bucket"),
+        ({"position_embedding_type": "alibi", "decoder_position_embedding_type": "relative", "relative_attention_num_buckets": 1}, r"leaves the decoder no exact-distance bucket"),
+        ({"position_embedding_type": "relative", "relative_attention_num_buckets": 32, "relative_attention_max_distance": 8}, r"`relative_attention_max_distance`=8 must exceed the 8 exact-distance buckets of the encoder"),
+        ({"position_embedding_type": "relative", "relative_attention_num_buckets": 32, "relative_attention_max_distance": 16}, r"must exceed the 16 exact-distance buckets of the decoder"),
+        ({"initializer": "xavier"}, r"`initializer`='xavier'"),
+    ],
+)
+def test_bad_config_names_the_field_and_the_fix(overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        tiny_config(**overrides)
+
+
+@pytest.mark.parametrize(
+    "foreign,field,value",
+    [
+        ({"encoder_attention_heads": 8, "decoder_attention_heads": 8}, "num_heads", 8),
+        ({"encoder_ffn_dim": 48, "decoder_ffn_dim": 48}, "d_ff", 48),
+        ({"num_layers": 3}, "decoder_layers", 3),  # T5: num_decoder_layers defaults to num_layers
+        ({"num_layers": 3, "num_decoder_layers": 1}, "decoder_layers", 1),
+        ({"dropout_rate": 0.2}, "dropout", 0.2),
+        ({"layer_norm_epsilon": 1e-6}, "layer_norm_eps", 1e-6),
+        ({"d_kv": 64}, "d_model", 256),
+        ({"feed_forward_proj": "gated-gelu"}, "gated_ffn", True),
+        ({"hidden_size": 64}, "d_model", 64),
+        ({"hidden_size": 64, "d_model": 64}, "d_model", 64),
+        ({"num_attention_heads": 2}, "num_heads", 2),
+    ],
+)
+def test_bart_and_t5_names_set_their_field(foreign, field, value):
+    config = LongCtxConfig(vocab_size=99, **foreign)
+    assert getattr(config, field) == value
+    for name in foreign:
+        assert name not in config.to_dict() or name == field  # stored once, under our name
+
+
+def test_hf_config_keys_load_without_error_and_odd_keys_are_kept_with_a_warning(tmp_path, caplog):
+    from transformers import AutoConfig
+
+    import hf_longctx  # noqa: F401  (registers the config)
+
+    config = tiny_config(position_embedding_type="alibi")
+    config.save_pretrained(tmp_path)
+    import json
+
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved |= {"architectures": ["LongCtxForConditionalGeneration"], "id2label": {"0": "a", "1": "b"}, "torch_dtype": "float32", "my_note": "kept"}
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with caplog.at_level("WARNING"):
+        loaded = AutoConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict()["d_model"] == 32 and loaded.my_note == "kept"
+    assert "`my_note` is not one of its fields" in caplog.text
+    assert "architectures" not in caplog.text and "id2label" not in caplog.text
+
+
+def test_odd_head_dimension_is_fine_without_rope_and_names_rope_with_it():
+    assert tiny_config(d_model=60, num_heads=4, position_embedding_type="alibi").head_dim == 15
+    with pytest.raises(ValueError, match="rope"):
+        tiny_config(d_model=60, num_heads=4, position_embedding_type="rope")
+
+
+@pytest.mark.parametrize(
+    "overrides,named",
+    [
+        ({"position_embedding_type": "alibi", "rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "`rope_parameters`"),
+        ({"position_embedding_type": "rope", "relative_attention_num_buckets": 16}, "`relative_attention_num_buckets`"),
+        ({"position_embedding_type": "relative", "alibi_max_penalty": 30.0}, "`alibi_max_penalty`"),
+        ({"position_embedding_type": "alibi", "sinusoidal_scale": 0.02}, "`sinusoidal_scale`"),
+    ],
+)
+def test_options_the_encoding_never_reads_are_warned_about(overrides, named, caplog):
+    import logging
+
+    import transformers.utils.logging  # noqa: F401  (adds Logger.warning_once, an lru_cache)
+
+    logging.Logger.warning_once.cache_clear()  # an earlier test may have said the same once already
+    with caplog.at_level("WARNING"):
+        LongCtxConfig(vocab_size=99, **overrides)
+    assert named in caplog.text and "does nothing without" in caplog.text
+
+
+# ---------------------------------------------------------- nothing silent: inputs and caches (issue 10)
+
+
+def _ids(*shape, dtype=torch.long):
+    return torch.full(shape, 5, dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    "inputs,pattern",
+    [
+        (dict(input_ids=_ids(2, 0), labels=_ids(2, 3)), r"`input_ids` has length 0"),
+        (dict(input_ids=_ids(2, 5), decoder_input_ids=_ids(2, 0)), r"`decoder_input_ids` has length 0"),
+        (dict(input_ids=_ids(2, 5), labels=_ids(2, 0)), r"`labels` has length 0"),
+        (dict(input_ids=_ids(0, 5), labels=_ids(0, 3)), r"`(labels|input_ids)` holds a batch of 0 examples"),
+        (dict(input_ids=_ids(5), labels=_ids(1, 3)), r"`input_ids` must have shape \(batch, length\), got \(5,\); add the batch dimension"),
+        (dict(input_ids=_ids(1, 5), labels=_ids(3)), r"`labels` must have shape \(batch, length\)"),
+        (dict(input_ids=_ids(1, 5, dtype=torch.float32), labels=_ids(1, 3)), r"`input_ids` must hold integer token ids, got dtype torch.float32"),
+        (dict(input_ids=_ids(1, 5), decoder_input_ids=_ids(1, 3, dtype=torch.float64)), r"`decoder_input_ids` must hold integer token ids"),
+        (dict(decoder_input_ids=_ids(1, 3)), r"Nothing to encode: pass `input_ids` \(or `inputs_embeds`\).*`encoder_outputs`"),
+        (dict(inputs_embeds=torch.zeros(1, 5), labels=_ids(1, 3)), r"`inputs_embeds` must have shape \(batch, length, d_model\)"),
+    ],
+)
+def test_bad_inputs_get_a_value_error_naming_the_argument(inputs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        tiny_model()(**inputs)
+
+
+def test_model_accepts_the_4d_mask_the_encoder_accepts():
+    from hf_longctx import LongCtxModel
+
+    torch.manual_seed(0)
+    model = LongCtxModel(tiny_config()).eval()
+    batch = random_batch(pad_last=True)
+    mask_2d = batch["attention_mask"].bool()
+    mask_4d = mask_2d[:, None, None, :] & mask_2d[:, None, :, None]  # (B, 1, S, S)
+    decoder_input_ids = torch.tensor([[0, 5, 6]] * 3)
+    with torch.no_grad():
+        reference = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids)
+        out = model(input_ids=batch["input_ids"], attention_mask=mask_4d, decoder_input_ids=decoder_input_ids)
+    real = mask_2d  # padded encoder positions differ (their rows are masked differently): compare the real ones
+    torch.testing.assert_close(out.encoder_last_hidden_state[real], reference.encoder_last_hidden_state[real])
+    torch.testing.assert_close(out.last_hidden_state, reference.last_hidden_state)
+
+
+def test_a_plain_dynamic_cache_decodes_as_the_full_forward():
+    from transformers import DynamicCache
+
+    model = tiny_model()
+    batch = random_batch()
+    decoder_input_ids = torch.tensor([[0, 5, 6, 7]] * 3)
+    with torch.no_grad():
+        encoder_outputs = model.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        full = model(encoder_outputs=encoder_outputs, attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids).logits
+        cache, steps = DynamicCache(config=model.config), []
+        for t in range(4):
+            out = model(
+                encoder_outputs=encoder_outputs,
+                attention_mask=batch["attention_mask"],
+                decoder_input_ids=decoder_input_ids[:, t : t + 1],
+                cache=cache,
+                use_cache=True,
+            )
+            steps.append(out.logits)
+    assert cache.get_seq_length() == 4  # the decoded tokens only: no cross-attention keys appended
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make_inputs,pattern",
+    [
+        (lambda: dict(**random_batch(src_len=17)), r"The encoder input \(`input_ids`\) has 17 tokens.*truncate the source"),
+        (lambda: dict(**random_batch(src_len=8, tgt_len=20)), r"The decoder input \(`labels` or `decoder_input_ids`\) has 20 tokens.*truncate the targets"),
+    ],
+)
+def test_learned_table_error_says_which_side_ran_out(make_inputs, pattern):
+    model = tiny_model(position_embedding_type="learned", max_position_embeddings=16)
+    with pytest.raises(ValueError, match=pattern):
+        model(**make_inputs())
+
+
+def test_learned_table_error_in_generate_names_max_new_tokens():
+    model = tiny_model(position_embedding_type="learned", max_position_embeddings=16)
+    model.generation_config.eos_token_id = None  # decode until the length limit
+    batch = random_batch(src_len=8)
+    with pytest.raises(ValueError, match=r"Decoding reached output position 17.*`max_new_tokens`"):
+        model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=30)
+
+
+def test_generate_with_flex_attention_on_cpu_names_the_working_backends():
+    model = tiny_model(attn_implementation="flex_attention")
+    with pytest.raises(ValueError, match=r"flex_attention.*does not run on CPU.*'sdpa'.*'eager'"):
+        model.generate(input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=3)
