@@ -23,7 +23,9 @@ from transformers import HfArgumentParser, Seq2SeqTrainingArguments
 
 from .hub import DEFAULT_COMMIT_MESSAGE, IncompleteModelFolderError, push_model_folder
 from .text_training import TextDataArguments, train_text
-from .training import RESULTS_JSON, RESULTS_TABLE, DataArguments, ModelArguments, train
+from .training import RESULTS_JSON, RESULTS_TABLE, DataArguments, ModelArguments, NonFiniteTrainingError, train
+
+logger = logging.getLogger(__name__)
 
 # Seq2SeqTrainingArguments defaults that the demo needs changed; anything given on the command line or in the
 # file wins. (Model and data defaults live in their dataclasses.)
@@ -109,14 +111,74 @@ def set_environment_defaults(offline: bool = True) -> None:
         datasets.config.HF_HUB_OFFLINE = True
 
 
+# A demo default that would override a flag the user gave: the flag -> (the default it needs, HF's own value there).
+# `--save_steps 3` means nothing under the demo's save_strategy "no", `--num_train_epochs 2` nothing under its
+# max_steps: where the user gave the flag and not the
+# other, the other goes back to HF's default, so the flag takes effect.
+OVERRIDDEN_BY_DEMO_DEFAULTS = {
+    "save_steps": ("save_strategy", "steps"),
+    "save_total_limit": ("save_strategy", "steps"),
+    "num_train_epochs": ("max_steps", -1),
+}
+
+
+def _given_names(argv: list[str]) -> set[str]:
+    return {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+
+
+def _demo_defaults_for(defaults: dict, given: set[str]) -> dict:
+    """`defaults` less those that would override what the user gave (`OVERRIDDEN_BY_DEMO_DEFAULTS`)."""
+    defaults = dict(defaults)
+    for flag, (name, hf_value) in OVERRIDDEN_BY_DEMO_DEFAULTS.items():
+        if flag in given and name not in given and name in defaults:
+            logger.warning(f"--{flag} given: {name} is HF's default {hf_value!r}, not the demo's {defaults[name]!r}.")
+            defaults[name] = hf_value
+    if launched_on_cpu_processes() and "use_cpu" not in given:
+        # Without an accelerator, Trainer joins the launcher's process group only in its CPU mode; otherwise every
+        # rank trains alone on the whole data (ARCHITECTURE.md T16)
+        defaults["use_cpu"] = True
+    return defaults
+
+
+def launched_on_cpu_processes() -> bool:
+    """Several processes (torchrun / accelerate launch set WORLD_SIZE) on a machine without an accelerator."""
+    import torch
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.accelerator.is_available()
+
+
+def _check_flags_take_effect(training_args: Seq2SeqTrainingArguments, given: set[str]) -> None:
+    """A flag that the other flags given make meaningless is refused, naming both."""
+    if {"save_steps", "save_strategy"} <= given and training_args.save_strategy != "steps":
+        raise ValueError(
+            f"--save_steps {training_args.save_steps:g} does nothing with --save_strategy "
+            f"{training_args.save_strategy.value}; use --save_strategy steps, or drop --save_steps."
+        )
+    if {"eval_steps", "eval_strategy"} <= given and training_args.eval_strategy != "steps":
+        raise ValueError(
+            f"--eval_steps {training_args.eval_steps:g} does nothing with --eval_strategy "
+            f"{training_args.eval_strategy.value}; use --eval_strategy steps, or drop --eval_steps."
+        )
+    if {"num_train_epochs", "max_steps"} <= given and training_args.max_steps > 0:
+        raise ValueError(
+            f"--num_train_epochs {training_args.num_train_epochs:g} does nothing with --max_steps "
+            f"{training_args.max_steps} (max_steps wins in Trainer); give one of the two."
+        )
+
+
 def _parse_training(dataclass_types, defaults: dict, argv: list[str]):
     parser = HfArgumentParser(dataclass_types)
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         text = Path(argv[0]).read_text()
-        values = json.loads(text) if argv[0].endswith(".json") else yaml.safe_load(text)
-        return parser.parse_dict({**defaults, **(values or {})})
-    parser.set_defaults(**defaults)
-    return parser.parse_args_into_dataclasses(args=argv)
+        values = (json.loads(text) if argv[0].endswith(".json") else yaml.safe_load(text)) or {}
+        given = set(values)
+        parsed = parser.parse_dict({**_demo_defaults_for(defaults, given), **values})
+    else:
+        given = _given_names(argv)
+        parser.set_defaults(**_demo_defaults_for(defaults, given))
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    _check_flags_take_effect(parsed[-1], given)
+    return parsed
 
 
 def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataArguments, Seq2SeqTrainingArguments]:
@@ -148,7 +210,10 @@ def train_main(argv: list[str] | None = None) -> None:
     set_environment_defaults()
     model_args, data_args, training_args = parse_train_args(sys.argv[1:] if argv is None else argv)
     _setup_logging(training_args.get_process_log_level())
-    train(model_args, data_args, training_args)
+    try:
+        train(model_args, data_args, training_args)
+    except NonFiniteTrainingError as error:
+        sys.exit(f"hf-longctx-train: error: {error}")
     if training_args.should_save:
         print(f"\nModel, model card, results.json and {RESULTS_TABLE} in {training_args.output_dir}\n")
         print((Path(training_args.output_dir) / RESULTS_TABLE).read_text())
@@ -159,7 +224,10 @@ def train_text_main(argv: list[str] | None = None) -> None:
     set_environment_defaults()
     model_args, text_args, training_args = parse_train_text_args(sys.argv[1:] if argv is None else argv)
     _setup_logging(training_args.get_process_log_level())
-    results = train_text(model_args, text_args, training_args)
+    try:
+        results = train_text(model_args, text_args, training_args)
+    except NonFiniteTrainingError as error:
+        sys.exit(f"hf-longctx-train-text: error: {error}")
     if training_args.should_save:
         print(f"\nModel, model card and {RESULTS_JSON} in {training_args.output_dir}\n")
         print(json.dumps(results["eval"], indent=2))

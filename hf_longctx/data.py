@@ -20,8 +20,10 @@ Tasks (`TASKS` registry, one line each):
     kv_recall: pairs `k k = v v v` (two-letter keys, all distinct, three-digit values), then `? k k`; target the
                value of the queried key. Up to five `.` fillers at the start make the length exact.
     multikey:  the multi-key needle: `num_records` records `KEY k k = d d d d d` (distinct two-letter keys, five
-               digits) at random depths of random-letter filler, then `? k k` naming one of them; target its
-               digits. Unlike passkey, several needles compete and only the query says which one is meant.
+               digits) at random depths of `.` filler, then `? k k` naming one of them; target its digits. Unlike
+               passkey, several needles compete and only the query says which one is meant. (With random-letter
+               filler, as passkey has, HF T5 at d_model 64 did not learn it either: 0.60 after 4000 steps, as the
+               key's letters then also stand in the filler; with `.` filler it is solved at step 2500.)
     copy:      random letters and digits; target the same sequence.
     reverse:   random letters and digits; target the sequence reversed.
 """
@@ -85,7 +87,7 @@ def _multikey(rng: random.Random, num_words: int, num_records: int) -> Example:
     keys = rng.sample(KV_KEYS, num_records)
     values = [rng.choices(DIGITS, k=PASSKEY_DIGITS) for _ in range(num_records)]
     slots = sorted(rng.randint(0, num_filler) for _ in range(num_records))  # filler words before each record
-    filler = rng.choices(LETTERS, k=num_filler)
+    filler = [FILLER] * num_filler
     queried = rng.randrange(num_records)
     source, start = [], 0
     for i, (slot, key, value) in enumerate(zip(slots, keys, values, strict=True)):

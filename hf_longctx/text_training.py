@@ -45,9 +45,12 @@ from .training import (
     RESULTS_JSON,
     LongCtxSeq2SeqTrainer,
     ModelArguments,
+    StopOnNonFinite,
     build_model,
+    check_launch,
     checkpoint_to_resume,
     load_metric,
+    save_final_model,
 )
 
 logger = logging.get_logger(__name__)
@@ -211,6 +214,7 @@ def train_text(
     """Train a fresh model on `text_args`' text, evaluate on the held-out examples, save model + results.json."""
     if training_args.output_dir is None:
         raise ValueError("`output_dir` is required: the model folder and results are written there.")
+    check_launch(training_args)
     resume_from_checkpoint = checkpoint_to_resume(training_args)
     set_seed(training_args.seed)
 
@@ -244,10 +248,10 @@ def train_text(
         eval_dataset=eval_set if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         compute_metrics=make_text_compute_metrics(tokenizer) if training_args.predict_with_generate else None,
-        callbacks=callbacks,
+        callbacks=[StopOnNonFinite(), *(callbacks or [])],
     )
     train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)  # weights, config + code, tokenizer, generation config
+    save_final_model(trainer, training_args.output_dir)
 
     eval_kwargs = {"max_length": longest_target + 1, "num_beams": 1} if training_args.predict_with_generate else {}
     scores = trainer.evaluate(eval_set, metric_key_prefix="heldout", **eval_kwargs)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import evaluate
 import numpy as np
+import torch
 from datasets import Dataset
 from transformers import (
     AutoModelForSeq2SeqLM,
@@ -37,7 +38,9 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.training_args import ParallelMode
+from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.utils import logging
 
 from .configuration_longctx import POSITION_EMBEDDING_TYPES, LongCtxConfig
@@ -299,6 +302,37 @@ def exact_match_by_depth(predictions: list[str], references: list[str], depths: 
     return [sum(h) / len(h) if h else None for h in hits]
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """A training step produced a non-finite loss or gradient; raised before the optimizer applies it."""
+
+
+class StopOnNonFinite(TrainerCallback):
+    """Stops training with `NonFiniteTrainingError` at the first non-finite gradient norm, before the optimizer step.
+
+    Trainer itself logs such steps as `'grad_norm': nan` next to a filtered loss (`logging_nan_inf_filter`), applies
+    them and saves the broken weights as the final model. Raising before the step keeps the weights of the last
+    good step; no checkpoint and no final model is written after it. With fp16's loss scaler an inf gradient is a
+    step the scaler skips by design, so fp16 runs are left to the scaler.
+    """
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if args.fp16 or model is None:
+            return
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.nn.utils.get_total_norm(grads)
+        if not torch.isfinite(norm):
+            checkpoints = sorted(Path(args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")) if args.output_dir else []
+            kept = f"the last checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was written"
+            raise NonFiniteTrainingError(
+                f"Training stopped at step {state.global_step + 1}: the gradient norm is {float(norm)} (the loss is not "
+                f"finite). Nothing was saved after the last good step ({kept}; no final model). Lower "
+                f"`learning_rate` (now {args.learning_rate:g}), keep gradient clipping on (`max_grad_norm`, now "
+                f"{args.max_grad_norm}), or train in fp32."
+            )
+
+
 class LongCtxSeq2SeqTrainer(Seq2SeqTrainer):
     """Seq2SeqTrainer whose distributed evaluation drops the examples that sampling repeats to even out the ranks.
 
@@ -335,6 +369,7 @@ def train(
         )
     if training_args.output_dir is None:
         raise ValueError("`output_dir` is required: the model folder and results are written there.")
+    check_launch(training_args)
     resume_from_checkpoint = checkpoint_to_resume(training_args)  # fail on a bad value before any work
     set_seed(training_args.seed)  # the model is built before Trainer seeds anything
 
@@ -367,10 +402,10 @@ def train(
         eval_dataset=tokenize(in_dist_raw, tokenizer) if training_args.eval_strategy != "no" else None,
         processing_class=tokenizer,
         compute_metrics=make_compute_metrics(tokenizer),
-        callbacks=callbacks,
+        callbacks=[StopOnNonFinite(), *(callbacks or [])],
     )
     train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    trainer.save_model(training_args.output_dir)  # weights, config + code, tokenizer, generation config
+    save_final_model(trainer, training_args.output_dir)
 
     results = {
         "task": data_args.task,
@@ -396,6 +431,48 @@ def train(
     return results
 
 
+def check_launch(training_args: Seq2SeqTrainingArguments) -> None:
+    """A launcher that started several processes must get a data-parallel Trainer, not N trainings of one folder."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and training_args.parallel_mode != ParallelMode.DISTRIBUTED:
+        raise ValueError(
+            f"The launcher started {world_size} processes (WORLD_SIZE={world_size}), but Trainer runs each alone "
+            f"(parallel_mode={training_args.parallel_mode.value}): every rank would train on the whole data and write "
+            "the same folder. On a machine without an accelerator pass `use_cpu=True` (`--use_cpu`; scripts/train.py "
+            "sets it itself there), or launch one process."
+        )
+
+
+TRAINING_ARGS_JSON = "training_args.json"
+
+
+def save_final_model(trainer: Seq2SeqTrainer, output_dir: str) -> None:
+    """Weights, config + code, tokenizer and generation config; the training arguments as JSON, not as the pickle
+    `training_args.bin` that `Trainer.save_model` writes (the folder is safetensors and JSON only; checkpoints keep
+    HF's own files, which resuming reads)."""
+    trainer.save_model(output_dir)
+    if trainer.is_world_process_zero():
+        Path(output_dir, TRAINING_ARGS_NAME).unlink(missing_ok=True)
+        Path(output_dir, TRAINING_ARGS_JSON).write_text(trainer.args.to_json_string() + "\n")
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """A checkpoint Trainer can resume from: it writes `trainer_state.json` last, after weights and optimizer."""
+    return (folder / TRAINER_STATE_NAME).is_file()
+
+
+def last_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest `checkpoint-<step>` folder in `output_dir` that is complete; newer incomplete ones (a run killed
+    while saving) are skipped with a warning."""
+    folders = [p for p in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir()]
+    steps = {p: int(p.name.rsplit("-", 1)[1]) for p in folders if p.name.rsplit("-", 1)[1].isdigit()}
+    for folder in sorted(steps, key=steps.get, reverse=True):
+        if is_complete_checkpoint(folder):
+            return str(folder)
+        logger.warning(f"Skipping {folder}: no {TRAINER_STATE_NAME}, so it was not written to the end.")
+    return None
+
+
 def checkpoint_to_resume(training_args: Seq2SeqTrainingArguments) -> str | None:
     """The checkpoint folder `--resume_from_checkpoint` names; `last` means the newest `checkpoint-*` in `output_dir`.
 
@@ -406,15 +483,20 @@ def checkpoint_to_resume(training_args: Seq2SeqTrainingArguments) -> str | None:
     if resume is None:
         return None
     if resume == "last":
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
+        last = last_complete_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
         if last is None:
             raise ValueError(
-                f"`resume_from_checkpoint`=last, but `output_dir` ({training_args.output_dir}) holds no checkpoint-* "
-                "folder; train with `--save_strategy steps` to write checkpoints, or name a checkpoint folder."
+                f"`resume_from_checkpoint`=last, but `output_dir` ({training_args.output_dir}) holds no complete "
+                "checkpoint-* folder; train with `--save_strategy steps` to write checkpoints, or name a checkpoint folder."
             )
         return last
     if not os.path.isdir(resume):
         raise ValueError(f"`resume_from_checkpoint`={resume!r} is not a folder; name a checkpoint-* folder or `last`.")
+    if not is_complete_checkpoint(Path(resume)):
+        raise ValueError(
+            f"`resume_from_checkpoint`={resume!r} has no {TRAINER_STATE_NAME}: it was not written to the end. Name "
+            "another checkpoint, or `last` for the newest complete one."
+        )
     return resume
 
 
@@ -484,6 +566,10 @@ __all__ = [
     "LongCtxSeq2SeqTrainer",
     "build_model",
     "checkpoint_to_resume",
+    "check_launch",
+    "NonFiniteTrainingError",
+    "StopOnNonFinite",
+    "save_final_model",
     "load_metric",
     "make_compute_metrics",
     "results_table",

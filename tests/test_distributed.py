@@ -34,8 +34,8 @@ TINY = [
     *("--d_model", "32", "--encoder_layers", "2", "--decoder_layers", "2", "--num_heads", "4", "--d_ff", "64"),
     *("--task", "copy", "--train_min_len", "16", "--train_max_len", "32", "--dataset_seed", "7"),
     *("--eval_lengths", "32", "--num_eval", "5", "--per_device_eval_batch_size", "4", "--eval_strategy", "no"),
-    *("--logging_steps", "1", "--log_level", "error", "--disable_tqdm", "true", "--use_cpu", "--seed", "11"),
-]
+    *("--logging_steps", "1", "--log_level", "error", "--disable_tqdm", "true", "--seed", "11"),
+]  # no --use_cpu: the README's launch lines do not pass it, and scripts/train.py must need none on CPU
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -321,7 +321,9 @@ def test_sigkill_after_a_checkpoint_then_resume_gives_the_uninterrupted_weights(
     assert diff <= 1e-6
 
 
-@pytest.mark.parametrize("value, message", [("last", "holds no checkpoint"), ("no/such/folder", "is not a folder")])
+@pytest.mark.parametrize(
+    "value, message", [("last", "holds no complete checkpoint"), ("no/such/folder", "is not a folder")]
+)
 def test_bad_resume_from_checkpoint_fails_before_training(tmp_path, value, message):
     with pytest.raises(ValueError, match=f"`resume_from_checkpoint`.*{message}"):
         train(*in_process_args(tmp_path, max_steps=1, resume_from_checkpoint=value))

@@ -2,7 +2,10 @@
 
 import importlib.util
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import evaluate
@@ -72,7 +75,7 @@ def test_multikey_value_is_the_queried_records(num_records):
         assert words[-3] == "?" and tuple(words[-2:]) == keys[starts.index(p)]
         assert words[p + 3] == "=" and words[p + 4 : p + 9] == row["target"].split()
         records = {j for i in starts for j in range(i, i + 9)}
-        assert all(w in LETTERS for j, w in enumerate(words[:-3]) if j not in records)  # the rest is filler
+        assert all(w == "." for j, w in enumerate(words[:-3]) if j not in records)  # the rest is filler
     depths = rows["depth"]
     assert min(depths) < 0.05 and max(depths) > 0.95
 
@@ -231,6 +234,112 @@ def test_train_writes_a_loadable_folder_and_results(tmp_path):
         predictions=[p.split() for p in predictions], references=[t.split() for t in raw["target"]]
     )["token_accuracy"]
     assert score == pytest.approx(results["eval"]["96"]["token_accuracy"])
+
+
+def test_final_folder_holds_training_arguments_as_json_not_a_pickle(tmp_path):
+    train(*tiny_run_args(tmp_path, max_steps=1, eval_strategy="no"))
+    assert not (tmp_path / "training_args.bin").exists()
+    assert json.loads((tmp_path / "training_args.json").read_text())["max_steps"] == 1
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    from safetensors.torch import load_file
+
+    from hf_longctx.training import NonFiniteTrainingError
+
+    args = tiny_run_args(tmp_path, learning_rate=1e30, max_steps=6, save_strategy="steps", save_steps=1, eval_strategy="no")
+    with pytest.raises(NonFiniteTrainingError, match=r"Training stopped at step \d+: the gradient norm is (nan|inf).*`learning_rate` \(now 1e\+30\)"):
+        train(*args)
+    assert not (tmp_path / "model.safetensors").exists()  # no final model
+    checkpoints = sorted(tmp_path.glob("checkpoint-*"))
+    assert checkpoints, "the steps before the non-finite one were checkpointed"
+    weights = load_file(checkpoints[-1] / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_the_train_script_exits_non_zero_on_a_non_finite_loss(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "scripts/train.py", "--output_dir", str(tmp_path), "--max_steps", "5", "--learning_rate", "1e30",
+         "--d_model", "32", "--d_ff", "64", "--num_train", "64", "--eval_strategy", "no", "--eval_lengths", "32",
+         "--num_eval", "4", "--log_level", "error"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "hf-longctx-train: error: Training stopped at step" in result.stderr
+    assert not (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--save_steps", "3"], {"save_strategy": "steps", "save_steps": 3}),  # the demo's "no" would ignore it
+        (["--save_total_limit", "2"], {"save_strategy": "steps"}),
+        (["--num_train_epochs", "2"], {"max_steps": -1, "num_train_epochs": 2}),  # the demo's 4000 steps would win
+        ([], {"save_strategy": "no", "max_steps": 4000, "warmup_steps": 200}),  # the demo defaults otherwise
+        (["--save_strategy", "epoch"], {"save_strategy": "epoch"}),
+    ],
+)
+def test_a_flag_the_user_gave_is_not_overridden_by_a_demo_default(argv, expected, tmp_path):
+    from hf_longctx.cli import parse_train_args
+
+    _, _, training_args = parse_train_args(["--output_dir", str(tmp_path), *argv])
+    for name, value in expected.items():
+        actual = getattr(training_args, name)
+        assert getattr(actual, "value", actual) == value, name
+    config_file = tmp_path / "args.json"
+    values = {flag.removeprefix("--"): _json_or_str(value) for flag, value in zip(argv[::2], argv[1::2], strict=True)}
+    config_file.write_text(json.dumps({"output_dir": str(tmp_path), **values}))
+    _, _, from_file = parse_train_args([str(config_file)])
+    for name, value in expected.items():
+        actual = getattr(from_file, name)
+        assert str(getattr(actual, "value", actual)) == str(value), name
+
+
+def _json_or_str(value: str):
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+@pytest.mark.parametrize(
+    "argv, pattern",
+    [
+        (["--save_strategy", "no", "--save_steps", "3"], r"--save_steps 3 does nothing with --save_strategy no"),
+        (["--eval_strategy", "no", "--eval_steps", "5"], r"--eval_steps 5 does nothing with --eval_strategy no"),
+        (["--max_steps", "10", "--num_train_epochs", "2"], r"--num_train_epochs 2.* does nothing with --max_steps 10"),
+    ],
+)
+def test_flags_that_cancel_each_other_are_refused(argv, pattern, tmp_path):
+    from hf_longctx.cli import parse_train_args
+
+    with pytest.raises(ValueError, match=pattern):
+        parse_train_args(["--output_dir", str(tmp_path), *argv])
+
+
+def test_resume_last_skips_a_half_written_checkpoint(tmp_path, caplog):
+    from hf_longctx.training import checkpoint_to_resume
+
+    for step, complete in ((2, True), (4, True), (6, False), (10, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"")
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    args = Seq2SeqTrainingArguments(output_dir=str(tmp_path), resume_from_checkpoint="last", report_to="none")
+    with caplog.at_level("WARNING"):
+        assert checkpoint_to_resume(args) == str(tmp_path / "checkpoint-4")
+    assert "checkpoint-10" in caplog.text and "checkpoint-6" in caplog.text and "not written to the end" in caplog.text
+    named = Seq2SeqTrainingArguments(output_dir=str(tmp_path), resume_from_checkpoint=str(tmp_path / "checkpoint-6"), report_to="none")
+    with pytest.raises(ValueError, match=r"has no trainer_state.json: it was not written to the end"):
+        checkpoint_to_resume(named)
+
+
+def test_several_processes_without_a_distributed_trainer_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match=r"started 2 processes.*Trainer runs each alone.*`use_cpu=True`"):
+        train(*tiny_run_args(tmp_path, use_cpu=False))
+    assert not list(tmp_path.iterdir())
 
 
 def test_train_needs_predict_with_generate(tmp_path):
