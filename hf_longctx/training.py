@@ -38,9 +38,9 @@ from transformers import (
     TrainerCallback,
     set_seed,
 )
+from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.training_args import ParallelMode
-from transformers.trainer import TRAINER_STATE_NAME, TRAINING_ARGS_NAME
 from transformers.utils import logging
 
 from .configuration_longctx import POSITION_EMBEDDING_TYPES, LongCtxConfig
