@@ -16,6 +16,7 @@ must be equal in the source.
 """
 
 import copy
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -383,6 +384,8 @@ def write_conversion_card(output_dir: Path, source: PreTrainedModel, source_dir:
 
     family = family_of(source).name
     origin = getattr(source.config, "_name_or_path", "") or str(source_dir)
+    if os.path.isabs(origin):  # a local folder: its name, not this machine's path (a hub id stays as it is)
+        origin = Path(origin).name
     config = LongCtxConfig.from_pretrained(output_dir)
     data = ModelCardData(library_name="transformers", pipeline_tag="text2text-generation", tags=["hf_longctx", family])
     content = "\n".join(

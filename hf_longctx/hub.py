@@ -18,6 +18,7 @@ import ast
 import fnmatch
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -38,7 +39,13 @@ GENERATION_CONFIG = "generation_config.json"
 # Not uploaded: Trainer checkpoints and logs, pickles (training_args.bin, optimizer/scheduler/RNG states: the hub
 # flags pickles, and the card records the training arguments), caches and hidden files. Only top-level files go up:
 # a model folder is flat (remote code resolves sibling files only).
-IGNORED_PATTERNS = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.pyc", ".*")
+# Logs are not uploaded either (they hold paths and whatever a run printed), nor the training arguments (a local
+# record: output and logging folders of this machine).
+IGNORED_PATTERNS = (
+    "*.bin", "*.pt", "*.pth", "*.pkl", "*.pyc", ".*", "*.log", "*.out", "*.err", "nohup.*", "training_args.json",
+)  # fmt: skip
+# A hub user access token ("hf_" and 30+ letters and digits), as `huggingface_hub` writes and reads them.
+HUB_TOKEN = re.compile(rb"\bhf_[A-Za-z0-9]{30,}\b")
 DEFAULT_COMMIT_MESSAGE = "Upload hf_longctx model"
 
 
@@ -76,12 +83,25 @@ def check_model_folder(folder: str | os.PathLike) -> None:
 
 
 def files_to_upload(folder: str | os.PathLike) -> list[str]:
-    """Names of the top-level files of `folder` that are uploaded (sorted), without `IGNORED_PATTERNS`."""
-    return sorted(
-        p.name
-        for p in Path(folder).iterdir()
-        if p.is_file() and not any(fnmatch.fnmatch(p.name, pattern) for pattern in IGNORED_PATTERNS)
-    )
+    """Names of the top-level files of `folder` that are uploaded (sorted), without `IGNORED_PATTERNS`.
+
+    A symbolic link whose target lies outside `folder` is skipped with a warning (its target is not the folder's to
+    publish); a file holding a hub token is refused with a ValueError naming it."""
+    folder = Path(folder)
+    names = []
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or any(fnmatch.fnmatch(path.name, pattern) for pattern in IGNORED_PATTERNS):
+            continue
+        if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+            logger.warning(f"Not uploading {path.name}: it links to {path.resolve()}, outside {folder}.")
+            continue
+        if HUB_TOKEN.search(path.read_bytes()):
+            raise ValueError(
+                f"{path} holds a hub access token (hf_...); remove the token from it (or the file from the folder) "
+                "before uploading: anyone who reads the repository could use it."
+            )
+        names.append(path.name)
+    return names
 
 
 def stage_model_folder(folder: str | os.PathLike, staging_dir: str | os.PathLike, repo_id: str | None = None):

@@ -454,8 +454,9 @@ def _plain(value):
 
 def invocation_command(argv: list[str] | None = None) -> str:
     """This process's command line, as a user would type it (`python scripts/train.py ...`, `hf-longctx-train ...`,
-    `torchrun --nproc_per_node N ...` under torchrun)."""
-    argv = list(sys.argv if argv is None else argv)
+    `torchrun --nproc_per_node N ...` or `accelerate launch --num_processes N ...` under those launchers), with
+    paths below the working directory written relative to it: a card names no folder of the machine it ran on."""
+    argv = [_relative(a) for a in (sys.argv if argv is None else argv)]
     program = argv[0] if argv else "python"
     if program.endswith(".py"):
         prefix = ["python", program]
@@ -463,9 +464,31 @@ def invocation_command(argv: list[str] | None = None) -> str:
         prefix = ["python", "-c", "..."]
     else:
         prefix = [Path(program).name]
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and prefix[0] == "python":
-        prefix = ["torchrun", "--nproc_per_node", os.environ.get("LOCAL_WORLD_SIZE", "?"), *prefix[1:]]
+    launcher = launched_by()
+    if launcher != "python" and prefix[0] == "python":
+        processes = os.environ.get("WORLD_SIZE", "?")
+        launch = ["torchrun", "--nproc_per_node"] if launcher == "torchrun" else ["accelerate", "launch", "--num_processes"]
+        prefix = [*launch, processes, *prefix[1:]]
     return shlex.join(prefix + argv[1:])
+
+
+def launched_by() -> str:
+    """"accelerate" (`accelerate launch` exports ACCELERATE_* settings), "torchrun" (several processes otherwise), or
+    "python" (one process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return "python"
+    return "accelerate" if "ACCELERATE_MIXED_PRECISION" in os.environ else "torchrun"
+
+
+def _relative(arg: str) -> str:
+    """`arg` relative to the working directory where it is an absolute path below it (also as `--flag=/path`)."""
+    flag, sep, value = arg.rpartition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+    if os.path.isabs(value):
+        try:
+            value = os.path.relpath(value) if Path(value).resolve().is_relative_to(Path.cwd().resolve()) else value
+        except ValueError:
+            pass
+    return f"{flag}{sep}{value}"
 
 
 def _versions() -> dict:

@@ -45,7 +45,7 @@ from transformers.utils import logging
 
 from .configuration_longctx import POSITION_EMBEDDING_TYPES, LongCtxConfig
 from .data import TASKS, make_task
-from .model_card import write_model_card
+from .model_card import launched_by, write_model_card
 from .tokenization import build_tokenizer
 
 logger = logging.get_logger(__name__)
@@ -415,6 +415,7 @@ def train(
         "data_args": asdict(data_args),
         "num_parameters": model.num_parameters(),
         "train": {"global_step": train_output.global_step, **train_output.metrics},
+        "launch": launch_record(training_args),
         "eval": {},
     }
     for length, raw in eval_raw.items():
@@ -441,6 +442,17 @@ def check_launch(training_args: Seq2SeqTrainingArguments) -> None:
             "the same folder. On a machine without an accelerator pass `use_cpu=True` (`--use_cpu`; scripts/train.py "
             "sets it itself there), or launch one process."
         )
+
+
+def launch_record(training_args: Seq2SeqTrainingArguments) -> dict:
+    """How the run was launched: the launcher, the processes and the batch of one optimizer step over all of them."""
+    return {
+        "launcher": launched_by(),
+        "world_size": training_args.world_size,
+        "total_train_batch_size": training_args.per_device_train_batch_size
+        * training_args.world_size
+        * training_args.gradient_accumulation_steps,
+    }
 
 
 TRAINING_ARGS_JSON = "training_args.json"

@@ -151,8 +151,22 @@ def in_process_args(output_dir: Path, task: str = "copy", **overrides):
 B, STEPS = 4, 4
 
 
+# The README's launch lines, as written there (on a machine without an accelerator, with no --use_cpu)
+LAUNCH_LINES = {
+    # `python -m torch.distributed.run` is what the `torchrun` command runs; this way it is the venv's, whatever PATH
+    # holds. --standalone: a private rendezvous on a free port (other test runs may share the machine).
+    "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    "accelerate": [
+        *(sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/ddp.yaml"),
+        # the README's CPU line: the shipped config's bf16 (for GPUs) would move the weights ~1e-4 from fp32
+        *("--mixed_precision", "no", "--main_process_port", "0"),
+    ],
+}
+
+
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one_process_with_twice_the_batch(tmp_path, launcher):
+@pytest.mark.parametrize("launch", list(LAUNCH_LINES))
+def test_two_processes_match_one_process_with_twice_the_batch(tmp_path, launcher, launch):
     """torchrun --nproc_per_node 2 (gloo, CPU), batch B per process == 1 process, batch 2B: step by step, same
     weights and the same logged losses.
 
@@ -171,12 +185,9 @@ def test_torchrun_two_processes_match_one_process_with_twice_the_batch(tmp_path,
         *("--warmup_steps", "0", "--lr_scheduler_type", "constant", "--save_strategy", "steps", "--save_steps", "1"),
     ]
     two, one = tmp_path / "two", tmp_path / "one"
-    # `python -m torch.distributed.run` is what the `torchrun` command runs; this way it is the venv's, whatever PATH
-    # holds. --standalone: a private rendezvous on a free port (other test runs may share the machine).
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     procs = [
         launcher.start(
-            "torchrun", *torchrun, *TRAIN_PY[1:], "--output_dir", two, "--per_device_train_batch_size", B, *args
+            launch, *LAUNCH_LINES[launch], *TRAIN_PY[1:], "--output_dir", two, "--per_device_train_batch_size", B, *args
         ),
         launcher.start("one", *TRAIN_PY, "--output_dir", one, "--per_device_train_batch_size", 2 * B, *args),
     ]
@@ -198,6 +209,11 @@ def test_torchrun_two_processes_match_one_process_with_twice_the_batch(tmp_path,
 
     results_one, results_two = (json.loads((d / "results.json").read_text()) for d in (one, two))
     assert results_two["train"]["global_step"] == STEPS
+    assert results_two["launch"] == {"launcher": launch, "world_size": 2, "total_train_batch_size": 2 * B}
+    assert results_one["launch"] == {"launcher": "python", "world_size": 1, "total_train_batch_size": 2 * B}
+    card = (two / "README.md").read_text()
+    assert ("torchrun --nproc_per_node 2" if launch == "torchrun" else "accelerate launch --num_processes 2") in card
+    assert str(REPO) not in card  # no absolute path of this machine
     # The post-training evaluation under torchrun scored each example once (evaluate_length checks 5 predictions for
     # 5 examples, not 2 ranks x 4 rows) and agrees with the 1-process evaluation of the same weights.
     for metric in ("exact_match", "token_accuracy"):

@@ -268,6 +268,58 @@ class RecordingApi:
         return f"https://huggingface.co/{repo_id}/commit/0"
 
 
+def _copy_of(folder: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    return copy
+
+
+def test_logs_and_training_arguments_are_not_staged(trained, tmp_path):
+    from hf_longctx.hub import files_to_upload
+
+    folder = _copy_of(trained[0], tmp_path)
+    for name in ("train.log", "nohup.out", "run.err"):
+        (folder / name).write_text(f"{folder}: step 1\n")
+    names = set(files_to_upload(folder))
+    assert (folder / "training_args.json").is_file() and "training_args.json" not in names
+    assert not names & {"train.log", "nohup.out", "run.err"}
+    assert names == MODEL_FILES | {"results.json", "results.md"}
+
+
+def test_a_link_leaving_the_folder_is_not_followed(trained, tmp_path, caplog):
+    from hf_longctx.hub import files_to_upload
+
+    folder = _copy_of(trained[0], tmp_path)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private notes")
+    (folder / "notes.txt").symlink_to(secret)
+    (folder / "card_link.md").symlink_to(folder / "README.md")  # a link inside the folder is fine
+    with caplog.at_level("WARNING"):
+        names = files_to_upload(folder)
+    assert "notes.txt" not in names and "card_link.md" in names
+    assert "Not uploading notes.txt" in caplog.text and str(secret) in caplog.text
+
+
+def test_a_file_with_a_hub_token_is_refused_naming_it(trained, tmp_path):
+    from hf_longctx.hub import stage_model_folder
+
+    folder = _copy_of(trained[0], tmp_path)
+    (folder / "notes.txt").write_text("token = hf_" + "aB3" * 12 + "\n")
+    with pytest.raises(ValueError, match=r"notes.txt holds a hub access token"):
+        stage_model_folder(folder, tmp_path / "staging", REPO_ID)
+
+
+def test_the_model_card_names_no_absolute_path_of_this_machine(tmp_path, monkeypatch):
+    from hf_longctx.model_card import invocation_command
+
+    monkeypatch.chdir(REPO)
+    command = invocation_command([str(REPO / "scripts" / "train.py"), "--output_dir", str(REPO / "runs" / "x"), f"--logging_dir={REPO}/logs"])
+    assert command == "python scripts/train.py --output_dir runs/x --logging_dir=logs"
+    assert str(REPO) not in command
+
+
 def test_push_creates_the_repo_and_uploads_the_staged_folder(trained, monkeypatch):
     import huggingface_hub
 
