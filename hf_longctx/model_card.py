@@ -5,7 +5,7 @@
   (`hf_longctx`, the position encodings, the task), datasets (a hub dataset only where one was used: the synthetic
   tasks are generated, not downloaded), metrics, and the evaluation results as `eval_results` (the model-index:
   one entry per evaluation length and metric);
-- the body is `model_cards/template.md` (Jinja) filled from `results` (what `train` returns) and the folder's
+- the body is `hf_longctx/model_card_template.md` (Jinja) filled from `results` (what `train` returns) and the folder's
   `config.json`: architecture and position encoding, training data and lengths, the results table, how to load it,
   limitations and the command that produced it.
 
@@ -25,8 +25,8 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-# The template lives beside the package in a source checkout (as `metrics/` does); `HF_LONGCTX_MODEL_CARD_TEMPLATE`
-# points elsewhere. Without it the card falls back to huggingface_hub's generic template (same metadata, less text).
+# The template ships inside the package (package data, as `metrics/`); `HF_LONGCTX_MODEL_CARD_TEMPLATE` points
+# elsewhere. Without it the card falls back to huggingface_hub's generic template (same metadata, less text).
 # The project's committed length-extrapolation benchmark (`scripts/bench_extrapolation.py`): where a source checkout
 # has it, every card shows its table and plot next to the model's own evaluation.
 BENCHMARK_DIR = Path(
@@ -35,7 +35,7 @@ BENCHMARK_DIR = Path(
 BENCHMARK_PLOT = "accuracy_vs_length.png"
 MODEL_CARD_TEMPLATE = Path(
     os.environ.get(
-        "HF_LONGCTX_MODEL_CARD_TEMPLATE", Path(__file__).resolve().parent.parent / "model_cards" / "template.md"
+        "HF_LONGCTX_MODEL_CARD_TEMPLATE", Path(__file__).resolve().parent / "model_card_template.md"
     )
 )
 MODEL_CARD = "README.md"
@@ -113,7 +113,7 @@ def write_model_card(
     else:
         logger.warning(
             f"No model card template at {MODEL_CARD_TEMPLATE}: writing huggingface_hub's generic card. Run from a "
-            "source checkout of hf_longctx or set HF_LONGCTX_MODEL_CARD_TEMPLATE to `model_cards/template.md`."
+            "source checkout of hf_longctx or set HF_LONGCTX_MODEL_CARD_TEMPLATE to `hf_longctx/model_card_template.md`."
         )
         card = ModelCard.from_template(card_data, model_id=model_id, model_summary=template_kwargs["summary"])
     path = output_dir / MODEL_CARD
@@ -232,7 +232,7 @@ def is_synthetic(results: dict) -> bool:
 
 
 def template_values(results, config, training_args, command, model_id, example_source) -> dict:
-    """The Jinja variables of `model_cards/template.md`."""
+    """The Jinja variables of `hf_longctx/model_card_template.md`."""
     encoder_pe = config["position_embedding_type"]
     decoder_pe = config.get("decoder_position_embedding_type") or encoder_pe
     values = {

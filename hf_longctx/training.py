@@ -8,7 +8,7 @@
 3. trains with `Seq2SeqTrainer` + `DataCollatorForSeq2Seq` (labels padded with -100; the model honours
    `num_items_in_batch`, so gradient accumulation reports the right loss, ARCHITECTURE.md T8);
 4. evaluates each length with `predict_with_generate` (greedy) and `compute_metrics` (exact match and token accuracy
-   from the shipped `evaluate` modules in `metrics/`), plus exact match by needle depth;
+   from the shipped `evaluate` modules in `hf_longctx/metrics/`), plus exact match by needle depth;
 5. saves the model folder (safetensors weights, config + modeling code, tokenizer, generation config) to
    `output_dir`, with `results.json`, a markdown table `results.md` and the model card README.md (`model_card.py`).
 
@@ -50,9 +50,9 @@ from .tokenization import build_tokenizer
 
 logger = logging.get_logger(__name__)
 
-# The metric modules live beside the package in a source checkout (`<repo>/metrics/<name>/<name>.py`).
-# `HF_LONGCTX_METRICS_DIR` points elsewhere (e.g. a copy next to an installed wheel).
-METRICS_DIR = Path(os.environ.get("HF_LONGCTX_METRICS_DIR", Path(__file__).resolve().parent.parent / "metrics"))
+# The metric modules ship inside the package (`hf_longctx/metrics/<name>/<name>.py`, package data), so an installed
+# wheel has them too; `HF_LONGCTX_METRICS_DIR` points elsewhere.
+METRICS_DIR = Path(os.environ.get("HF_LONGCTX_METRICS_DIR", Path(__file__).resolve().parent / "metrics"))
 RESULTS_JSON, RESULTS_TABLE = "results.json", "results.md"
 DEPTH_BINS = 5  # exact match by needle depth: [0, 0.2), [0.2, 0.4), ..., [0.8, 1.0]
 
@@ -160,7 +160,7 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
     if not (path / f"{name}.py").is_file():
         raise FileNotFoundError(
             f"No metric module {path / (name + '.py')}; run from a source checkout of hf_longctx or set "
-            "HF_LONGCTX_METRICS_DIR to the folder holding the `metrics/<name>/<name>.py` modules."
+            "HF_LONGCTX_METRICS_DIR to the folder holding the `<name>/<name>.py` metric modules."
         )
     return evaluate.load(str(path))
 

@@ -156,14 +156,14 @@ def no_network(monkeypatch):
 
 
 def test_metrics_load_by_path_offline(no_network, monkeypatch):
-    monkeypatch.chdir(REPO)  # the documented call: evaluate.load("metrics/<name>") from the repository root
-    exact_match = evaluate.load("metrics/exact_match")
+    monkeypatch.chdir(REPO)  # the documented call: evaluate.load("hf_longctx/metrics/<name>") from the repository root
+    exact_match = evaluate.load("hf_longctx/metrics/exact_match")
     assert exact_match.compute(predictions=["1 2 3", " 4  5 ", "x"], references=["1 2 3", "4 5", "y"]) == {
         "exact_match": pytest.approx(2 / 3)
     }
     assert exact_match.compute(predictions=["A b"], references=["a B"], ignore_case=True)["exact_match"] == 1.0
 
-    token_accuracy = evaluate.load("metrics/token_accuracy")
+    token_accuracy = evaluate.load("hf_longctx/metrics/token_accuracy")
     # 2 of 3 positions, then 1 of max(1, 2) positions: (2 + 1) / (3 + 2); the missing "y" counts as an error
     refs = [["a", "b", "d"], ["x", "y"]]
     assert token_accuracy.compute(predictions=[["a", "b", "c"], ["x"]], references=refs)["token_accuracy"] == 0.6
@@ -171,7 +171,7 @@ def test_metrics_load_by_path_offline(no_network, monkeypatch):
         2 / 3
     )
 
-    chrf = evaluate.load(str(REPO / "metrics" / "chrf"))  # an absolute path works from anywhere
+    chrf = evaluate.load(str(REPO / "hf_longctx" / "metrics" / "chrf"))  # an absolute path works from anywhere
     scores = chrf.compute(predictions=["the cat sat on the mat"], references=["the cat sat on the mat"])
     assert scores["chrf"] == pytest.approx(100.0) and scores["bleu"] == pytest.approx(100.0)
     assert chrf.compute(predictions=["xyz"], references=[["the cat", "a dog"]])["chrf"] < 10
@@ -229,7 +229,7 @@ def test_train_writes_a_loadable_folder_and_results(tmp_path):
     with torch.no_grad():
         generated = model.generate(**batch, max_length=7)
     predictions = tokenizer.batch_decode(generated, skip_special_tokens=True)
-    token_accuracy = evaluate.load(str(REPO / "metrics" / "token_accuracy"))
+    token_accuracy = evaluate.load(str(REPO / "hf_longctx" / "metrics" / "token_accuracy"))
     score = token_accuracy.compute(
         predictions=[p.split() for p in predictions], references=[t.split() for t in raw["target"]]
     )["token_accuracy"]
@@ -398,3 +398,35 @@ def test_build_model_sizes_positions_by_encoding():
     assert plain.config.cross_attention_logn_length is None
     capped = build_model(ModelArguments(relative_attention_max_distance=32), tokenizer, 2048, trained_length=64)
     assert capped.config.relative_attention_max_distance == 32
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_trains_and_writes_its_card(tmp_path):
+    """`pip install .` (a wheel, not the source tree) ships what training reads at run time: the metric modules and
+    the model card template. Run from outside the checkout, with the wheel's files only."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    (wheel,) = wheel_dir.glob("hf_longctx-*.whl")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr
+    assert (target / "hf_longctx" / "metrics" / "exact_match" / "exact_match.py").is_file()
+    out = tmp_path / "run"
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys, hf_longctx.cli as c; sys.stderr.write('FROM ' + c.__file__ + chr(10)); c.train_main()",
+         "--output_dir", str(out), "--max_steps", "2", "--d_model", "32", "--d_ff", "64", "--num_train", "32",
+         "--eval_strategy", "no", "--eval_lengths", "32", "--num_eval", "4", "--log_level", "error"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"FROM {target}" in run.stderr  # the installed wheel's code, not the checkout's
+    card = (out / "README.md").read_text()
+    assert "hf_longctx" in card and "## " in card  # the template's sections, not huggingface_hub's generic card
+    assert "No model card template" not in run.stderr

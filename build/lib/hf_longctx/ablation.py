@@ -1,0 +1,233 @@
+"""Trunk ablation: which of T5's choices make a tiny encoder-decoder learn to match a query to its key.
+
+Every row trains one model with `training.train` under one recipe (AdamW, cosine schedule with warm-up, batch,
+lengths and steps from `AblationArguments`) on a task where several keys compete (`multikey` by default, or
+`kv_recall`), checks in-distribution exact match every `eval_every` steps and stops at `target_accuracy`; the
+row's result is the first step at the target (`solved_at`, None when the budget ran out) and the history.
+
+A row is a variant (an entry of `VARIANTS`: LongCtxConfig fields set over the defaults, or an HF reference model)
+at one learning rate and one seed, e.g. `t5trunk/alibi lr=0.002 seed=42`. Each row's summary is written to
+`output_dir/rows/<row>.json` when it ends, and `results.md` is rebuilt from every file there, so two processes
+(one per core) can share one `output_dir` and an interrupted sweep loses at most the rows in flight.
+"""
+
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import Seq2SeqTrainingArguments
+
+from .bench import StopAtAccuracy
+from .training import DataArguments, ModelArguments, train
+
+# T5's trunk as LongCtxConfig fields (what `convert.py` sets for a T5 v1 checkpoint, with T5's initialisation):
+# RMSNorm, no biases, no 1/sqrt(head_dim) on the scores, ReLU, output scaled by d_model**-0.5 before the tied head.
+T5_TRUNK = {
+    "initializer": "fan_in",
+    "decoder_output_scale": "d_model**-0.5",
+    "norm_type": "rmsnorm",
+    "layer_norm_eps": 1e-6,
+    "attention_scale": 1.0,
+    "attention_bias": False,
+    "ffn_bias": False,
+    "activation_function": "relu",
+}
+T5_INIT = {"initializer": "fan_in", "decoder_output_scale": "d_model**-0.5"}  # init and output scale go together
+
+# name -> {"reference": HF family} or {"overrides": LongCtxConfig fields, "encoding": position_embedding_type}
+VARIANTS: dict[str, dict] = {"t5": {"reference": "t5"}, "bart": {"reference": "bart"}}
+for _encoding in ("alibi", "relative", "rope"):
+    VARIANTS[f"default/{_encoding}"] = {"encoding": _encoding, "overrides": {}}
+    VARIANTS[f"t5trunk/{_encoding}"] = {"encoding": _encoding, "overrides": T5_TRUNK}
+# one factor at a time, from the default trunk towards T5's (alibi), and from T5's trunk back to the default
+for _name, _fields in {
+    "init": T5_INIT,
+    "rmsnorm": {"norm_type": "rmsnorm", "layer_norm_eps": 1e-6},
+    "scale1": {"attention_scale": 1.0},
+    "nobias": {"attention_bias": False, "ffn_bias": False},
+    "relu": {"activation_function": "relu"},
+}.items():
+    VARIANTS[f"default+{_name}/alibi"] = {"encoding": "alibi", "overrides": _fields}
+    VARIANTS[f"t5trunk-{_name}/alibi"] = {
+        "encoding": "alibi",
+        "overrides": {k: v for k, v in T5_TRUNK.items() if k not in _fields},
+    }
+
+
+@dataclass
+class AblationArguments:
+    """The recipe (the same for every row) and which rows to run."""
+
+    variants: list[str] = field(
+        default_factory=lambda: ["t5", "default/alibi", "t5trunk/alibi"],
+        metadata={"help": f"Rows to train, from: {', '.join(VARIANTS)}."},
+    )
+    learning_rates: list[float] = field(default_factory=lambda: [2e-3], metadata={"help": "AdamW peak lr per row."})
+    seeds: list[int] = field(default_factory=lambda: [42], metadata={"help": "Training seeds (init and data order)."})
+    task: str = field(default="multikey", metadata={"help": "multikey or kv_recall."})
+    num_records: int | None = field(default=None, metadata={"help": "Records per source of multikey (default 2)."})
+    steps: int = field(default=4000, metadata={"help": "Step budget per row."})
+    eval_every: int = field(default=250, metadata={"help": "Steps between in-distribution checks."})
+    target_accuracy: float = field(default=0.99, metadata={"help": "In-distribution exact match that ends a row."})
+    batch_size: int = field(default=64, metadata={"help": "Training batch size."})
+    warmup_steps: int = field(default=200, metadata={"help": "Linear warm-up steps."})
+    train_min_len: int = field(default=24, metadata={"help": "Shortest training source."})
+    train_max_len: int = field(default=64, metadata={"help": "Longest training source."})
+    num_eval: int = field(default=200, metadata={"help": "In-distribution examples per check."})
+    d_model: int = field(default=64, metadata={"help": "Model width."})
+    layers: int = field(default=2, metadata={"help": "Encoder and decoder layers each."})
+    num_heads: int = field(default=4, metadata={"help": "Attention heads."})
+    d_ff: int = field(default=256, metadata={"help": "Feed-forward width."})
+    output_dir: str = field(default="results/trunk-ablation", metadata={"help": "rows/*.json and results.md."})
+    work_dir: str = field(default="runs/trunk-ablation", metadata={"help": "Trained model folders (not committed)."})
+
+    def __post_init__(self):
+        unknown = [v for v in self.variants if v not in VARIANTS]
+        if unknown:
+            raise ValueError(f"`variants`: unknown {', '.join(unknown)}; valid: {', '.join(VARIANTS)}.")
+        if self.task not in ("multikey", "kv_recall"):
+            raise ValueError(f"`task`={self.task!r}: the ablation is about competing keys; use multikey or kv_recall.")
+
+
+def row_name(variant: str, learning_rate: float, seed: int) -> str:
+    return f"{variant} lr={learning_rate:g} seed={seed}"
+
+
+def model_arguments(args: AblationArguments, variant: str) -> ModelArguments:
+    spec = VARIANTS[variant]
+    overrides = {
+        k: args.d_model**-0.5 if v == "d_model**-0.5" else v for k, v in spec.get("overrides", {}).items()
+    }
+    return ModelArguments(
+        d_model=args.d_model,
+        encoder_layers=args.layers,
+        decoder_layers=args.layers,
+        num_heads=args.num_heads,
+        d_ff=args.d_ff,
+        position_embedding_type=spec.get("encoding", "alibi"),
+        logn_cross_attention=False,  # in distribution only: the scaling changes nothing at the trained lengths
+        reference=spec.get("reference"),
+        config_overrides=",".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()) or None,
+    )
+
+
+def train_row(args: AblationArguments, variant: str, learning_rate: float, seed: int) -> dict:
+    name = row_name(variant, learning_rate, seed)
+    folder = Path(args.work_dir) / re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)
+    data_args = DataArguments(
+        task=args.task,
+        train_min_len=args.train_min_len,
+        train_max_len=args.train_max_len,
+        eval_lengths=[args.train_max_len],
+        num_eval=args.num_eval,
+        num_records=args.num_records,
+    )
+    training_args = Seq2SeqTrainingArguments(
+        output_dir=str(folder),
+        max_steps=args.steps,
+        learning_rate=learning_rate,
+        warmup_steps=args.warmup_steps,
+        lr_scheduler_type="cosine",
+        weight_decay=0.01,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=args.batch_size,
+        train_sampling_strategy="group_by_length",
+        predict_with_generate=True,
+        eval_strategy="steps",
+        eval_steps=args.eval_every,
+        logging_steps=args.eval_every,
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        disable_tqdm=True,
+    )
+    stopper = StopAtAccuracy(args.target_accuracy, stop=True)
+    model_args = model_arguments(args, variant)
+    start = time.perf_counter()
+    results = train(model_args, data_args, training_args, callbacks=[stopper])
+    return {
+        "name": name,
+        "variant": variant,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "model_args": asdict(model_args),
+        "steps": results["train"]["global_step"],
+        "solved_at": stopper.solved_at,
+        "best_exact_match": max((score for _, score in stopper.history), default=None),
+        "history": stopper.history,
+        "num_parameters": results["num_parameters"],
+        "train_seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def run_ablation(args: AblationArguments, command: str | None = None) -> list[dict]:
+    """Train every (variant, lr, seed) row not yet in `output_dir/rows`; rebuild `results.md` after each."""
+    rows_dir = Path(args.output_dir) / "rows"
+    rows_dir.mkdir(parents=True, exist_ok=True)
+    command = command or " ".join(shlex.quote(a) for a in sys.argv)
+    done = []
+    for variant in args.variants:
+        for learning_rate in args.learning_rates:
+            for seed in args.seeds:
+                name = row_name(variant, learning_rate, seed)
+                path = rows_dir / (re.sub(r"[^A-Za-z0-9_.=+-]", "_", name) + ".json")
+                if path.is_file():
+                    continue
+                row = train_row(args, variant, learning_rate, seed)
+                row["command"], row["environment"] = command, _environment()
+                row["protocol"] = asdict(args)
+                path.write_text(json.dumps(row, indent=2) + "\n")
+                done.append(row)
+                write_table(Path(args.output_dir))
+    write_table(Path(args.output_dir))
+    return done
+
+
+def write_table(output_dir: Path) -> None:
+    rows = [json.loads(p.read_text()) for p in sorted((output_dir / "rows").glob("*.json"))]
+    order = {v: i for i, v in enumerate(VARIANTS)}
+    rows.sort(key=lambda r: (r["protocol"]["task"], order.get(r["variant"], 1e9), r["learning_rate"], r["seed"]))
+    lines = [
+        "# Trunk ablation: steps to 0.99 in-distribution exact match",
+        "",
+        "Each row: one model trained until it reaches the target or its budget (`steps`); `solved at` is the first",
+        "check at >= 0.99 (- : not within the budget), `best` the best check. Made with the command in each",
+        "`rows/*.json` (its commit and machine are recorded there).",
+        "",
+        "| task | variant | lr | seed | solved at | best | steps | s | commit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        task = r["protocol"]["task"] + (f" ({r['protocol']['num_records']} records)" if r["protocol"].get("num_records") else "")
+        lines.append(
+            f"| {task} | {r['variant']} | {r['learning_rate']:g} | {r['seed']} | {r['solved_at'] or '-'} | "
+            f"{r['best_exact_match']:.2f} | {r['steps']} | {r['train_seconds']:.0f} | {r['environment']['git_commit']} |"
+        )
+    (output_dir / "results.md").write_text("\n".join(lines) + "\n")
+
+
+def _environment() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "hf_longctx"], capture_output=True, text=True).stdout)
+    except OSError:
+        commit, dirty = None, None
+    return {
+        "git_commit": (commit or "unknown") + ("+dirty" if dirty else ""),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+
+
+__all__ = ["AblationArguments", "VARIANTS", "T5_TRUNK", "run_ablation"]

@@ -1,0 +1,256 @@
+"""Multi-head attention and its backends.
+
+Legend: B batch, H heads, Lq/Lk query/key length, C queries per block, Dh head dimension.
+
+Backends come from transformers' attention interface (`ALL_ATTENTION_FUNCTIONS`: `sdpa`, `flex_attention`, ...,
+with `eager_attention_forward` below as the fallback). A bias encoding passes its scores as the `position_bias`
+keyword, which HF's sdpa and flex functions take; it is never merged into the padding mask upstream.
+
+For long inputs the bias encodings take `chunked_attention_forward` instead (Rabe & Staats 2021,
+arXiv 2112.05682): queries are cut into blocks of C rows, each block builds its own (B, H, C, Lk) bias and mask
+from the positions, attends with SDPA, and is checkpointed, so memory grows with C * Lk rather than Lq * Lk.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers.cache_utils import Cache, EncoderDecoderCache
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from .configuration_longctx import LongCtxConfig
+
+# One block of scores holds about this many elements (64 MiB in fp32) when `chunked_attention_block_size` is None.
+BLOCK_SCORE_ELEMENTS = 2**24
+
+
+@dataclass
+class BlockwiseBias:
+    """What the chunked path needs to build the bias and mask of any block of queries by itself."""
+
+    bias_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (q_positions, k_positions) -> (1, H, C, Lk)
+    q_positions: torch.Tensor  # (Lq,)
+    k_positions: torch.Tensor  # (Lk,)
+    key_padding_mask: torch.Tensor | None  # (B, Lk) bool, True = attend
+    causal: bool
+    block_size: int | None = None
+    full_mask: torch.Tensor | None = None  # a ready (B, 1, Lq, Lk) mask (e.g. from generate's static cache)
+    # For a bias of the offset k - q only over consecutive positions: (H, Lq + Lk - 1) values of the offsets
+    # k - q from (first key - last query) up (`positions.OffsetBias.bias_by_offset`), computed once per forward for
+    # every layer and block, which then read them as Toeplitz views instead of calling `bias_fn`.
+    offset_values: torch.Tensor | None = None
+
+
+def _toeplitz_block_bias(
+    offset_values_HN: torch.Tensor, start: int, rows: int, q_len: int, k_len: int, dtype: torch.dtype
+) -> torch.Tensor:
+    """The (1, H, rows, Lk) bias of queries start + rows - 1 down to start (reversed), as a view of the offsets
+    cast to `dtype` (the query's: under autocast SDPA would otherwise cast, and so copy, the whole view).
+
+    With the queries reversed, entry (r, j) has offset k - q = lowest + (q_len - start - rows) + r + j, so the
+    matrix is a window sliding over the offset values: strides (1, 1), no copy. Gathering the matrix instead cost
+    more than the attention itself (relative, 4k tokens: 62 ms of index + 30 ms of offset arithmetic per block
+    against 44 ms of flash attention); SDPA reads the view directly (41 ms against 35 ms with no bias at all).
+    """
+    offset_values_HN = offset_values_HN.to(dtype).contiguous()
+    heads, count = offset_values_HN.shape
+    return offset_values_HN.as_strided(
+        (1, heads, rows, k_len),
+        (heads * count, count, 1, 1),
+        offset_values_HN.storage_offset() + q_len - start - rows,
+    )
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T * scaling + bias + mask) v, written out; returns the attention weights too."""
+    scores_BHLqLk = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if position_bias is not None:
+        scores_BHLqLk = scores_BHLqLk + position_bias
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores_BHLqLk = scores_BHLqLk.masked_fill(~attention_mask, torch.finfo(scores_BHLqLk.dtype).min)
+        else:  # an additive mask that already holds finfo.min: adding a bias must not overflow it to -inf
+            scores_BHLqLk = (scores_BHLqLk + attention_mask).clamp(min=torch.finfo(scores_BHLqLk.dtype).min)
+    weights = F.softmax(scores_BHLqLk, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output_BLqHDh = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output_BLqHDh, weights
+
+
+def _attend_block(
+    query_BHCDh: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    q_positions: torch.Tensor,
+    plan: BlockwiseBias,
+    scaling: float,
+    dropout: float,
+    block_mask: torch.Tensor | None = None,
+    start: int = 0,
+) -> torch.Tensor:
+    if plan.offset_values is not None:
+        rows, k_len = query_BHCDh.shape[2], key.shape[2]
+        reversed_bias = _toeplitz_block_bias(
+            plan.offset_values, start, rows, len(plan.q_positions), k_len, query_BHCDh.dtype
+        )
+        if plan.key_padding_mask is None and block_mask is None and not plan.causal:  # the view is the whole mask
+            reversed_output = F.scaled_dot_product_attention(
+                query_BHCDh.flip(2), key, value, attn_mask=reversed_bias, dropout_p=dropout, scale=scaling
+            )
+            return reversed_output.flip(2)
+        bias_BHCLk = reversed_bias.flip(2)  # back in query order: a copy, as applying the masks below makes one
+    else:
+        bias_BHCLk = plan.bias_fn(q_positions, plan.k_positions).to(query_BHCDh.dtype)
+    lowest = torch.finfo(bias_BHCLk.dtype).min
+    allowed = None
+    if plan.key_padding_mask is not None:
+        allowed = plan.key_padding_mask[:, None, None, :]
+    if plan.causal:
+        causal_CLk = plan.k_positions[None, :] <= q_positions[:, None]
+        allowed = causal_CLk if allowed is None else allowed & causal_CLk
+    if block_mask is not None:
+        if block_mask.dtype == torch.bool:
+            allowed = block_mask if allowed is None else allowed & block_mask
+        else:  # an additive mask
+            bias_BHCLk = (bias_BHCLk + block_mask).clamp(min=lowest)
+    if allowed is not None:  # one finfo.min plane, never added to another (fully masked rows stay finite)
+        bias_BHCLk = torch.where(allowed, bias_BHCLk, lowest)
+    return F.scaled_dot_product_attention(
+        query_BHCDh, key, value, attn_mask=bias_BHCLk, dropout_p=dropout, scale=scaling
+    )
+
+
+def chunked_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    plan: BlockwiseBias,
+    scaling: float,
+    dropout: float = 0.0,
+) -> tuple[torch.Tensor, None]:
+    """Query-chunked attention with the bias built per block; memory O(B * H * C * Lk)."""
+    batch, heads, q_len, _ = query.shape
+    k_len = key.shape[2]
+    nothing_to_mask = plan.key_padding_mask is None and plan.full_mask is None and not plan.causal
+    offsets = plan.offset_values
+    # The whole bias is a view of Lq + Lk - 1 values per head, and the CPU flash kernel of SDPA reads it without
+    # copying (16k tokens: +37 MB peak): one block of every query, not checkpointed (blocks of 128 queries at 32k
+    # tokens had cost 1.75x the time of no bias). Smaller blocks remain wherever SDPA would materialise the scores
+    # or the mask: a bias that needs its gradient or dropout (the math path), and CUDA, whose memory-efficient
+    # kernel copies a mask whose row stride is not a multiple of 8 (the view's is 1).
+    single_call = (
+        nothing_to_mask
+        and offsets is not None
+        and query.device.type == "cpu"
+        and dropout == 0.0
+        and not (torch.is_grad_enabled() and offsets.requires_grad)
+    )
+    chunk = q_len if single_call else plan.block_size or max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * k_len))
+    needs_grad = not single_call and torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
+    # Blocks are written into one tensor allocated up front: small per-block outputs that outlive their block
+    # would pin the allocator's heap between the large per-block temporaries, and RSS would then grow with
+    # the number of blocks (measured: +8 MB per block at 16k tokens).
+    output_BHLqDh = query.new_empty(query.shape[:-1] + value.shape[-1:])
+    for start in range(0, q_len, chunk):
+        rows = slice(start, start + chunk)
+        block_mask = plan.full_mask[:, :, rows] if plan.full_mask is not None else None
+        args = (query[:, :, rows], key, value, plan.q_positions[rows], plan, scaling, dropout, block_mask, start)
+        if needs_grad:  # recompute the block's scores in backward instead of keeping them
+            block = checkpoint(_attend_block, *args, use_reentrant=False)
+        else:
+            block = _attend_block(*args)
+        output_BHLqDh[:, :, start : start + chunk] = block
+    return output_BHLqDh.transpose(1, 2).contiguous(), None
+
+
+class LongCtxAttention(nn.Module):
+    """Self- or cross-attention. Positions reach it as `position_bias` (a dense tensor or a `BlockwiseBias`)
+    or as rotary `position_embeddings` (cos, sin); cross-attention gets neither."""
+
+    def __init__(self, config: LongCtxConfig, layer_idx: int, is_causal: bool = False):
+        super().__init__()
+        self.config = config
+        self.layer_idx = layer_idx
+        self.is_causal = is_causal
+        self.num_heads = config.num_heads
+        self.head_dim = config.head_dim
+        self.scaling = config.attention_scale if config.attention_scale is not None else self.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+        self.k_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+        self.v_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+        self.o_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
+        # `initializer="fan_in"` (T5): T5 has no 1/sqrt(head_dim) on its scores and draws q from
+        # N(0, 1/(d_model * head_dim)) instead; with any score scale s, q ~ N(0, 1/d_model) * head_dim**-0.5 / s
+        # starts the scores where T5's start.
+        self.q_proj.fan_in_std = config.d_model**-0.5 * self.head_dim**-0.5 / self.scaling
+
+    def _heads(self, states_BLD: torch.Tensor) -> torch.Tensor:
+        return states_BLD.view(*states_BLD.shape[:-1], -1, self.head_dim).transpose(1, 2)  # (B, H, L, Dh)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key_value_states: torch.Tensor | None = None,
+        cache: Cache | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | BlockwiseBias | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        query_scale: torch.Tensor | None = None,
+        **kwargs,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        is_cross_attention = key_value_states is not None
+        query = self._heads(self.q_proj(hidden_states))
+        if query_scale is not None:  # (B, 1, 1, 1): log-length scaling of the cross-attention
+            query = query * query_scale
+
+        layer_cache, reuse_cross = cache, False
+        if isinstance(cache, EncoderDecoderCache):
+            reuse_cross = is_cross_attention and cache.is_updated.get(self.layer_idx, False)
+            layer_cache = cache.cross_attention_cache if is_cross_attention else cache.self_attention_cache
+
+        if reuse_cross:  # encoder keys/values were projected at the first decoding step
+            key = layer_cache.layers[self.layer_idx].keys
+            value = layer_cache.layers[self.layer_idx].values
+        else:
+            source = key_value_states if is_cross_attention else hidden_states
+            key, value = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
+            if position_embeddings is not None:
+                cos, sin = position_embeddings
+                query, key = apply_rotary_pos_emb(query, key, cos, sin)
+            if layer_cache is not None:
+                key, value = layer_cache.update(key, value, self.layer_idx)
+                if is_cross_attention and isinstance(cache, EncoderDecoderCache):
+                    cache.is_updated[self.layer_idx] = True
+
+        dropout = self.dropout if self.training else 0.0
+        if isinstance(position_bias, BlockwiseBias):
+            output, weights = chunked_attention_forward(self, query, key, value, position_bias, self.scaling, dropout)
+        else:
+            if position_bias is not None and self.config._attn_implementation == "flex_attention":
+                position_bias = position_bias.expand(query.shape[0], -1, -1, -1)  # flex indexes bias[batch]
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
+            extra = {"position_bias": position_bias} if position_bias is not None else {}
+            output, weights = attention_interface(
+                self, query, key, value, attention_mask, dropout=dropout, scaling=self.scaling, **extra, **kwargs
+            )
+        output = self.o_proj(output.reshape(*hidden_states.shape[:-1], -1))
+        return output, weights

@@ -1,0 +1,427 @@
+"""Configuration of the hf_longctx encoder-decoder.
+
+Field names follow BART (`d_model`, `encoder_layers`, `decoder_layers`, ...): `generate` sizes its cache
+from `decoder_layers`, and an HF user reads them without a glossary.
+"""
+
+import dataclasses
+import difflib
+
+from huggingface_hub.dataclasses import strict
+from transformers import GenerationConfig, PreTrainedConfig
+from transformers.activations import ACT2FN
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+# The registry of encodings lives with the model code (`positions.py`); the config only needs the names,
+# and importing them from there would make the config depend on torch modules. Keep the two in sync: a
+# test checks that both lists agree.
+POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "relative", "alibi", "rope", "none")
+EXTRAPOLATING_TYPES = ("sinusoidal", "relative", "alibi", "rope")
+ROPE_TYPES = ("default", "linear", "dynamic", "yarn")
+NORM_TYPES = ("layernorm", "rmsnorm")
+SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
+CHUNKED_ATTENTION_MODES = ("auto", "always", "never")
+INITIALIZERS = ("normal", "fan_in")
+
+# BART / T5 names with an exact meaning here: a config a user brings from those families keeps its sizes.
+FOREIGN_NAMES = {
+    "encoder_attention_heads": "num_heads",  # BART (one head count here: the two must agree)
+    "decoder_attention_heads": "num_heads",
+    "encoder_ffn_dim": "d_ff",
+    "decoder_ffn_dim": "d_ff",
+    "num_layers": "encoder_layers",  # T5: the encoder's, and the decoder's unless `num_decoder_layers` says
+    "num_decoder_layers": "decoder_layers",
+    "dropout_rate": "dropout",
+    "layer_norm_epsilon": "layer_norm_eps",  # T5; the other spellings of the norm epsilon across HF configs:
+    "rms_norm_eps": "layer_norm_eps",
+    "norm_eps": "layer_norm_eps",
+    "norm_epsilon": "layer_norm_eps",
+    "post_norm_eps": "layer_norm_eps",  # (one epsilon serves every norm here)
+    "initializer_range": "init_std",
+}
+# Keys that configs saved by transformers (or brought from the hub) carry and `PreTrainedConfig` handles itself.
+HF_CONFIG_KEYS = {
+    "architectures", "auto_map", "transformers_version", "model_type", "_name_or_path", "name_or_path",
+    "_commit_hash", "torch_dtype", "dtype", "id2label", "label2id", "num_labels", "problem_type",
+    "attn_implementation", "output_attentions", "experts_implementation", "per_layer_config", "tokenizer_class",
+    "prefix", "sep_token_id", "task_specific_params", "finetuning_task", "is_decoder", "add_cross_attention",
+    "cross_attention_hidden_size", "tie_encoder_decoder", "pruned_heads", "torchscript", "use_bfloat16",
+    "tf_legacy_loss", "chunk_size_feed_forward", "output_hidden_states", "return_dict", "rope_scaling",
+    "rope_theta", "forced_bos_token_id", "forced_eos_token_id", "_attn_implementation_internal",
+    "_experts_implementation_internal",
+}  # fmt: skip
+
+
+@strict
+class LongCtxConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`LongCtxModel`] and [`LongCtxForConditionalGeneration`].
+
+    Sizes:
+        vocab_size, d_model, encoder_layers, decoder_layers, num_heads, d_ff: the usual Transformer sizes;
+        `d_model` must be divisible by `num_heads`.
+
+    Regularisation and activation:
+        dropout (residual and embeddings), attention_dropout (attention probabilities), activation_dropout
+        (inside the feed-forward), activation_function (any key of `transformers.activations.ACT2FN`).
+
+    Layer options (the defaults are the classic Transformer; checkpoint families need some of them, see
+    `hf_longctx.convert`):
+        attention_bias / ffn_bias: biases in the attention projections / the feed-forward (T5 has none).
+        attention_scale: multiplier of q.k; `None` is 1/sqrt(head_dim), T5 uses 1.0 (its init absorbs it).
+        gated_ffn: FFN(x) = fc2(act(fc1 x) * fc1_linear x) (T5 v1.1 "gated-gelu", GLU variants).
+        embedding_norm: a norm on embeddings + positions before the first layer (BART's layernorm_embedding).
+        final_logits_bias: a fixed (buffer) bias added to the logits (BART, Marian).
+        decoder_output_scale: multiplies the decoder output before the LM head (original T5: d_model**-0.5).
+
+    Initialisation:
+        initializer (`"normal"` or `"fan_in"`): `"normal"` draws every Linear and Embedding from N(0, init_std), as
+            BART does. `"fan_in"` is T5's scheme: token embeddings N(0, 1), each Linear N(0, 1/fan_in) (the query
+            projection also times head_dim**-0.5 / the score scale, so that the scores start as T5's whatever
+            `attention_scale` is), the relative bias table N(0, 1/d_model). With tied embeddings at N(0, 1) the
+            logits start sqrt(d_model) times larger unless `decoder_output_scale` is d_model**-0.5, as in T5.
+
+    Normalisation:
+        pre_norm (`bool`, defaults to `True`): normalise the input of each sub-layer and add a final norm after
+            each stack (GPT-2/T5 style), instead of normalising after the residual sum as the original
+            Transformer does (`pre_norm=False`). Pre-norm is the default because gradients reach the lower
+            layers undamped, so deep or long-context models train without warm-up tricks (Xiong et al. 2020,
+            "On Layer Normalization in the Transformer Architecture").
+        norm_type (`"layernorm"` or `"rmsnorm"`), layer_norm_eps.
+
+    Positions (`position_embedding_type`, one of `sinusoidal | learned | relative | alibi | rope | none`):
+        sinusoidal: the fixed formula of "Attention Is All You Need", added to the embeddings, any length.
+        learned: a table of `max_position_embeddings` rows, added to the embeddings; cannot run longer inputs.
+        relative: T5 buckets (`relative_attention_num_buckets`, `relative_attention_max_distance`), a learned
+            bias per head on the attention scores; bidirectional in the encoder, causal in the decoder.
+        alibi: a fixed linear distance penalty per head, symmetric in the encoder, causal in the decoder.
+        alibi_max_penalty (`float | None`, defaults to 60.0): past this penalty (distance 60 / slope) a key is
+            masked, which makes each ALiBi head a window of 60 / slope tokens. A key that far weighs under e^-60
+            (9e-27) of an equally scored key at the query's own position, below fp32 and bf16 resolution (only a
+            key whose q.k exceeds the near keys' by some 44 or more would have counted), but
+            left in, its softmax weight and gradient are subnormal floats, which x86 CPUs process many times
+            slower: the CPU backward of one 512-token attention call took 2.7x the time of no bias
+            (`scripts/profile_attention.py`). `None` keeps the exact linear penalty at every distance.
+        rope: rotary q/k; `rope_parameters` selects the scaling used to run past the trained length:
+            `{"rope_type": "default" | "linear" | "dynamic" | "yarn", "rope_theta": 10000.0, "factor": 4.0,
+            "original_max_position_embeddings": 64}` (the same dict as HF's decoder-only models).
+        sinusoidal_layout: "interleaved" puts sin at 2i and cos at 2i+1 (the paper); "halves" puts all sines
+            then all cosines (Marian, fairseq).
+        sinusoidal_scale: amplitude of the sinusoid table (1.0: the formula, as checkpoints such as Marian use it).
+            A row of the table has norm sqrt(d_model / 2) while N(0, init_std) token embeddings have about
+            init_std * sqrt(d_model): at d_model 64 the positions are ~35x larger and a fresh passkey model did not
+            train (loss stuck at chance for 2000 steps, as HF's Marian without embedding scaling); 0.02 puts them
+            at token scale and it trains. Set it for fresh small models.
+        randomized_positions_max_length: randomized position training (Ruoss et al. 2023): in training, the
+            encoder's positions are a sorted random sample of distinct integers below this bound instead of
+            0..L-1, so the model meets the large positions and distances of long inputs while training short.
+            Inference uses 0..L-1. Works with every index-based encoding (a `learned` table must hold the bound).
+        none: no positions. An encoder without positions is order-blind, so `none` is accepted only for
+            the decoder (`decoder_position_embedding_type="none"`), where the causal mask gives order.
+        decoder_position_embedding_type: defaults to `position_embedding_type`.
+        Cross-attention never carries positions.
+        cross_attention_logn_length (`int | None`, defaults to `None`): log-length scaling of the cross-attention
+            (Chiang & Cholak 2022, "Overcoming a Theoretical Limitation of Self-Attention"; Qwen's `use_logn_attn`).
+            Over n > this many encoder tokens (n counts each example's unpadded tokens), the decoder's queries to
+            the encoder are multiplied by log(n) / log(cross_attention_logn_length), so a token that stood out
+            among the trained number of keys stands out as much among n: without it the softmax spreads over
+            more keys as n grows. Set it to the training source length; it changes nothing up to that length,
+            needs no retraining (`from_pretrained(folder, cross_attention_logn_length=64)`), and took ALiBi passkey
+            models trained at 16-64 tokens from 0.81-1.00 exact match at 1024 tokens and 0.59-0.99 at 2048 to 1.00
+            at both on three seeds (`scripts/bench_extrapolation.py`, rows `+logn`). Only the cross-attention is
+            scaled.
+
+    Long inputs:
+        chunked_attention (`"auto" | "always" | "never"`): the query-chunked attention path for the bias
+            encodings (relative, alibi), whose memory grows linearly with length. `"auto"` uses it once the
+            key length reaches `chunked_attention_min_length`.
+        chunked_attention_block_size: queries per block in that path; `None` sizes blocks so that one block of
+            scores holds about 2**24 elements.
+
+    Embeddings:
+        scale_embedding: multiply token embeddings by sqrt(d_model) (BART option, Marian). Off by default.
+        tie_word_embeddings: share the encoder, decoder and output embedding matrices.
+    """
+
+    model_type = "longctx"
+    keys_to_ignore_at_inference = ["cache"]
+    attribute_map = {
+        "hidden_size": "d_model",
+        "num_attention_heads": "num_heads",
+        "num_hidden_layers": "encoder_layers",
+    }
+
+    vocab_size: int = 8000
+    d_model: int = 256
+    encoder_layers: int = 4
+    decoder_layers: int = 4
+    num_heads: int = 4
+    d_ff: int = 1024
+    dropout: float | int = 0.1
+    attention_dropout: float | int = 0.0
+    activation_dropout: float | int = 0.0
+    activation_function: str = "gelu"
+    pre_norm: bool = True
+    norm_type: str = "layernorm"
+    layer_norm_eps: float = 1e-5
+    attention_bias: bool = True
+    attention_scale: float | None = None
+    ffn_bias: bool = True
+    gated_ffn: bool = False
+    embedding_norm: bool = False
+    final_logits_bias: bool = False
+    decoder_output_scale: float = 1.0
+    init_std: float = 0.02
+    initializer: str = "normal"
+
+    position_embedding_type: str = "alibi"
+    decoder_position_embedding_type: str | None = None
+    max_position_embeddings: int = 1024
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    alibi_max_penalty: float | None = 60.0
+    cross_attention_logn_length: int | None = None
+    rope_parameters: dict | None = None
+    sinusoidal_layout: str = "interleaved"
+    sinusoidal_scale: float = 1.0
+    randomized_positions_max_length: int | None = None
+
+    chunked_attention: str = "auto"
+    chunked_attention_min_length: int = 2048
+    chunked_attention_block_size: int | None = None
+
+    scale_embedding: bool = False
+    tie_word_embeddings: bool = True
+    use_cache: bool = True
+    is_encoder_decoder: bool = True
+    pad_token_id: int | None = 0
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = 1
+    decoder_start_token_id: int | None = 0
+
+    def __post_init__(self, **kwargs):
+        kwargs = self._take_foreign_names(kwargs)
+        if self.decoder_position_embedding_type is None:
+            self.decoder_position_embedding_type = self.position_embedding_type
+        if self.rope_parameters is None:
+            self.rope_parameters = dict(DEFAULT_ROPE_PARAMETERS)
+        else:
+            self.rope_parameters = dict(self.rope_parameters)
+            self.rope_parameters.setdefault("rope_type", "default")
+            self.rope_parameters.setdefault("rope_theta", 10000.0)
+        # Validate here too, not only in `validate_architecture`: `@strict` wraps what that raises in its own
+        # exception type, and users (and `pytest.raises`) expect a plain ValueError.
+        self.validate_architecture()
+        self._warn_about_unused_options()
+        super().__post_init__(**kwargs)
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def _take_foreign_names(self, kwargs: dict) -> dict:
+        """Map the BART/T5 names of `FOREIGN_NAMES` (and `attribute_map`'s) onto the fields, refuse a misspelt field
+        ("did you mean"), warn about any other key nothing reads; return the kwargs left for `PreTrainedConfig`."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        aliases = {**FOREIGN_NAMES, **self.attribute_map}
+        taken: dict[str, tuple[str, object]] = {}  # field -> (the name that set it, value)
+        if "num_layers" in kwargs and "num_decoder_layers" not in kwargs:  # T5: num_decoder_layers defaults to it
+            kwargs["num_decoder_layers"] = kwargs["num_layers"]
+        for name in [k for k in kwargs if k in aliases]:
+            value, target = kwargs.pop(name), aliases[name]
+            if target in taken and taken[target][1] != value:
+                raise ValueError(
+                    f"`{taken[target][0]}`={taken[target][1]!r} and `{name}`={value!r} disagree, but both set "
+                    f"`{target}`: hf_longctx uses one `{target}` for the encoder and the decoder. Give one value."
+                )
+            current, default = getattr(self, target), fields[target].default
+            if target not in taken and current != default and current != value:
+                raise ValueError(
+                    f"`{name}`={value!r} means `{target}` here, which is also given as {current!r}; pass one of the two."
+                )
+            setattr(self, target, value)
+            taken[target] = (name, value)
+        if "d_kv" in kwargs:  # T5's head size: here always d_model // num_heads
+            d_kv = kwargs.pop("d_kv")
+            if d_kv * self.num_heads != self.d_model:
+                raise ValueError(
+                    f"`d_kv`={d_kv} (T5's head size) needs d_model = num_heads * d_kv, but d_model={self.d_model} and "
+                    f"num_heads={self.num_heads}: the head size here is d_model // num_heads; set d_model={d_kv * self.num_heads}."
+                )
+        if "feed_forward_proj" in kwargs:  # T5: "relu", "gelu", "gated-gelu", ...
+            proj = kwargs.pop("feed_forward_proj")
+            self.gated_ffn = proj.startswith("gated-")
+            self.activation_function = proj.removeprefix("gated-")
+        known = set(fields) | set(aliases) | HF_CONFIG_KEYS | set(GenerationConfig._get_default_generation_params())
+        for name in kwargs:
+            if name in known:
+                continue
+            close = difflib.get_close_matches(name, list(fields) + list(aliases), n=1, cutoff=0.8)
+            if close:
+                raise ValueError(f"`{name}` is not a field of LongCtxConfig; did you mean `{close[0]}`?")
+            logger.warning(
+                f"LongCtxConfig: `{name}` is not one of its fields; it is kept on the config (as transformers keeps "
+                "extra keys), but nothing in the model reads it."
+            )
+        return kwargs
+
+    def validate_rope(self):
+        """HF's RoPE checks (an even head size, the scaling's keys) only where a stack uses RoPE."""
+        if "rope" in (self.position_embedding_type, self.decoder_position_embedding_type):
+            super().validate_rope()
+
+    def validate_architecture(self):
+        """Part of `@strict` validation: every bad value names its field and the fix."""
+        for field in ("vocab_size", "d_model", "num_heads", "encoder_layers", "decoder_layers", "d_ff"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"`{field}` must be a positive integer, got {getattr(self, field)}.")
+        for field in ("dropout", "attention_dropout", "activation_dropout"):
+            if not 0 <= getattr(self, field) < 1:
+                raise ValueError(
+                    f"`{field}` is a probability of dropping a unit and must be in [0, 1), got {getattr(self, field)}; "
+                    "0 turns it off."
+                )
+        if self.d_model % self.num_heads != 0:
+            raise ValueError(
+                f"`d_model` ({self.d_model}) must be divisible by `num_heads` ({self.num_heads}); "
+                f"choose e.g. num_heads={_divisor_near(self.d_model, self.num_heads)}."
+            )
+        for field in ("position_embedding_type", "decoder_position_embedding_type"):
+            value = getattr(self, field)
+            if value not in POSITION_EMBEDDING_TYPES:
+                raise ValueError(
+                    f"`{field}`={value!r} is not a known position encoding; "
+                    f"valid values: {', '.join(POSITION_EMBEDDING_TYPES)}."
+                )
+        if self.position_embedding_type == "none":
+            raise ValueError(
+                "`position_embedding_type`='none' would make the encoder order-blind (a bag of tokens). "
+                "Give the encoder an encoding (e.g. 'alibi' or 'relative') and set "
+                "`decoder_position_embedding_type`='none' for a decoder without positions."
+            )
+        self._validate_relative_buckets()
+        uses_rope = "rope" in (self.position_embedding_type, self.decoder_position_embedding_type)
+        if uses_rope and self.head_dim % 2 != 0:
+            raise ValueError(
+                f"position_embedding_type='rope' rotates pairs of dimensions, so the head dimension "
+                f"`d_model // num_heads` ({self.head_dim}) must be even; change `d_model` or `num_heads`."
+            )
+        rope_type = self.rope_parameters.get("rope_type")
+        if rope_type not in ROPE_TYPES:
+            raise ValueError(
+                f"`rope_parameters['rope_type']`={rope_type!r} is not supported; valid: {', '.join(ROPE_TYPES)}."
+            )
+        if rope_type != "default" and not self.rope_parameters.get("factor"):
+            raise ValueError(
+                f"`rope_parameters` with rope_type={rope_type!r} needs a scaling `factor` "
+                "(target length / trained length), e.g. {'rope_type': 'yarn', 'factor': 4.0}."
+            )
+        factor = self.rope_parameters.get("factor")
+        if factor is not None and not factor > 0:
+            raise ValueError(f"`rope_parameters['factor']` must be > 0 (target length / trained length), got {factor}.")
+        if self.activation_function not in ACT2FN:
+            raise ValueError(
+                f"`activation_function`={self.activation_function!r} is unknown; use a key of "
+                "transformers.activations.ACT2FN, e.g. 'gelu', 'relu', 'silu', 'gelu_new'."
+            )
+        if self.sinusoidal_layout not in SINUSOIDAL_LAYOUTS:
+            raise ValueError(
+                f"`sinusoidal_layout`={self.sinusoidal_layout!r} is not supported; valid: {', '.join(SINUSOIDAL_LAYOUTS)}."
+            )
+        bound = self.randomized_positions_max_length
+        if bound is not None:
+            if bound < 1:
+                raise ValueError(f"`randomized_positions_max_length` must be a positive integer or None, got {bound}.")
+            if self.position_embedding_type == "learned" and bound > self.max_position_embeddings:
+                raise ValueError(
+                    f"`randomized_positions_max_length`={bound} exceeds the learned table "
+                    f"(`max_position_embeddings`={self.max_position_embeddings}); grow the table or lower the bound."
+                )
+        # (types are checked by `@strict` before this runs: a string or a bool fails there, naming the field)
+        if self.alibi_max_penalty is not None and not self.alibi_max_penalty > 0:
+            raise ValueError(
+                f"`alibi_max_penalty` must be > 0 (the ALiBi penalty past which keys are masked) or None for the "
+                f"exact penalty at every distance, got {self.alibi_max_penalty}."
+            )
+        if self.cross_attention_logn_length is not None and self.cross_attention_logn_length < 2:
+            raise ValueError(
+                f"`cross_attention_logn_length` must be the training source length (an integer >= 2, the base of "
+                f"the log) or None to turn the scaling off, got {self.cross_attention_logn_length}."
+            )
+        if self.initializer not in INITIALIZERS:
+            raise ValueError(f"`initializer`={self.initializer!r} is not supported; valid: {', '.join(INITIALIZERS)}.")
+        if self.norm_type not in NORM_TYPES:
+            raise ValueError(f"`norm_type`={self.norm_type!r} is not supported; valid: {', '.join(NORM_TYPES)}.")
+        if self.chunked_attention not in CHUNKED_ATTENTION_MODES:
+            raise ValueError(
+                f"`chunked_attention`={self.chunked_attention!r} is not supported; "
+                f"valid: {', '.join(CHUNKED_ATTENTION_MODES)}."
+            )
+        if self.chunked_attention_block_size is not None and self.chunked_attention_block_size < 1:
+            raise ValueError(
+                f"`chunked_attention_block_size` must be a positive integer or None, got {self.chunked_attention_block_size}."
+            )
+        for field in ("max_position_embeddings", "relative_attention_num_buckets", "relative_attention_max_distance"):
+            if getattr(self, field) < 1:
+                raise ValueError(f"`{field}` must be a positive integer, got {getattr(self, field)}.")
+
+
+    def _validate_relative_buckets(self):
+        """T5's bucketing: a stack's buckets are half exact distances (max_exact of them) and half logarithmic up to
+        `relative_attention_max_distance`, which must lie beyond the exact ones (log(max_distance / max_exact) > 0)."""
+        stacks = {"encoder": self.position_embedding_type, "decoder": self.decoder_position_embedding_type}
+        buckets, distance = self.relative_attention_num_buckets, self.relative_attention_max_distance
+        for stack in [name for name, kind in stacks.items() if kind == "relative"]:
+            # the encoder splits its buckets between the two directions, the causal decoder uses all for one
+            per_direction = buckets // 2 if stack == "encoder" else buckets
+            max_exact = per_direction // 2
+            if max_exact < 1:
+                raise ValueError(
+                    f"`relative_attention_num_buckets`={buckets} leaves the {stack} no exact-distance bucket; use at "
+                    f"least {4 if stack == 'encoder' else 2} (T5 uses 32)."
+                )
+            if distance <= max_exact:
+                raise ValueError(
+                    f"`relative_attention_max_distance`={distance} must exceed the {max_exact} exact-distance buckets "
+                    f"of the {stack} (`relative_attention_num_buckets`={buckets}); use e.g. {4 * max_exact} "
+                    "(T5: 32 buckets, max distance 128)."
+                )
+
+    def _warn_about_unused_options(self):
+        """An option the chosen encodings never read is most likely a mistake: say so once (values equal to the
+        defaults are what every saved config carries, so they say nothing)."""
+        used = {self.position_embedding_type, self.decoder_position_embedding_type}
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for encoding, names in ENCODING_OPTIONS.items():
+            if encoding in used:
+                continue
+            for name in names:
+                default = fields[name].default
+                if getattr(self, name) != default:
+                    logger.warning_once(
+                        f"LongCtxConfig: `{name}`={getattr(self, name)!r} does nothing without a {encoding!r} stack "
+                        f"(encodings here: {', '.join(sorted(used))})."
+                    )
+        if "rope" not in used and self.rope_parameters != DEFAULT_ROPE_PARAMETERS:
+            logger.warning_once(
+                f"LongCtxConfig: `rope_parameters`={self.rope_parameters} does nothing without a 'rope' stack "
+                f"(encodings here: {', '.join(sorted(used))})."
+            )
+
+
+# Options only one encoding reads (`rope_parameters` is compared with its filled-in default).
+ENCODING_OPTIONS = {
+    "relative": ("relative_attention_num_buckets", "relative_attention_max_distance"),
+    "alibi": ("alibi_max_penalty",),
+    "sinusoidal": ("sinusoidal_layout", "sinusoidal_scale"),
+}
+DEFAULT_ROPE_PARAMETERS = {"rope_type": "default", "rope_theta": 10000.0}
+
+
+def _divisor_near(n: int, target: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: abs(d - target))
+
+
+__all__ = ["LongCtxConfig"]

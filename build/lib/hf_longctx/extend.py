@@ -1,0 +1,110 @@
+"""Context extension of a trained hf_longctx model: one documented method per source encoding.
+
+| encoding | methods | what changes |
+|---|---|---|
+| learned | `copy` (LED: the table is tiled, row i of the new table is row i mod n of the old), `interpolate` (rows linearly interpolated, as position interpolation does for RoPE), `alibi` / `relative` (switch to an encoding that runs at any length; the table is dropped, `relative` starts from a zero bias and needs fine-tuning) | `max_position_embeddings` and the position tables |
+| rope | `linear` (position interpolation, Chen et al. 2023), `dynamic` (NTK-aware), `yarn` (Peng et al. 2023) | `rope_parameters`, with factor = target / trained length |
+| sinusoidal, relative, alibi | `none` | nothing: they run at any length; fine-tuning at the target length is the only lever |
+
+`extend_context(model, target_length, method, trained_length)` returns the extended model (a new one when the
+encoding changes); `scripts/extend_context.py` loads a folder, extends, optionally fine-tunes, and saves.
+"""
+
+import copy
+
+import torch
+from torch import nn
+
+from .configuration_longctx import LongCtxConfig
+from .modeling_longctx import LongCtxForConditionalGeneration
+from .positions import build_position_encoding
+
+METHODS = {
+    "learned": ("copy", "interpolate", "alibi", "relative"),
+    "rope": ("linear", "dynamic", "yarn"),
+    "sinusoidal": ("none",),
+    "relative": ("none",),
+    "alibi": ("none",),
+}
+
+
+def grow_table(table: torch.Tensor, length: int, method: str) -> torch.Tensor:
+    """A (length, D) position table from an (n, D) one, by tiling (`copy`) or linear interpolation."""
+    n = table.shape[0]
+    if length <= n:
+        return table[:length].clone()
+    if method == "copy":
+        return table[torch.arange(length) % n].clone()
+    # interpolate: new row i sits at old position i * (n - 1) / (length - 1)
+    return nn.functional.interpolate(table.T[None], size=length, mode="linear", align_corners=True)[0].T.contiguous()
+
+
+def extend_context(
+    model: LongCtxForConditionalGeneration, target_length: int, method: str, trained_length: int | None = None
+) -> LongCtxForConditionalGeneration:
+    config: LongCtxConfig = model.config
+    encoding = config.position_embedding_type
+    if method not in METHODS.get(encoding, ()):
+        raise ValueError(
+            f"`method`={method!r} does not apply to position_embedding_type={encoding!r}; "
+            f"valid: {', '.join(METHODS.get(encoding, ()))}."
+        )
+    if target_length < 1:
+        raise ValueError(f"`target_length` must be positive, got {target_length}.")
+    if method == "none":
+        return model
+    if encoding == "learned" and method in ("copy", "interpolate"):
+        return _grow_learned(model, target_length, method, trained_length)
+    if encoding == "learned":
+        return _switch_encoding(model, method)
+    return _scale_rope(model, target_length, method, trained_length)
+
+
+def _grow_learned(model, target_length: int, method: str, trained_length: int | None):
+    """Rows past `trained_length` (if given) never trained: the new table is grown from the trained rows only."""
+    for stack in (model.model.encoder, model.model.decoder):
+        if stack.position.kind != "additive" or not hasattr(stack.position, "embeddings"):
+            continue
+        old = stack.position.embeddings.weight.data[:trained_length]
+        rows = max(target_length, stack.position.embeddings.num_embeddings)
+        new = nn.Embedding(rows, old.shape[1], device=old.device, dtype=old.dtype)
+        new.weight.data.copy_(grow_table(old, new.num_embeddings, method))
+        stack.position.embeddings = new
+    model.config.max_position_embeddings = max(target_length, model.config.max_position_embeddings)
+    return model
+
+
+def _switch_encoding(model, encoding: str):
+    config = copy.deepcopy(model.config)
+    config.position_embedding_type = encoding
+    if config.decoder_position_embedding_type == "learned":
+        config.decoder_position_embedding_type = encoding
+    new = LongCtxForConditionalGeneration(config).to(model.device, model.dtype)
+    state = {k: v for k, v in model.state_dict().items() if ".position.embeddings." not in k}
+    missing, unexpected = new.load_state_dict(state, strict=False)
+    if unexpected or any(".position." not in k for k in missing):
+        raise RuntimeError(f"switching encodings lost weights: missing {missing}, unexpected {unexpected}")
+    for key in missing:  # a fresh relative table starts from zero: no bias until fine-tuned
+        new.get_parameter(key).data.zero_()
+    new.generation_config = model.generation_config
+    return new
+
+
+def _scale_rope(model, target_length: int, method: str, trained_length: int | None):
+    config = model.config
+    if trained_length is None:
+        raise ValueError(
+            "`trained_length` is needed for rope scaling: the longest input the model was trained on "
+            "(the scaling factor is target_length / trained_length)."
+        )
+    factor = max(1.0, target_length / trained_length)
+    parameters = {"rope_type": method, "rope_theta": config.rope_parameters["rope_theta"], "factor": factor}
+    if method == "yarn":
+        parameters["original_max_position_embeddings"] = trained_length
+    if method == "dynamic":  # HF's dynamic NTK treats max_position_embeddings as the trained length
+        config.max_position_embeddings = trained_length
+    config.rope_parameters = parameters
+    for stack in (model.model.encoder, model.model.decoder):
+        if stack.position.kind == "rotary":
+            stack.position = build_position_encoding("rope", config, causal=stack.causal).to(model.device)
+    return model

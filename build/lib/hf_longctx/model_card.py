@@ -1,0 +1,507 @@
+"""The model card (README.md) of a trained model folder, with `huggingface_hub.ModelCard` / `ModelCardData`.
+
+`write_model_card(output_dir, results)` runs at the end of `training.train` and `text_training.train_text`:
+- the YAML metadata is a `ModelCardData`: `library_name: transformers`, `pipeline_tag: text2text-generation`, tags
+  (`hf_longctx`, the position encodings, the task), datasets (a hub dataset only where one was used: the synthetic
+  tasks are generated, not downloaded), metrics, and the evaluation results as `eval_results` (the model-index:
+  one entry per evaluation length and metric);
+- the body is `hf_longctx/model_card_template.md` (Jinja) filled from `results` (what `train` returns) and the folder's
+  `config.json`: architecture and position encoding, training data and lengths, the results table, how to load it,
+  limitations and the command that produced it.
+
+`ModelCard.validate` posts the card to the hub and needs the network; offline, `check_model_card` reads README.md
+back with `ModelCard.load` and checks that its metadata round-trips to what was written.
+"""
+
+import json
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+# The template ships inside the package (package data, as `metrics/`); `HF_LONGCTX_MODEL_CARD_TEMPLATE` points
+# elsewhere. Without it the card falls back to huggingface_hub's generic template (same metadata, less text).
+# The project's committed length-extrapolation benchmark (`scripts/bench_extrapolation.py`): where a source checkout
+# has it, every card shows its table and plot next to the model's own evaluation.
+BENCHMARK_DIR = Path(
+    os.environ.get("HF_LONGCTX_BENCHMARK_DIR", Path(__file__).resolve().parent.parent / "results" / "extrapolation")
+)
+BENCHMARK_PLOT = "accuracy_vs_length.png"
+MODEL_CARD_TEMPLATE = Path(
+    os.environ.get(
+        "HF_LONGCTX_MODEL_CARD_TEMPLATE", Path(__file__).resolve().parent / "model_card_template.md"
+    )
+)
+MODEL_CARD = "README.md"
+PIPELINE_TAG = "text2text-generation"  # the hub's task for encoder-decoder generation (transformers 5 has no pipeline)
+DEPTH_BINS = 5  # as training.DEPTH_BINS (not imported: training imports this module)
+TEXT_METRICS = (("loss", "Loss"), ("exact_match", "Exact match"), ("token_accuracy", "Token accuracy"),
+                ("chrf", "chrF"), ("bleu", "BLEU"))  # fmt: skip
+
+POSITION_KINDS = {
+    "sinusoidal": "added to the embeddings",
+    "learned": "added to the embeddings",
+    "relative": "attention score bias",
+    "alibi": "attention score bias",
+    "rope": "rotates queries and keys",
+    "none": "no positions; the causal mask gives order",
+}
+POSITION_DESCRIPTIONS = {
+    "sinusoidal": "Fixed sinusoids PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) are added to the "
+    "token embeddings; no weights, any length runs.",
+    "learned": "A learned table of `max_position_embeddings` rows is added to the token embeddings; inputs longer "
+    "than the table raise a `ValueError`, and rows past the longest training input were never trained.",
+    "relative": "T5 relative position buckets (bidirectional in the encoder, causal in the decoder) give a learned "
+    "bias per head and bucket, added to the attention scores; one table per stack, shared by its layers.",
+    "alibi": "ALiBi: a fixed linear penalty -m_h * |i - j| on the attention scores (symmetric in the encoder, causal "
+    "in the decoder), slopes m_h = 2^(-8h/H); no weights.",
+    "rope": "Rotary position embeddings rotate queries and keys by their positions (the scaling in "
+    "`rope_parameters`: default, linear/PI, dynamic NTK or YaRN); no weights.",
+}
+TASK_DESCRIPTIONS = {
+    "passkey": "random letters as filler with `KEY d d d d d` at a random depth; the answer is the 5 digits "
+    "(passkey retrieval, Mohtashami & Jaggi 2023).",
+    "kv_recall": "pairs `k k = v v v` (two-letter keys, three-digit values), then `? k k`; the answer is the value "
+    "of the queried key.",
+    "copy": "a random sequence of letters and digits; the answer is the same sequence.",
+    "reverse": "a random sequence of letters and digits; the answer is the sequence reversed.",
+}
+CROSS_ATTENTION_LIMITATION = (
+    "Cross-attention carries no positions: on tasks whose output must follow the input position by position "
+    "(copy, reverse) the decoder has to find source tokens by content, and these models are known to fail past the "
+    "trained length even where the encoder's positions extrapolate (Ontañón et al. 2022, arXiv 2108.04378)."
+)
+
+
+def write_model_card(
+    output_dir: str | os.PathLike,
+    results: dict,
+    training_args=None,
+    command: str | None = None,
+    model_id: str | None = None,
+    example_source: str | None = None,
+    license: str = "apache-2.0",
+) -> ModelCard:
+    """Write `output_dir/README.md` for the model saved there, from the `results` of `train` or `train_text`.
+
+    Args:
+        output_dir: the saved model folder (its `config.json` describes the architecture).
+        results: the dict `train` / `train_text` return (and write to results.json).
+        training_args: the run's `Seq2SeqTrainingArguments`, for the optimisation summary and the arguments block.
+        command: the command line that produced the run; default: this process's (`sys.argv`).
+        model_id: the name used in the card's loading snippet and the model-index; default: `output_dir` as given
+            (`hub.stage_model_folder` rewrites it to the repo id when the folder is pushed).
+        example_source: an input for the loading snippet; default: a short example of the task (synthetic runs).
+        license: the card's licence (the hub shows it; change it for your data's terms).
+    Returns the card; raises ValueError if README.md does not read back to the same metadata.
+    """
+    output_dir = Path(output_dir)
+    config = json.loads((output_dir / "config.json").read_text())
+    model_id = model_id or str(output_dir)
+    card_data = build_card_data(results, config, model_id, license)
+    template_kwargs = template_values(results, config, training_args, command, model_id, example_source)
+    template_kwargs["benchmark"] = benchmark_values(BENCHMARK_DIR, output_dir)
+
+    if MODEL_CARD_TEMPLATE.is_file():
+        card = ModelCard.from_template(card_data, template_path=str(MODEL_CARD_TEMPLATE), **template_kwargs)
+    else:
+        logger.warning(
+            f"No model card template at {MODEL_CARD_TEMPLATE}: writing huggingface_hub's generic card. Run from a "
+            "source checkout of hf_longctx or set HF_LONGCTX_MODEL_CARD_TEMPLATE to `hf_longctx/model_card_template.md`."
+        )
+        card = ModelCard.from_template(card_data, model_id=model_id, model_summary=template_kwargs["summary"])
+    path = output_dir / MODEL_CARD
+    card.save(path)
+    check_model_card(path, expected=card_data)
+    logger.info(f"Model card written to {path}")
+    return card
+
+
+def check_model_card(path: str | os.PathLike, expected: ModelCardData | None = None) -> ModelCard:
+    """Offline validation of a README.md model card: the YAML metadata parses, has the fields the hub uses, and
+    (with `expected`) round-trips to it. `ModelCard.validate` checks the same on the hub, which needs the network."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"No model card at {path}: write one with `hf_longctx.model_card.write_model_card`.")
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith("---"):
+        raise ValueError(f"{path} has no YAML metadata block (a model card starts with `---`).")
+    card = ModelCard.load(path, ignore_metadata_errors=False)  # raises on YAML that does not parse
+    data = card.data.to_dict()
+    missing = [key for key in ("library_name", "pipeline_tag", "tags") if not data.get(key)]
+    if missing:
+        raise ValueError(f"{path}: the metadata lacks {', '.join(missing)}.")
+    if expected is not None and data != expected.to_dict():
+        raise ValueError(
+            f"{path}: the metadata does not read back as written.\nwritten: {expected.to_dict()}\nread: {data}"
+        )
+    return card
+
+
+# ------------------------------------------------------------------------------------------------- metadata
+
+
+def build_card_data(results: dict, config: dict, model_id: str, license: str = "apache-2.0") -> ModelCardData:
+    """`ModelCardData` of a run: tags, datasets, metrics and the model-index of the evaluation results."""
+    encoder_pe = config.get("position_embedding_type", results["position_embedding_type"])
+    decoder_pe = config.get("decoder_position_embedding_type") or encoder_pe
+    tags = ["hf_longctx", "encoder-decoder", "long-context", f"{encoder_pe}-positions"]
+    if decoder_pe != encoder_pe:
+        tags.append(f"decoder-{decoder_pe}-positions")
+    if config.get("position_embedding_type") == "rope" and (config.get("rope_parameters") or {}).get("rope_type"):
+        tags.append(f"rope-{config['rope_parameters']['rope_type']}")
+    tags.append("custom_code")  # auto_map + modeling files: loads with trust_remote_code=True
+
+    if is_synthetic(results):
+        tags += ["synthetic", results["task"], "length-extrapolation"]
+        datasets, language = None, None
+        metrics = ["exact_match", "token_accuracy"]
+    else:
+        text_args = results["text_args"]
+        tags.append(results["objective"])
+        datasets = [text_args["dataset_name"]] if text_args.get("dataset_name") else None
+        language = None  # unknown for an arbitrary corpus; set it in the card if you know it
+        metrics = [m for m, _ in TEXT_METRICS[1:] if m in results["eval"]] or None
+    return ModelCardData(
+        model_name=model_id,
+        license=license,
+        library_name="transformers",
+        pipeline_tag=PIPELINE_TAG,
+        tags=tags,
+        datasets=datasets,
+        language=language,
+        metrics=metrics,
+        eval_results=eval_results(results) or None,
+    )
+
+
+def eval_results(results: dict) -> list[EvalResult]:
+    """The model-index entries: per evaluation length (synthetic) or on the held-out set (text), one per metric."""
+    entries = []
+    if is_synthetic(results):
+        task, data_args = results["task"], results["data_args"]
+        for length, scores in results["eval"].items():
+            for metric, pretty in (("exact_match", "Exact match"), ("token_accuracy", "Token accuracy")):
+                entries.append(
+                    EvalResult(
+                        task_type=PIPELINE_TAG,
+                        task_name=f"{task} at {length} tokens (trained at {data_args['train_min_len']}-"
+                        f"{data_args['train_max_len']})",
+                        dataset_type=f"hf_longctx-synthetic-{task}",
+                        dataset_name=f"synthetic {task}, {length}-token sources",
+                        dataset_config=f"length-{length}",
+                        dataset_split="test",
+                        dataset_args={"source_length": int(length), "num_samples": scores["num_samples"]},
+                        metric_type=metric,
+                        metric_name=f"{pretty} @ {length} tokens",
+                        metric_value=round(float(scores[metric]), 4),
+                    )
+                )
+        return entries
+    text_args = results["text_args"]
+    source = text_args.get("dataset_name") or Path(text_args["text_file"]).name
+    for metric, pretty in TEXT_METRICS[1:]:  # the loss is in the card's table, not in the model-index
+        if metric in results["eval"]:
+            entries.append(
+                EvalResult(
+                    task_type=PIPELINE_TAG,
+                    task_name=f"{results['objective']} on {source}",
+                    dataset_type=text_args.get("dataset_name") or f"local-{Path(source).stem}",
+                    dataset_name=f"{source}, {text_args['num_eval_examples']} held-out examples",
+                    dataset_config=text_args.get("dataset_config_name"),
+                    dataset_split="held-out",
+                    metric_type=metric,
+                    metric_name=f"{pretty} (held-out)",
+                    metric_value=round(float(results["eval"][metric]), 4),
+                )
+            )
+    return entries
+
+
+def is_synthetic(results: dict) -> bool:
+    return "task" in results  # train() records the synthetic task; train_text() records `objective` instead
+
+
+# ---------------------------------------------------------------------------------------------------- body
+
+
+def template_values(results, config, training_args, command, model_id, example_source) -> dict:
+    """The Jinja variables of `hf_longctx/model_card_template.md`."""
+    encoder_pe = config["position_embedding_type"]
+    decoder_pe = config.get("decoder_position_embedding_type") or encoder_pe
+    values = {
+        "model_id": model_id,
+        "num_parameters": results["num_parameters"],
+        "arch": {
+            **{k: config.get(k) for k in ("d_model", "num_heads", "d_ff", "encoder_layers", "decoder_layers")},
+            "vocab_size": config["vocab_size"],
+            "norm": f"{'pre' if config.get('pre_norm', True) else 'post'}-norm {config.get('norm_type', 'layernorm')}",
+            "position_embedding_type": encoder_pe,
+            "position_kind": POSITION_KINDS.get(encoder_pe, "?"),
+            "decoder_position_embedding_type": decoder_pe,
+            "decoder_position_kind": POSITION_KINDS.get(decoder_pe, "?"),
+            "rope_parameters": config.get("rope_parameters") if "rope" in (encoder_pe, decoder_pe) else None,
+            "attention": _attention_summary(config),
+        },
+        "position_description": " ".join(
+            dict.fromkeys(POSITION_DESCRIPTIONS.get(pe, "") for pe in (encoder_pe, decoder_pe) if pe != "none")
+        )
+        + (" The decoder has no position encoding: its causal mask gives the order." if decoder_pe == "none" else ""),
+        "optimisation": _optimisation_summary(results, training_args),
+        "command": command or invocation_command(),
+        "arguments_json": json.dumps(_arguments(results, training_args), indent=2, default=str),
+        "limitations": _limitations(results, config),
+        **_versions(),
+    }
+    if is_synthetic(results):
+        values |= _synthetic_values(results, example_source)
+    else:
+        values |= _text_values(results, example_source)
+    return values
+
+
+def _synthetic_values(results: dict, example_source: str | None) -> dict:
+    data_args, task = results["data_args"], results["task"]
+    train_max = data_args["train_max_len"]
+    rows, depth_rows = [], []
+    for length, scores in results["eval"].items():
+        rows.append(
+            {
+                "length": length,
+                "ratio": f"{int(length) / train_max:.1f}",
+                "exact_match": f"{scores['exact_match']:.3f}",
+                "token_accuracy": f"{scores['token_accuracy']:.3f}",
+                "num_samples": scores["num_samples"],
+            }
+        )
+        if "exact_match_by_depth" in scores:
+            values = ["-" if v is None else f"{v:.2f}" for v in scores["exact_match_by_depth"]]
+            depth_rows.append({"length": length, "bins": values})
+    if example_source is None:
+        from .data import make_task  # the generator of the training data: a real input of the task
+
+        min_len = data_args["train_min_len"]
+        example_source = make_task(task, 1, min_len, min_len, seed=data_args["dataset_seed"])[0]["source"]
+    return {
+        "kind": "synthetic",
+        "title": f"hf_longctx {results['position_embedding_type']}: {task}, trained at {data_args['train_min_len']}-"
+        f"{train_max} tokens",
+        "summary": f"This one was trained on the synthetic `{task}` task at {data_args['train_min_len']}-{train_max} "
+        f"source tokens and evaluated at {', '.join(map(str, data_args['eval_lengths']))} tokens.",
+        "task": task,
+        "task_description": TASK_DESCRIPTIONS.get(task, ""),
+        **{k: data_args[k] for k in ("train_min_len", "train_max_len", "eval_lengths", "num_train", "num_eval")},
+        "dataset_seed": data_args["dataset_seed"],
+        "eval_rows": rows,
+        "depth_rows": depth_rows,
+        "depth_bins": [f"{i / DEPTH_BINS:.1f}-{(i + 1) / DEPTH_BINS:.1f}" for i in range(DEPTH_BINS)],
+        "example_source": repr(example_source),
+    }
+
+
+def _text_values(results: dict, example_source: str | None) -> dict:
+    text_args, objective = results["text_args"], results["objective"]
+    source = text_args.get("dataset_name") or text_args["text_file"]
+    if objective == "denoising":
+        objective_description = (
+            f"T5 span corruption on `{text_args['text_column']}`: chunks of {text_args['chunk_length']} tokens, "
+            f"{text_args['noise_density']:.0%} of them dropped in spans of mean length "
+            f"{text_args['mean_noise_span_length']}, each replaced by a sentinel `<extra_id_i>`; the target lists the "
+            "dropped spans after their sentinels."
+        )
+    else:
+        objective_description = (
+            f"`{text_args['source_column']}` -> `{text_args['target_column']}` (sources cut at "
+            f"{text_args['max_source_length']} tokens, targets up to {text_args['max_target_length']})."
+        )
+    tokenizer_description = (
+        f"`{text_args['tokenizer_name']}`"
+        if text_args.get("tokenizer_name")
+        else f"a byte-level BPE of {results.get('vocab_size', '?')} tokens trained on the same text"
+        + (f" ({text_args['num_sentinels']} sentinels)" if objective == "denoising" else "")
+    )
+    rows = [
+        {"name": name, "value": f"{results['eval'][key]:.4f}"} for key, name in TEXT_METRICS if key in results["eval"]
+    ]
+    return {
+        "kind": "text",
+        "title": f"hf_longctx {results['position_embedding_type']}: {objective} on {Path(source).name}",
+        "summary": f"This one was trained with a {objective} objective on `{source}`.",
+        "data_description": f"`{source}`"
+        + (f" (configuration `{text_args['dataset_config_name']}`)" if text_args.get("dataset_config_name") else "")
+        + f", {results.get('num_train_examples', '?')} training examples, {text_args['num_eval_examples']} held out.",
+        "objective_description": objective_description,
+        "tokenizer_description": tokenizer_description,
+        "num_heldout": text_args["num_eval_examples"],
+        "eval_rows": rows,
+        "example_source": repr(example_source or "Replace this with an input like the training sources."),
+    }
+
+
+def _attention_summary(config: dict) -> str:
+    kinds = {config.get("position_embedding_type"), config.get("decoder_position_embedding_type")}
+    text = "SDPA by default (`eager` and `flex_attention` selectable)"
+    if kinds & {"relative", "alibi"} and config.get("chunked_attention", "auto") != "never":
+        text += (
+            f"; bias encodings switch to query-chunked attention (memory linear in length) from "
+            f"{config.get('chunked_attention_min_length', 2048)} key tokens"
+        )
+    return text
+
+
+def _optimisation_summary(results: dict, training_args) -> str:
+    train = results["train"]
+    text = f"{train['global_step']} steps"
+    if train.get("train_runtime") is not None:
+        text += f" in {float(train['train_runtime']):.0f} s"
+    if training_args is not None:
+        batch = training_args.per_device_train_batch_size * max(1, training_args.world_size)
+        text += (
+            f", batch {batch} x {training_args.gradient_accumulation_steps} accumulation, AdamW at learning rate "
+            f"{training_args.learning_rate:g} ({_plain(training_args.lr_scheduler_type)} schedule, "
+            f"{training_args.warmup_steps} warm-up steps), weight decay {training_args.weight_decay:g}, "
+            f"seed {training_args.seed}"
+        )
+    if train.get("train_loss") is not None:
+        text += f"; final mean training loss {float(train['train_loss']):.3f}"
+    return text + "."
+
+
+def benchmark_values(benchmark_dir: Path, output_dir: Path) -> dict | None:
+    """The project benchmark's passkey table for the card (None without a results.json); copies its plot into the
+    model folder, so the card shows it on the hub too."""
+    path = benchmark_dir / "results.json"
+    if not path.is_file():
+        return None
+    bench = json.loads(path.read_text())
+    rows = [r for r in bench["rows"] if r["task"] == "passkey"]
+    lengths = sorted({int(k) for r in rows for k in r["eval"]})
+    trained = bench["protocol"]["train_max_len"]
+
+    def cell(row, n):
+        score = row["eval"].get(str(n), {}).get("exact_match")
+        return "-" if score is None else f"{score:.2f}"
+
+    plot = None
+    if (benchmark_dir / BENCHMARK_PLOT).is_file():
+        shutil.copyfile(benchmark_dir / BENCHMARK_PLOT, output_dir / BENCHMARK_PLOT)
+        plot = BENCHMARK_PLOT
+    return {
+        "command": " ; ".join(bench.get("commands") or [bench["command"]]),
+        "num_eval": bench["protocol"].get("num_eval"),
+        "commit": bench["environment"].get("git_commit"),
+        "header": [f"{n} ({n / trained:g}x)" for n in lengths],
+        "rows": [{"name": r["name"], "cells": [cell(r, n) for n in lengths]} for r in rows],
+        "train_range": f"{bench['protocol']['train_min_len']}-{trained}",
+        "plot": plot,
+    }
+
+
+def _limitations(results: dict, config: dict) -> list[str]:
+    items = []
+    if is_synthetic(results):
+        data_args = results["data_args"]
+        items.append(
+            f"A research model for length extrapolation on a synthetic task (`{results['task']}`), with a "
+            f"{data_args['train_min_len']}-{data_args['train_max_len']}-token training range and a vocabulary of "
+            f"{config['vocab_size']} word tokens: it has no knowledge of natural language."
+        )
+    else:
+        items.append(
+            f"A small model trained on {results.get('num_train_examples', '?')} examples of one corpus: it is meant to "
+            "show the training path, not to be used as a general language model."
+        )
+    if "learned" in (config.get("position_embedding_type"), config.get("decoder_position_embedding_type")):
+        items.append(
+            f"`learned` positions stop at `max_position_embeddings`={config.get('max_position_embeddings')}: longer "
+            "inputs raise an error, and rows past the training lengths hold untrained values."
+        )
+    if is_synthetic(results):
+        items.append(
+            "Accuracy past the trained length depends on the position encoding; the table above is the measurement, "
+            "on the evaluation sizes stated, with greedy decoding."
+        )
+    else:
+        items.append(
+            "Evaluated on held-out examples of the training length only: how it behaves on longer inputs was not "
+            "measured here."
+        )
+    items.append(CROSS_ATTENTION_LIMITATION)
+    return items
+
+
+def _arguments(results: dict, training_args) -> dict:
+    arguments = {k: results[k] for k in ("model_args", "data_args", "text_args") if k in results}
+    if training_args is not None:
+        keep = (
+            "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps",
+            "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "seed", "bf16", "fp16",
+        )  # fmt: skip
+        arguments["training_args"] = {k: _plain(getattr(training_args, k)) for k in keep}
+    return arguments
+
+
+def _plain(value):
+    """An enum's value (`SchedulerType.COSINE` -> "cosine"), anything else unchanged."""
+    return getattr(value, "value", value)
+
+
+def invocation_command(argv: list[str] | None = None) -> str:
+    """This process's command line, as a user would type it (`python scripts/train.py ...`, `hf-longctx-train ...`,
+    `torchrun --nproc_per_node N ...` or `accelerate launch --num_processes N ...` under those launchers), with
+    paths below the working directory written relative to it: a card names no folder of the machine it ran on."""
+    argv = [_relative(a) for a in (sys.argv if argv is None else argv)]
+    program = argv[0] if argv else "python"
+    if program.endswith(".py"):
+        prefix = ["python", program]
+    elif program in ("-c", ""):
+        prefix = ["python", "-c", "..."]
+    else:
+        prefix = [Path(program).name]
+    launcher = launched_by()
+    if launcher != "python" and prefix[0] == "python":
+        processes = os.environ.get("WORLD_SIZE", "?")
+        launch = ["torchrun", "--nproc_per_node"] if launcher == "torchrun" else ["accelerate", "launch", "--num_processes"]
+        prefix = [*launch, processes, *prefix[1:]]
+    return shlex.join(prefix + argv[1:])
+
+
+def launched_by() -> str:
+    """"accelerate" (`accelerate launch` exports ACCELERATE_* settings), "torchrun" (several processes otherwise), or
+    "python" (one process)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return "python"
+    return "accelerate" if "ACCELERATE_MIXED_PRECISION" in os.environ else "torchrun"
+
+
+def _relative(arg: str) -> str:
+    """`arg` relative to the working directory where it is an absolute path below it (also as `--flag=/path`)."""
+    flag, sep, value = arg.rpartition("=") if arg.startswith("--") and "=" in arg else ("", "", arg)
+    if os.path.isabs(value):
+        try:
+            value = os.path.relpath(value) if Path(value).resolve().is_relative_to(Path.cwd().resolve()) else value
+        except ValueError:
+            pass
+    return f"{flag}{sep}{value}"
+
+
+def _versions() -> dict:
+    import torch
+    import transformers
+
+    from . import __version__
+
+    return {
+        "hf_longctx_version": __version__,
+        "transformers_version": transformers.__version__,
+        "torch_version": torch.__version__,
+    }
+
+
+__all__ = ["write_model_card", "check_model_card", "build_card_data", "eval_results", "MODEL_CARD_TEMPLATE"]

@@ -1,0 +1,688 @@
+"""The hf_longctx encoder-decoder: layers, stacks and the `PreTrainedModel` classes.
+
+Legend: B batch, L length (Ls source, Lt target), D d_model, V vocabulary.
+
+The classic Transformer (Vaswani et al. 2017): encoder layers of self-attention + feed-forward, decoder layers of
+causal self-attention + cross-attention + feed-forward, residuals around each with LayerNorm (pre- or post-norm).
+Each stack owns one position encoding (`positions.py`), computes what it gives once per forward and hands it to
+every layer; cross-attention carries no positions.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.loss.loss_utils import fixed_cross_entropy
+from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import (
+    BaseModelOutput,
+    BaseModelOutputWithPastAndCrossAttentions,
+    Seq2SeqLMOutput,
+    Seq2SeqModelOutput,
+)
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, can_return_tuple, logging
+from transformers.utils.deprecation import deprecate_kwarg
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import OutputRecorder, capture_outputs
+
+from .attention import BlockwiseBias, LongCtxAttention
+from .configuration_longctx import LongCtxConfig
+from .positions import OffsetBias, PositionEncoding, build_position_encoding
+
+logger = logging.get_logger(__name__)
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_longctx.LongCtxConfig",
+    "AutoModel": "modeling_longctx.LongCtxModel",
+    "AutoModelForSeq2SeqLM": "modeling_longctx.LongCtxForConditionalGeneration",
+}
+
+
+def shift_tokens_right(labels: torch.Tensor, pad_token_id: int, decoder_start_token_id: int) -> torch.Tensor:
+    """Teacher forcing: decoder inputs are the labels shifted right behind the start token; -100 becomes pad."""
+    shifted = labels.new_full(labels.shape, pad_token_id)
+    shifted[:, 1:] = labels[:, :-1]
+    shifted[:, 0] = decoder_start_token_id
+    return shifted.masked_fill(shifted == -100, pad_token_id)
+
+
+def check_inputs(tokens: torch.Tensor, name: str, is_ids: bool) -> None:
+    """(B, L) ids or (B, L, D) embeddings with B, L >= 1; anything else gets a ValueError naming the argument here
+    instead of a shape error from inside a layer."""
+    expected = "(batch, length)" if is_ids else "(batch, length, d_model)"
+    if tokens.dim() != (2 if is_ids else 3):
+        hint = f"; add the batch dimension: `{name}[None]`" if tokens.dim() == (1 if is_ids else 2) else ""
+        raise ValueError(f"`{name}` must have shape {expected}, got {tuple(tokens.shape)}{hint}.")
+    if is_ids and (tokens.is_floating_point() or tokens.is_complex() or tokens.dtype == torch.bool):
+        raise ValueError(f"`{name}` must hold integer token ids, got dtype {tokens.dtype}; pass `{name}.long()`.")
+    if tokens.shape[0] == 0:
+        raise ValueError(f"`{name}` holds a batch of 0 examples; pass at least one.")
+    if tokens.shape[1] == 0:
+        raise ValueError(f"`{name}` has length 0; every example needs at least one token.")
+
+
+def check_token_ids(config: LongCtxConfig, input_ids: torch.Tensor | None, name: str) -> None:
+    """Ids outside the vocabulary get a ValueError here, not an IndexError from inside an embedding."""
+    if input_ids is None or input_ids.numel() == 0:
+        return
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= config.vocab_size:
+        raise ValueError(
+            f"`{name}` holds ids in [{low}, {high}] but `vocab_size` is {config.vocab_size}: every id must be "
+            f"in [0, {config.vocab_size - 1}]. Check the tokenizer matches the model, or call "
+            "`model.resize_token_embeddings(len(tokenizer))`."
+        )
+
+
+def attended_keys(mask_B1QK: torch.Tensor) -> torch.Tensor:
+    """(B, S) bool: the keys some query may attend under a ready 4-D mask (bool, or additive with finfo.min)."""
+    allowed = mask_B1QK if mask_B1QK.dtype == torch.bool else mask_B1QK > torch.finfo(mask_B1QK.dtype).min / 2
+    return allowed[:, 0].any(-2)
+
+
+def check_mask_shape(mask: torch.Tensor | None, expected: tuple[int, int], mask_name: str, ids_name: str) -> None:
+    if mask is not None and mask.dim() == 2 and tuple(mask.shape) != tuple(expected):
+        raise ValueError(
+            f"`{mask_name}` has shape {tuple(mask.shape)} but `{ids_name}` has shape {tuple(expected)}; "
+            "pass the mask the tokenizer returned with these ids (same batch and length)."
+        )
+
+
+def _norm(config: LongCtxConfig) -> nn.Module:
+    if config.norm_type == "rmsnorm":
+        return nn.RMSNorm(config.d_model, eps=config.layer_norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+
+
+class LongCtxScaledEmbedding(nn.Embedding):
+    """Token embeddings times `embed_scale` (sqrt(d_model) with `scale_embedding`, else 1), inside the module as
+    BART does, so `model(inputs_embeds=model.get_input_embeddings()(ids))` equals `model(input_ids=ids)`."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, embed_scale: float = 1.0):
+        super().__init__(num_embeddings, embedding_dim)
+        self.embed_scale = embed_scale
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(input_ids) * self.embed_scale
+
+
+def _token_embedding(config: LongCtxConfig) -> LongCtxScaledEmbedding:
+    scale = config.d_model**0.5 if config.scale_embedding else 1.0
+    return LongCtxScaledEmbedding(config.vocab_size, config.d_model, embed_scale=scale)
+
+
+class LongCtxFeedForward(nn.Module):
+    """FFN(x) = W2 act(W1 x + b1) + b2, or with `gated_ffn` W2 (act(W1 x) * V x) (Shazeer 2020, T5 v1.1)."""
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, config.d_ff, bias=config.ffn_bias)
+        self.fc1_linear = nn.Linear(config.d_model, config.d_ff, bias=config.ffn_bias) if config.gated_ffn else None
+        self.fc2 = nn.Linear(config.d_ff, config.d_model, bias=config.ffn_bias)
+        self.act = ACT2FN[config.activation_function]
+        self.activation_dropout = config.activation_dropout
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        gate = self.fc1_linear(hidden_states) if self.fc1_linear is not None else None
+        hidden_states = self.act(self.fc1(hidden_states))
+        if gate is not None:
+            hidden_states = hidden_states * gate
+        hidden_states = F.dropout(hidden_states, p=self.activation_dropout, training=self.training)
+        return self.fc2(hidden_states)
+
+
+class Residual(nn.Module):
+    """x + dropout(f(norm(x))) in pre-norm, norm(x + dropout(f(x))) in post-norm."""
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__()
+        self.norm = _norm(config)
+        self.pre_norm = config.pre_norm
+        self.dropout = config.dropout
+
+    def forward(self, hidden_states: torch.Tensor, sublayer, *args, **kwargs):
+        inputs = self.norm(hidden_states) if self.pre_norm else hidden_states
+        output = sublayer(inputs, *args, **kwargs)
+        output = output[0] if isinstance(output, tuple) else output
+        hidden_states = hidden_states + F.dropout(output, p=self.dropout, training=self.training)
+        return hidden_states if self.pre_norm else self.norm(hidden_states)
+
+
+class LongCtxEncoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: LongCtxConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = LongCtxAttention(config, layer_idx, is_causal=False)
+        self.self_attn_residual = Residual(config)
+        self.ffn = LongCtxFeedForward(config)
+        self.ffn_residual = Residual(config)
+
+    # Position inputs are positional arguments: gradient checkpointing (reentrant or not) then treats the shared
+    # bias as an input of each layer, and backward does not run through its graph once per layer.
+    def forward(self, hidden_states, attention_mask=None, position_bias=None, position_embeddings=None, **kwargs):
+        hidden_states = self.self_attn_residual(
+            hidden_states,
+            self.self_attn,
+            attention_mask=attention_mask,
+            position_bias=position_bias,
+            position_embeddings=position_embeddings,
+            **kwargs,
+        )
+        return self.ffn_residual(hidden_states, self.ffn)
+
+
+class LongCtxDecoderLayer(GradientCheckpointingLayer):
+    def __init__(self, config: LongCtxConfig, layer_idx: int):
+        super().__init__()
+        self.self_attn = LongCtxAttention(config, layer_idx, is_causal=True)
+        self.self_attn_residual = Residual(config)
+        self.encoder_attn = LongCtxAttention(config, layer_idx, is_causal=False)
+        self.encoder_attn_residual = Residual(config)
+        self.ffn = LongCtxFeedForward(config)
+        self.ffn_residual = Residual(config)
+
+    def forward(
+        self,
+        hidden_states,
+        attention_mask=None,
+        encoder_hidden_states=None,  # tensors are positional, for gradient checkpointing
+        encoder_attention_mask=None,
+        position_bias=None,
+        position_embeddings=None,
+        cache: Cache | None = None,
+        cross_attention_scale: torch.Tensor | None = None,
+        **kwargs,
+    ):
+        hidden_states = self.self_attn_residual(
+            hidden_states,
+            self.self_attn,
+            attention_mask=attention_mask,
+            position_bias=position_bias,
+            position_embeddings=position_embeddings,
+            cache=cache,
+            **kwargs,
+        )
+        if encoder_hidden_states is not None:  # a decoder run alone (as BART allows) has nothing to attend to
+            hidden_states = self.encoder_attn_residual(
+                hidden_states,
+                self.encoder_attn,
+                key_value_states=encoder_hidden_states,
+                attention_mask=encoder_attention_mask,
+                cache=cache,
+                query_scale=cross_attention_scale,
+                **kwargs,
+            )
+        return self.ffn_residual(hidden_states, self.ffn)
+
+
+class LongCtxPreTrainedModel(PreTrainedModel):
+    config: LongCtxConfig
+    config_class = LongCtxConfig
+    base_model_prefix = "model"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LongCtxEncoderLayer", "LongCtxDecoderLayer"]
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)  # Linear and Embedding ~ N(0, init_std), biases 0, norms 1/0
+        if self.config.initializer == "fan_in":
+            _init_fan_in(module, self.config)
+        if isinstance(module, PositionEncoding):
+            with torch.no_grad():
+                module.init_buffers()  # deterministic tables are not in checkpoints (T4)
+        if isinstance(module, LongCtxForConditionalGeneration) and module.config.final_logits_bias:
+            init.zeros_(module.final_logits_bias)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `save_pretrained` writes an auto_map entry only for the class being saved; a hub folder should open
+        # with AutoConfig, AutoModel and AutoModelForSeq2SeqLM alike.
+        if getattr(type(self), "_auto_class", None) is not None:
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def _init_fan_in(module: nn.Module, config: LongCtxConfig) -> None:
+    """T5's initialisation (`T5PreTrainedModel._init_weights`): weights N(0, 1/fan_in), token embeddings N(0, 1).
+
+    HF initialises leaf modules before their parents and never twice, so the rule is per leaf; a leaf that needs
+    another std than its kind's carries it as `fan_in_std` (set where the module is built)."""
+    if isinstance(module, nn.Linear):
+        init.normal_(module.weight, std=getattr(module, "fan_in_std", module.in_features**-0.5))
+    elif isinstance(module, nn.Embedding):  # token embeddings, a learned position table, the relative bias
+        init.normal_(module.weight, std=getattr(module, "fan_in_std", 1.0))
+
+
+class LongCtxStack(LongCtxPreTrainedModel):
+    """What the encoder and decoder share: embeddings, the position encoding and its per-forward inputs."""
+
+    causal = False
+    position_type_field = "position_embedding_type"
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__(config)
+        self.embed_tokens = _token_embedding(config)
+        self.position = build_position_encoding(getattr(config, self.position_type_field), config, causal=self.causal)
+        self.dropout = config.dropout
+        self.final_norm = _norm(config) if config.pre_norm else nn.Identity()
+        self.embedding_norm = _norm(config) if config.embedding_norm else nn.Identity()
+        self.gradient_checkpointing = False
+
+    def get_input_embeddings(self):
+        return self.embed_tokens
+
+    def set_input_embeddings(self, value):
+        self.embed_tokens = value
+
+    def _embed(self, input_ids, inputs_embeds, positions, side: str):
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids)
+        self.position.check_length(int(positions[-1]) + 1 if positions.numel() else 0, side)
+        hidden_states = inputs_embeds
+        if self.position.kind == "additive":
+            hidden_states = hidden_states + self.position.embed(positions).to(hidden_states.dtype)
+        hidden_states = self.embedding_norm(hidden_states)
+        return inputs_embeds, F.dropout(hidden_states, p=self.dropout, training=self.training)
+
+    def _check_tokens(self, input_ids, inputs_embeds, ids_name: str, embeds_name: str) -> torch.Tensor:
+        """Exactly one of ids / embeddings, of a shape and dtype the stack takes; returns the one given."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError(f"{type(self).__name__}: pass exactly one of `{ids_name}` or `{embeds_name}`.")
+        if input_ids is not None:
+            check_inputs(input_ids, ids_name, is_ids=True)
+            check_token_ids(self.config, input_ids, ids_name)
+            return input_ids
+        check_inputs(inputs_embeds, embeds_name, is_ids=False)
+        return inputs_embeds
+
+    def _use_chunked(self, key_length: int, output_attentions: bool) -> bool:
+        mode = self.config.chunked_attention
+        if self.position.kind != "bias" or mode == "never":
+            return False
+        if output_attentions and self.config._attn_implementation == "eager":
+            return False  # the chunked path has no weights to return; asking for them costs the dense path
+        return mode == "always" or key_length >= self.config.chunked_attention_min_length
+
+    def _offset_values(self, q_positions, k_len, first_positions, dtype) -> torch.Tensor | None:
+        """The bias of every offset k - q of consecutive positions, once for all layers and blocks (see
+        `BlockwiseBias.offset_values`); None where positions are not consecutive or the bias is not an offset's."""
+        if first_positions is None or not isinstance(self.position, OffsetBias):
+            return None
+        q_len = len(q_positions)
+        lowest = first_positions[1] - (first_positions[0] + q_len - 1)
+        return self.position.bias_by_offset(lowest, q_len + k_len - 1, q_positions.device).to(dtype).contiguous()
+
+    def _self_attention_inputs(
+        self, q_positions, k_positions, padding_mask, make_dense_mask, dtype, kwargs, first_positions=None
+    ):
+        """(attention_mask, position_bias, position_embeddings) for this forward, computed once for all layers.
+        `first_positions` = (first query, first key) says the positions are consecutive from there."""
+        rotary = None
+        if self.position.kind == "rotary":
+            rotary = tuple(t.to(dtype) for t in self.position.rotary(q_positions))
+        output_attentions = kwargs.get("output_attentions") or self.config.output_attentions
+        if self._use_chunked(len(k_positions), output_attentions):
+            key_padding, full_mask = None, None
+            if padding_mask is not None and padding_mask.dim() == 4:  # a ready mask, e.g. from generate
+                full_mask = padding_mask
+            elif padding_mask is not None and not bool(padding_mask.all()):
+                # a static cache has more key slots than mask columns: the slots past the mask are not attended
+                key_padding = F.pad(padding_mask.bool(), (0, len(k_positions) - padding_mask.shape[1]))
+            plan = BlockwiseBias(
+                self.position.bias,
+                q_positions,
+                k_positions,
+                key_padding,
+                self.causal,
+                self.config.chunked_attention_block_size,
+                full_mask,
+                offset_values=self._offset_values(q_positions, len(k_positions), first_positions, dtype),
+            )
+            return None, plan, rotary
+        bias = self.position.bias(q_positions, k_positions).to(dtype) if self.position.kind == "bias" else None
+        return make_dense_mask(), bias, rotary
+
+
+class LongCtxEncoder(LongCtxStack):
+    _can_record_outputs = {"hidden_states": LongCtxEncoderLayer, "attentions": LongCtxAttention}
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__(config)
+        self.layers = nn.ModuleList([LongCtxEncoderLayer(config, i) for i in range(config.encoder_layers)])
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs
+    def forward(
+        self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs: Unpack[TransformersKwargs]
+    ) -> BaseModelOutput:
+        tokens = self._check_tokens(input_ids, inputs_embeds, "input_ids", "inputs_embeds")
+        check_mask_shape(attention_mask, tokens.shape[:2], "attention_mask", "input_ids")
+        length, device = tokens.shape[1], tokens.device
+        positions, first_positions = torch.arange(length, device=device), (0, 0)
+        bound = self.config.randomized_positions_max_length
+        if self.training and bound is not None and bound > length:  # randomized positions (Ruoss et al. 2023)
+            positions, first_positions = torch.randperm(bound, device=device)[:length].sort().values, None
+        inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions, "encoder")
+
+        mask, bias, rotary = self._self_attention_inputs(
+            positions,
+            positions,
+            attention_mask,
+            lambda: create_bidirectional_mask(self.config, inputs_embeds, attention_mask),
+            hidden_states.dtype,
+            kwargs,
+            first_positions,
+        )
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, mask, bias, rotary, **kwargs)
+        return BaseModelOutput(last_hidden_state=self.final_norm(hidden_states))
+
+
+class LongCtxDecoder(LongCtxStack):
+    causal = True
+    position_type_field = "decoder_position_embedding_type"
+    _can_record_outputs = {
+        "hidden_states": LongCtxDecoderLayer,
+        "attentions": OutputRecorder(LongCtxAttention, index=1, layer_name="self_attn"),
+        "cross_attentions": OutputRecorder(LongCtxAttention, index=1, layer_name="encoder_attn"),
+    }
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__(config)
+        self.layers = nn.ModuleList([LongCtxDecoderLayer(config, i) for i in range(config.decoder_layers)])
+        self.post_init()
+
+    @merge_with_config_defaults
+    @capture_outputs
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        encoder_hidden_states=None,
+        encoder_attention_mask=None,
+        cache: Cache | None = None,
+        inputs_embeds=None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutputWithPastAndCrossAttentions:
+        tokens = self._check_tokens(input_ids, inputs_embeds, "decoder_input_ids", "decoder_inputs_embeds")
+        if use_cache and cache is None:
+            cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        elif cache is not None and not isinstance(cache, EncoderDecoderCache) and encoder_hidden_states is not None:
+            # A plain cache would receive the cross-attention keys and values after the self-attention ones (and
+            # count them as decoded tokens): it is the self-attention cache; the cross-attention gets its own.
+            cache = EncoderDecoderCache(cache, DynamicCache(config=self.config))
+        self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+        past_length = self_cache.get_seq_length() if self_cache is not None else 0
+
+        length, device = tokens.shape[1], tokens.device
+        q_positions = torch.arange(past_length, past_length + length, device=device)
+        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] != past_length + length:
+            raise ValueError(
+                f"`decoder_attention_mask` covers {attention_mask.shape[1]} positions but the decoder sees "
+                f"{past_length + length} ({past_length} cached + {length} new); give one mask column per decoder token."
+            )
+        # Keys as the cache will hold them: a static cache keeps `max_cache_len` slots, the causal mask hides
+        # the slots not yet written.
+        key_length = self_cache.get_mask_sizes(length, 0)[0] if self_cache is not None else length
+        k_positions = torch.arange(key_length, device=device)
+        side = "generation" if past_length > 0 else "decoder"
+        inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, q_positions, side)
+
+        mask, bias, rotary = self._self_attention_inputs(
+            q_positions,
+            k_positions,
+            attention_mask,
+            lambda: create_causal_mask(self.config, inputs_embeds, attention_mask, cache=self_cache),
+            hidden_states.dtype,
+            kwargs,
+        )
+        cross_scale = self._cross_attention_scale(encoder_hidden_states, encoder_attention_mask, hidden_states.dtype)
+        encoder_attention_mask = create_bidirectional_mask(
+            self.config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
+        )
+        for layer in self.layers:
+            hidden_states = layer(
+                hidden_states,
+                mask,
+                encoder_hidden_states,
+                encoder_attention_mask,
+                bias,
+                rotary,
+                cache=cache,
+                cross_attention_scale=cross_scale,
+                **kwargs,
+            )
+        return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.final_norm(hidden_states), cache=cache)
+
+    def _cross_attention_scale(self, encoder_hidden_states, encoder_attention_mask, dtype) -> torch.Tensor | None:
+        """(B, 1, 1, 1) = max(1, log(n) / log(`cross_attention_logn_length`)), n = each example's unpadded encoder
+        tokens (so a padded batch decodes as each example alone); None when the option is off."""
+        trained = self.config.cross_attention_logn_length
+        if trained is None or encoder_hidden_states is None:
+            return None
+        batch, length = encoder_hidden_states.shape[:2]
+        mask = encoder_attention_mask
+        if mask is not None and mask.dim() == 4:
+            mask = attended_keys(mask)
+        if mask is not None:
+            n = mask.sum(-1).clamp(min=1).float()
+        else:
+            n = torch.full((batch,), float(length), device=encoder_hidden_states.device)
+        return (n.log() / math.log(trained)).clamp(min=1.0).view(-1, 1, 1, 1).to(dtype)
+
+
+class LongCtxModel(LongCtxPreTrainedModel):
+    _tied_weights_keys = {
+        "encoder.embed_tokens.weight": "shared.weight",
+        "decoder.embed_tokens.weight": "shared.weight",
+    }
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__(config)
+        self.shared = _token_embedding(config)
+        # Each stack owns its embedding; `_tied_weights_keys` ties them to `shared` when `tie_word_embeddings`
+        # (as BART does), so a checkpoint that lacks `shared.weight` reports it missing instead of leaving it
+        # on the meta device.
+        self.encoder = LongCtxEncoder(config)
+        self.decoder = LongCtxDecoder(config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def set_input_embeddings(self, value):
+        self.shared = value
+        self.encoder.embed_tokens = value
+        self.decoder.embed_tokens = value
+
+    def get_encoder(self):
+        return self.encoder
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        encoder_outputs=None,
+        cache: Cache | None = None,
+        inputs_embeds=None,
+        decoder_inputs_embeds=None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> Seq2SeqModelOutput:
+        if decoder_input_ids is None and decoder_inputs_embeds is None:
+            raise ValueError(
+                "LongCtxModel needs `decoder_input_ids` (or `decoder_inputs_embeds`); pass `labels` to "
+                "LongCtxForConditionalGeneration to build them by shifting the labels right."
+            )
+        if encoder_outputs is None:
+            if input_ids is None and inputs_embeds is None:
+                raise ValueError(
+                    "Nothing to encode: pass `input_ids` (or `inputs_embeds`) for the source, or `encoder_outputs` "
+                    "computed before (e.g. `model.get_encoder()(input_ids)`)."
+                )
+            encoder_outputs = self.encoder(
+                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+            )
+        elif not isinstance(encoder_outputs, BaseModelOutput):
+            encoder_outputs = BaseModelOutput(
+                last_hidden_state=encoder_outputs[0],
+                hidden_states=encoder_outputs[1] if len(encoder_outputs) > 1 else None,
+                attentions=encoder_outputs[2] if len(encoder_outputs) > 2 else None,
+            )
+        encoder_states = encoder_outputs.last_hidden_state
+        if attention_mask is not None:
+            batch, source_length = encoder_states.shape[:2]
+            # a (B, S) padding mask, or a ready (B or 1, 1, Lq, S) mask as the encoder takes it
+            fits = (
+                tuple(attention_mask.shape) == (batch, source_length)
+                if attention_mask.dim() != 4
+                else attention_mask.shape[0] in (1, batch) and attention_mask.shape[-1] == source_length
+            )
+            if not fits:
+                raise ValueError(
+                    f"`attention_mask` has shape {tuple(attention_mask.shape)} but the encoder output covers "
+                    f"{(batch, source_length)} (batch, source length); pass the mask of these inputs."
+                )
+        if attention_mask is not None and attention_mask.dim() == 4:  # the decoder attends each source key once
+            attention_mask = attended_keys(attention_mask).expand(encoder_states.shape[0], -1)
+        decoder_outputs = self.decoder(
+            input_ids=decoder_input_ids,
+            attention_mask=decoder_attention_mask,
+            encoder_hidden_states=encoder_states,
+            encoder_attention_mask=attention_mask,
+            cache=cache,
+            inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return Seq2SeqModelOutput(
+            last_hidden_state=decoder_outputs.last_hidden_state,
+            cache=decoder_outputs.cache,
+            decoder_hidden_states=decoder_outputs.hidden_states,
+            decoder_attentions=decoder_outputs.attentions,
+            cross_attentions=decoder_outputs.cross_attentions,
+            encoder_last_hidden_state=encoder_states,
+            encoder_hidden_states=encoder_outputs.hidden_states,
+            encoder_attentions=encoder_outputs.attentions,
+        )
+
+
+class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {"lm_head.weight": "model.shared.weight"}
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__(config)
+        self.model = LongCtxModel(config)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        if config.final_logits_bias:  # a buffer, as in BART: fixed by the checkpoint, not trained
+            self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
+        self.post_init()
+
+    def resize_token_embeddings(self, new_num_tokens=None, pad_to_multiple_of=None, mean_resizing=True):
+        embeddings = super().resize_token_embeddings(new_num_tokens, pad_to_multiple_of, mean_resizing)
+        if self.config.final_logits_bias:
+            old, new = self.final_logits_bias, embeddings.weight.shape[0]
+            resized = old.new_zeros(1, new)
+            resized[:, : min(new, old.shape[1])] = old[:, :new]
+            self.final_logits_bias = resized
+        return embeddings
+
+    def get_encoder(self):
+        return self.model.encoder
+
+    def generate(self, *args, **kwargs):
+        if self.config._attn_implementation == "flex_attention" and self.device.type == "cpu":
+            # measured with torch 2.13: inductor fails to compile FlexAttention's decoding kernel on CPU
+            # (CppCompileError), even for a 30-token source; a forward pass without gradients works
+            raise ValueError(
+                "`generate` with attn_implementation='flex_attention' does not run on CPU (PyTorch's inductor cannot "
+                "compile FlexAttention's decoding kernel there). Generate with 'sdpa' (the default) or 'eager': "
+                "`model.set_attn_implementation('sdpa')`, or load with attn_implementation='sdpa'."
+            )
+        return super().generate(*args, **kwargs)
+
+    def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
+        return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
+
+    @can_return_tuple
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
+    def forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        decoder_input_ids=None,
+        decoder_attention_mask=None,
+        encoder_outputs=None,
+        cache: Cache | None = None,
+        inputs_embeds=None,
+        decoder_inputs_embeds=None,
+        labels=None,
+        use_cache: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> Seq2SeqLMOutput:
+        r"""
+        labels (`(B, Lt)`, *optional*): target ids; -100 marks positions the loss ignores. When given without
+            decoder inputs, the decoder inputs are the labels shifted right (teacher forcing).
+        num_items_in_batch (*optional*, in kwargs): the number of target tokens over all gradient-accumulation
+            micro-batches, passed by `Trainer`; the loss is then a sum divided by it, so accumulation reports
+            the same loss as one big batch.
+        """
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        if labels is not None:
+            check_inputs(labels, "labels", is_ids=True)
+            check_token_ids(self.config, labels.masked_fill(labels == -100, 0), "labels")
+            use_cache = False
+            if decoder_input_ids is None and decoder_inputs_embeds is None:
+                decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+        outputs = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            decoder_inputs_embeds=decoder_inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        logits_BLtV = self.lm_head(outputs.last_hidden_state * self.config.decoder_output_scale)
+        if self.config.final_logits_bias:
+            logits_BLtV = logits_BLtV + self.final_logits_bias.to(logits_BLtV.dtype)
+        loss = None
+        if labels is not None:
+            # Cross-entropy of each position against its own label: no causal-LM shift here (T7).
+            loss = fixed_cross_entropy(
+                logits_BLtV.flatten(0, 1).float(),
+                labels.to(logits_BLtV.device).flatten(),
+                num_items_in_batch=num_items_in_batch,
+                ignore_index=-100,
+            )
+        return Seq2SeqLMOutput(
+            loss=loss,
+            logits=logits_BLtV,
+            cache=outputs.cache,
+            decoder_hidden_states=outputs.decoder_hidden_states,
+            decoder_attentions=outputs.decoder_attentions,
+            cross_attentions=outputs.cross_attentions,
+            encoder_last_hidden_state=outputs.encoder_last_hidden_state,
+            encoder_hidden_states=outputs.encoder_hidden_states,
+            encoder_attentions=outputs.encoder_attentions,
+        )
+
+
+__all__ = ["LongCtxPreTrainedModel", "LongCtxModel", "LongCtxForConditionalGeneration"]

@@ -1,0 +1,266 @@
+"""Position encodings: one small module each, one interface, one registry line each.
+
+Legend: B batch, H heads, L length, Lq/Lk query/key length, D d_model, Dh head dimension.
+Positions are 1-D integer tensors shared by the batch: `arange(L)` in the encoder, `arange(past, past + L)` in a
+decoder that continues from a cache.
+
+Three kinds (torchtune/torchtitan style: the stack builds the encoding once and hands what it computes to layers):
+- "additive": `embed(positions) -> (L, D)` is added to the token embeddings once, before the first layer;
+- "bias":     `bias(q_positions, k_positions) -> (1, H, Lq, Lk)` is added to the attention scores; a function of
+              the positions only, so the long-input path can build it block by block;
+- "rotary":   `rotary(positions) -> (cos, sin)`, each `(1, L, Dh)`, rotates q and k inside the attention.
+Deterministic tables are non-persistent buffers that `init_buffers` recomputes (models load on the meta device,
+so `_init_weights` must rebuild them; see ARCHITECTURE.md T4).
+"""
+
+import math
+from typing import ClassVar
+
+import torch
+from torch import nn
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+from transformers.models.t5.modeling_t5 import T5Attention
+
+from .configuration_longctx import EXTRAPOLATING_TYPES, LongCtxConfig
+
+
+class PositionEncoding(nn.Module):
+    """Base class. `kind` says which of `embed`, `bias` or `rotary` the stack calls."""
+
+    kind: ClassVar[str] = "none"
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__()
+        self.causal = causal
+
+    def check_length(self, length: int, side: str) -> None:
+        """Raise a ValueError if this encoding cannot represent `length` positions. `side` says where they come
+        from: "encoder" (the source), "decoder" (labels or decoder inputs) or "generation" (a decoding step)."""
+
+    def init_buffers(self) -> None:
+        """Recompute the deterministic non-persistent buffers (after loading on the meta device)."""
+
+
+def fp32_table(buffer: torch.Tensor, compute) -> torch.Tensor:
+    """The fp32 value of a frequency table. `model.to(torch.bfloat16)` casts buffers too, and angles pos * freq
+    computed from a bf16 frequency drift in proportion to pos (2.0 off at 16k tokens): recompute instead."""
+    if buffer.dtype == torch.float32:
+        return buffer
+    return compute().to(buffer.device)
+
+
+class NoPositions(PositionEncoding):
+    """No positions at all; only the decoder may use it (its causal mask gives order)."""
+
+
+class SinusoidalPositions(PositionEncoding):
+    """PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(pos / 10000^(2i/D)) (Vaswani et al. 2017).
+
+    The angles are computed in float64 and the table returned in float32, as HF's Marian builds its table: fp32
+    angles are off by about pos * 2^-24 (3e-5 at 512 positions, 1e-4 at 2048), enough to move the logits of a
+    converted checkpoint. No buffer: the D/2 frequencies cost nothing to recompute, and a cast of the model (bf16)
+    or loading on the meta device cannot degrade them."""
+
+    kind = "additive"
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        self.d_model = config.d_model
+        self.layout = config.sinusoidal_layout
+        self.scale = config.sinusoidal_scale
+
+    def embed(self, positions: torch.Tensor) -> torch.Tensor:
+        dtype = torch.float32 if positions.device.type == "mps" else torch.float64  # MPS has no float64
+        two_i = torch.arange(0, self.d_model, 2, dtype=dtype, device=positions.device)
+        inv_freq_I = 1.0 / (10000.0 ** (two_i / self.d_model))
+        angles_LI = positions.to(dtype)[:, None] * inv_freq_I[None, :]
+        if self.layout == "halves":  # all sines, then all cosines (Marian, fairseq)
+            table_LD = torch.cat((angles_LI.sin(), angles_LI.cos()), dim=-1)
+        else:  # sin at 2i, cos at 2i+1
+            table_LD = torch.stack((angles_LI.sin(), angles_LI.cos()), dim=-1).flatten(1)
+        return table_LD[:, : self.d_model].float() * self.scale
+
+
+class LearnedPositions(PositionEncoding):
+    """A trained table of `max_position_embeddings` rows; it has nothing to offer past its last row."""
+
+    kind = "additive"
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        self.embeddings = nn.Embedding(config.max_position_embeddings, config.d_model)
+
+    def check_length(self, length: int, side: str) -> None:
+        table = self.embeddings.num_embeddings
+        if length <= table:
+            return
+        what, fix = {
+            "encoder": (
+                f"The encoder input (`input_ids`) has {length} tokens",
+                f"truncate the source (tokenizer `truncation=True, max_length={table}`)",
+            ),
+            "decoder": (
+                f"The decoder input (`labels` or `decoder_input_ids`) has {length} tokens",
+                f"truncate the targets to {table} tokens",
+            ),
+            "generation": (
+                f"Decoding reached output position {length}",
+                f"lower `generate`'s `max_new_tokens` (or `max_length`) to keep the output within {table} tokens",
+            ),
+        }[side]
+        raise ValueError(
+            f"{what}, but position_embedding_type='learned' has a table of `max_position_embeddings`={table} rows. "
+            f"To fix: {fix}, grow the table (scripts/extend_context.py), or use an encoding that extrapolates: "
+            f"{', '.join(EXTRAPOLATING_TYPES)}."
+        )
+
+    def embed(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.embeddings(positions)
+
+
+class OffsetBias(PositionEncoding):
+    """A "bias" encoding that depends on the offset k - q only. Subclasses give `bias_by_offset`; `bias` computes
+    each distinct offset once (Lq + Lk - 1 of them, not Lq * Lk: for T5 buckets that replaces millions of logs)
+    and gathers, and the long-input path builds each block as a strided (Toeplitz) view of the same values."""
+
+    kind = "bias"
+
+    def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
+        """(H, count): the bias of the offsets k - q = lowest, ..., lowest + count - 1."""
+        raise NotImplementedError
+
+    def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+        lowest = int(k_positions.min()) - int(q_positions.max())
+        count = int(k_positions.max()) - int(q_positions.min()) - lowest + 1
+        values_HN = self.bias_by_offset(lowest, count, q_positions.device)
+        return values_HN[:, k_positions[None, :] - q_positions[:, None] - lowest].unsqueeze(0)  # (1, H, Lq, Lk)
+
+
+class RelativePositions(OffsetBias):
+    """T5's bucketed relative bias: one learned scalar per (bucket, head), shared by the layers of a stack.
+
+    Buckets (`T5Attention._relative_position_bucket`): half of them exact distances, the rest logarithmic up to
+    `relative_attention_max_distance`; bidirectional (signed) in the encoder, causal in the decoder.
+    """
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.relative_attention_max_distance
+        self.relative_attention_bias = nn.Embedding(self.num_buckets, config.num_heads)
+        self.relative_attention_bias.fan_in_std = config.d_model**-0.5  # `initializer="fan_in"`, as T5
+
+    def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
+        buckets_N = T5Attention._relative_position_bucket(
+            torch.arange(lowest, lowest + count, device=device),  # memory position - query position, as T5
+            bidirectional=not self.causal,
+            num_buckets=self.num_buckets,
+            max_distance=self.max_distance,
+        )
+        return self.relative_attention_bias(buckets_N).T
+
+def alibi_slopes(num_heads: int) -> list[float]:
+    """Head slopes of Press et al. 2022: 2^(-8h/H) for h = 1..H when H is a power of 2; otherwise the slopes of
+    the closest smaller power of 2, completed by every other slope of the next power (their reference code)."""
+
+    def power_of_2_slopes(n: int) -> list[float]:
+        return [2.0 ** (-8.0 * h / n) for h in range(1, n + 1)]
+
+    if math.log2(num_heads).is_integer():
+        return power_of_2_slopes(num_heads)
+    closest = 2 ** math.floor(math.log2(num_heads))
+    return power_of_2_slopes(closest) + power_of_2_slopes(2 * closest)[0::2][: num_heads - closest]
+
+
+# What a key past `config.alibi_max_penalty` gets: far enough below it to skip exp()'s subnormal results
+# (below -87.3 in fp32), and finite in fp16 too.
+ALIBI_CUT_BIAS = -1.0e4
+
+
+class AlibiPositions(OffsetBias):
+    """ALiBi: score(i, j) += -m_h * |i - j|. Symmetric in the encoder; in the decoder the causal mask keeps j <= i,
+    where |i - j| = i - j, so the same formula is the causal ALiBi of the paper. No weights.
+
+    Past a penalty of `config.alibi_max_penalty` (distance penalty / m_h) the bias drops to `ALIBI_CUT_BIAS`: with the
+    default 60 each head is a window of 60 / m_h tokens (240 to 15,360 tokens for 4 heads), outside of which the
+    plain formula gives weights under 9e-27 of the query's own position, and CPU kernels slow down on them
+    (the config docstring has the measurement)."""
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        self.num_heads = config.num_heads
+        self.max_penalty = config.alibi_max_penalty
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(self.num_heads)), persistent=False)
+
+    def init_buffers(self) -> None:
+        self.slopes.copy_(torch.tensor(alibi_slopes(self.num_heads)))
+
+    def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
+        distance_N = torch.arange(lowest, lowest + count, device=device).abs().float()
+        bias_HN = -self.slopes.to(device)[:, None] * distance_N
+        if self.max_penalty is not None:
+            bias_HN.masked_fill_(bias_HN < -self.max_penalty, ALIBI_CUT_BIAS)
+        return bias_HN
+
+class RotaryPositions(PositionEncoding):
+    """RoPE (Su et al. 2021) with HF's scalings for context extension (`transformers.modeling_rope_utils`):
+    linear = position interpolation (Chen et al. 2023), dynamic = NTK-aware base growth past the trained length,
+    yarn = Peng et al. 2023. `rope_parameters` is the same dict HF's decoder-only models take.
+
+    As in HF, `dynamic` treats `max_position_embeddings` as the trained length and `yarn` reads
+    `rope_parameters["original_max_position_embeddings"]` (default `max_position_embeddings`). `dynamic` picks its base from the longest position of the current forward (as HF's decoders do): the encoder
+    uses its padded input length, and cached decoding past the trained length differs from one full forward,
+    since each step re-picks the base. Within the trained length it is exactly the default RoPE."""
+
+    kind = "rotary"
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        # `from_pretrained(folder, rope_parameters={...})` sets the dict after the config filled its defaults
+        config.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0, **config.rope_parameters}
+        self.config = config
+        self.rope_type = config.rope_parameters["rope_type"]
+        # HF's meaning of the dict: dynamic NTK switches on past `max_position_embeddings`
+        self.trained_length = config.max_position_embeddings
+        inv_freq, self.attention_scaling = self._compute(seq_len=None)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+
+    def _compute(self, seq_len: int | None) -> tuple[torch.Tensor, float]:
+        parameters = self.config.rope_parameters
+        if self.rope_type in ("default", "dynamic"):
+            dim, theta = self.config.head_dim, parameters["rope_theta"]
+            if self.rope_type == "dynamic" and seq_len is not None and seq_len > self.trained_length:
+                # NTK-aware growth of the base (the formula of HF's `_compute_dynamic_ntk_parameters`)
+                factor = parameters["factor"]
+                theta = theta * ((factor * seq_len / self.trained_length) - (factor - 1)) ** (dim / (dim - 2))
+            inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+            return inv_freq, 1.0
+        return ROPE_INIT_FUNCTIONS[self.rope_type](self.config, None, seq_len=seq_len)
+
+    def init_buffers(self) -> None:
+        self.inv_freq.copy_(self._compute(seq_len=None)[0])
+
+    def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.rope_type == "dynamic":  # the base grows with the current length once it passes the trained one
+            inv_freq = self._compute(seq_len=int(positions.max()) + 1)[0].to(positions.device)
+        else:
+            inv_freq = fp32_table(self.inv_freq, lambda: self._compute(seq_len=None)[0])
+        angles_LI = positions.float()[:, None] * inv_freq[None, :]
+        angles_LDh = torch.cat((angles_LI, angles_LI), dim=-1)  # HF's rotate_half layout
+        cos = (angles_LDh.cos() * self.attention_scaling).unsqueeze(0)
+        sin = (angles_LDh.sin() * self.attention_scaling).unsqueeze(0)
+        return cos, sin
+
+
+POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {
+    "sinusoidal": SinusoidalPositions,
+    "learned": LearnedPositions,
+    "relative": RelativePositions,
+    "alibi": AlibiPositions,
+    "rope": RotaryPositions,
+    "none": NoPositions,
+}
+
+
+def build_position_encoding(name: str, config: LongCtxConfig, causal: bool) -> PositionEncoding:
+    return POSITION_ENCODINGS[name](config, causal=causal)
