@@ -293,7 +293,7 @@ def test_target_longer_than_the_decoder_takes_raises():
         text_file=str(CORPUS_JSONL), source_column="word", target_column="definition", max_target_length=64
     )
     with pytest.raises(
-        ValueError, match=r"targets are longer .* `max_target_length` is 64\. Raise `max_target_length`"
+        ValueError, match=r"targets are longer .* `max_target_length` is 64\. Raise `max_target_length`.*`long_targets` truncate"
     ):
         build_text_examples(args)
     # denoising: the target length follows from chunk_length and noise_density
@@ -398,6 +398,39 @@ def test_source_target_columns_train(tmp_path):
     assert results["objective"] == "seq2seq" and results["train"]["global_step"] == 2
     assert 0.0 <= results["eval"]["token_accuracy"] <= 1.0
     assert AutoTokenizer.from_pretrained(tmp_path)("ABASEMENT")["input_ids"][-1] == 1
+
+
+@pytest.mark.parametrize("mode", ["truncate", "drop"])
+def test_long_targets_are_truncated_or_dropped_when_asked(mode, caplog):
+    args = dict(text_file=str(CORPUS_JSONL), source_column="word", target_column="definition", max_target_length=64)
+    _, whole = build_text_examples(text_args(**{**args, "max_target_length": 10**6}))
+    lengths = [len(labels) for labels in whole["labels"]]
+    with caplog.at_level("WARNING"):
+        tokenizer, examples = build_text_examples(text_args(**args, long_targets=mode))
+    kept = [len(labels) for labels in examples["labels"]]
+    assert max(kept) <= 64
+    if mode == "truncate":
+        assert len(kept) == len(lengths) and kept == [min(n, 64) for n in lengths]
+        assert all(labels[-1] == tokenizer.eos_token_id for labels in examples["labels"])  # EOS kept
+    else:
+        assert len(kept) == sum(n <= 64 for n in lengths) < len(lengths)
+        assert f"Dropped {len(lengths) - len(kept)} of {len(lengths)} examples" in caplog.text
+
+
+def test_long_targets_option_is_refused_for_denoising():
+    with pytest.raises(ValueError, match=r"`long_targets`='truncate' is for source -> target training"):
+        text_args(long_targets="truncate")
+
+
+def test_text_training_sets_logn_to_the_longest_training_source(tmp_path):
+    args = text_args(num_eval_examples=8, max_train_examples=16)
+    results = train_text(ModelArguments(**TINY_MODEL), args, tiny_training_args(tmp_path, max_steps=1))
+    config = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).config
+    tokenizer, examples = build_text_examples(args)
+    assert config.cross_attention_logn_length == max(len(ids) for ids in examples["input_ids"]) > 1
+    assert results["train"]["global_step"] == 1
+    plain = train_text(ModelArguments(**TINY_MODEL, logn_cross_attention=False), args, tiny_training_args(tmp_path / "plain", max_steps=1))
+    assert plain and AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "plain").config.cross_attention_logn_length is None
 
 
 def test_learned_positions_too_short_for_the_targets_raise_before_training(tmp_path):
