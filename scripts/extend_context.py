@@ -12,18 +12,22 @@ evaluates at `--eval_lengths`; without it the extended model is saved and evalua
 is given.
 """
 
+import json
 import os
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from transformers import AutoModelForSeq2SeqLM, HfArgumentParser, Seq2SeqTrainingArguments  # noqa: E402
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, HfArgumentParser, Seq2SeqTrainingArguments  # noqa: E402
 
 import hf_longctx  # noqa: E402,F401  (registers the Auto classes)
-from hf_longctx.extend import extend_context  # noqa: E402
+from hf_longctx.bench import evaluate_length  # noqa: E402
+from hf_longctx.extend import extend_context, write_extension_card  # noqa: E402
+from hf_longctx.model_card import invocation_command  # noqa: E402
 from hf_longctx.tokenization import build_tokenizer  # noqa: E402
-from hf_longctx.training import DataArguments, ModelArguments, train  # noqa: E402
+from hf_longctx.training import RESULTS_JSON, DataArguments, ModelArguments, train  # noqa: E402
 
 
 @dataclass
@@ -37,6 +41,7 @@ class ExtendArguments:
     task: str = field(default="passkey", metadata={"help": "Synthetic task for fine-tuning and evaluation."})
     eval_lengths: list[int] = field(default_factory=list, metadata={"help": "Lengths to evaluate after extension."})
     num_eval: int = field(default=200, metadata={"help": "Samples per evaluation length."})
+    eval_seed: int = field(default=4321, metadata={"help": "Seed of the evaluation examples (without fine-tuning)."})
 
 
 def main(argv=None):
@@ -46,25 +51,63 @@ def main(argv=None):
         per_device_train_batch_size=16, per_device_eval_batch_size=32, logging_steps=50,
     )  # fmt: skip
     args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    if args.finetune_steps < 0:
+        raise ValueError(f"`finetune_steps` must be 0 (no fine-tuning) or more, got {args.finetune_steps}.")
     model = AutoModelForSeq2SeqLM.from_pretrained(args.model)
+    if os.path.isdir(args.model) and not os.path.isfile(os.path.join(args.model, "tokenizer_config.json")):
+        raise ValueError(
+            f"{args.model} has no tokenizer (tokenizer_config.json): the extended folder keeps the model's own "
+            "tokenizer, so save it there first (`tokenizer.save_pretrained(folder)`)."
+        )
+    tokenizer = AutoTokenizer.from_pretrained(args.model)  # the model's own, saved with the extended model
+    if (args.finetune_steps or args.eval_lengths) and tokenizer.get_vocab() != build_tokenizer().get_vocab():
+        raise ValueError(
+            f"Fine-tuning and evaluation here use the synthetic `--task` {args.task!r}, whose vocabulary the tokenizer "
+            f"of {args.model} does not have (a converted or text-trained model). Extend it without "
+            "--finetune_steps / --eval_lengths, then fine-tune it on your own data."
+        )
+    record = {
+        "source": args.model if not os.path.exists(args.model) else Path(args.model).resolve().name,
+        "position_embedding_type": model.config.position_embedding_type,
+        "method": args.method,
+        "target_length": args.target_length,
+        "trained_length": args.trained_length,
+        "finetune_steps": args.finetune_steps,
+        "task": args.task if args.finetune_steps or args.eval_lengths else None,
+        "command": invocation_command(),
+    }
     model = extend_context(model, args.target_length, args.method, args.trained_length)
-    if args.finetune_steps == 0 and not args.eval_lengths:
-        model.save_pretrained(training_args.output_dir)
-        build_tokenizer().save_pretrained(training_args.output_dir)
-        return
-    training_args.max_steps = max(args.finetune_steps, 1)
-    if args.finetune_steps == 0:
-        training_args.learning_rate = 0.0  # evaluate the extended model as is: one step that changes nothing
-    data_args = DataArguments(
-        task=args.task,
-        train_min_len=max(16, args.target_length // 2),
-        train_max_len=args.target_length,
-        eval_lengths=args.eval_lengths or [args.target_length],
-        num_train=max(64, args.finetune_steps * training_args.per_device_train_batch_size),
-        num_eval=args.num_eval,
-    )
-    model_args = ModelArguments(position_embedding_type=model.config.position_embedding_type)
-    train(model_args, data_args, training_args, model=model)
+    output_dir = Path(training_args.output_dir)
+    if args.finetune_steps:
+        training_args.max_steps = args.finetune_steps
+        data_args = DataArguments(
+            task=args.task,
+            train_min_len=max(16, args.target_length // 2),
+            train_max_len=args.target_length,
+            eval_lengths=args.eval_lengths or [args.target_length],
+            num_train=max(64, args.finetune_steps * training_args.per_device_train_batch_size),
+            num_eval=args.num_eval,
+        )
+        model_args = ModelArguments(position_embedding_type=model.config.position_embedding_type)
+        results = train(model_args, data_args, training_args, model=model)
+        evaluated = results["eval"]
+    else:  # save as extended; evaluate as is where asked (no training step, no training record)
+        model.save_pretrained(output_dir)
+        tokenizer.save_pretrained(output_dir)
+        model.eval()
+        batch = training_args.per_device_eval_batch_size
+        evaluated = {
+            str(n): evaluate_length(model, tokenizer, args.task, n, args.num_eval, args.eval_seed + i, batch)
+            for i, n in enumerate(args.eval_lengths)
+        }
+        results = {"eval": evaluated}
+    results["extension"] = record
+    (output_dir / RESULTS_JSON).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    write_extension_card(output_dir, record["source"], record, evaluated)
+    done = f"fine-tuned {args.finetune_steps} steps" if args.finetune_steps else "not fine-tuned"
+    print(f"{record['source']} extended to {args.target_length} tokens ({args.method}, {done}) -> {output_dir}")
+    for length, scores in evaluated.items():
+        print(f"  {length} tokens: exact match {scores['exact_match']:.3f}")
 
 
 if __name__ == "__main__":

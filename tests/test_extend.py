@@ -72,6 +72,9 @@ def test_extend_script_extends_fine_tunes_and_evaluates(tmp_path):
     tokenizer = build_tokenizer()
     model = tiny_model(position_embedding_type="learned", max_position_embeddings=32, vocab_size=len(tokenizer))
     model.save_pretrained(tmp_path / "short")
+    with pytest.raises(ValueError, match="has no tokenizer"):
+        script.main(["--model", str(tmp_path / "short"), "--output_dir", str(tmp_path / "x"), "--target_length", "48", "--method", "copy"])
+    tokenizer.save_pretrained(tmp_path / "short")
     out = tmp_path / "long"
     script.main(
         ["--model", str(tmp_path / "short"), "--output_dir", str(out), "--target_length", "48", "--method", "copy",
@@ -97,3 +100,67 @@ def test_rope_parameters_given_at_load_time_keep_their_defaults(tmp_path):
     assert model.config.rope_parameters["rope_theta"] == 10000.0
     assert model.model.encoder.position.rope_type == "yarn"
     assert torch.isfinite(model(**random_batch(src_len=40)).logits).all()
+
+
+def _script():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    import extend_context as script
+
+    return script
+
+
+def test_extend_script_without_fine_tuning_records_no_training_and_keeps_the_tokenizer(tmp_path):
+    import json
+
+    from hf_longctx.tokenization import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    model = tiny_model(position_embedding_type="learned", max_position_embeddings=32, vocab_size=len(tokenizer))
+    model.save_pretrained(tmp_path / "short")
+    tokenizer.save_pretrained(tmp_path / "short")
+    out = tmp_path / "long"
+    _script().main(
+        ["--model", str(tmp_path / "short"), "--output_dir", str(out), "--target_length", "48", "--method", "copy",
+         "--eval_lengths", "48", "--num_eval", "4"]
+    )  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert "train" not in results and results["extension"]["finetune_steps"] == 0
+    assert results["extension"]["source"] == "short" and results["eval"]["48"]["num_samples"] == 4
+    card = (out / "README.md").read_text()
+    assert "not fine-tuned" in card and "`copy`" in card and str(tmp_path) not in card
+    assert (out / "tokenizer.json").read_bytes() == (tmp_path / "short" / "tokenizer.json").read_bytes()
+    # save only: a card too
+    _script().main(["--model", str(tmp_path / "short"), "--output_dir", str(tmp_path / "saved"), "--target_length", "64", "--method", "copy"])
+    assert "extended to 64 tokens" in (tmp_path / "saved" / "README.md").read_text()
+
+
+def test_extend_script_keeps_a_converted_models_tokenizer_and_refuses_synthetic_fine_tuning(tmp_path):
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    raw = Tokenizer(models.WordLevel({"<pad>": 0, "</s>": 1, "<unk>": 2, "hello": 3}, unk_token="<unk>"))
+    raw.pre_tokenizer = pre_tokenizers.Whitespace()
+    own = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    model = tiny_model(position_embedding_type="learned", max_position_embeddings=32)
+    model.save_pretrained(tmp_path / "converted")
+    own.save_pretrained(tmp_path / "converted")
+    with pytest.raises(ValueError, match=r"vocabulary the tokenizer .* does not have"):
+        _script().main(["--model", str(tmp_path / "converted"), "--output_dir", str(tmp_path / "x"), "--target_length", "64",
+                        "--method", "copy", "--finetune_steps", "2"])  # fmt: skip
+    _script().main(["--model", str(tmp_path / "converted"), "--output_dir", str(tmp_path / "y"), "--target_length", "64", "--method", "copy"])
+    assert (tmp_path / "y" / "tokenizer.json").read_bytes() == (tmp_path / "converted" / "tokenizer.json").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "make, target, method, trained, pattern",
+    [
+        (dict(position_embedding_type="learned", max_position_embeddings=64), 48, "copy", None, r"`target_length`=48 fits the learned table"),
+        (dict(position_embedding_type="rope"), 16, "yarn", 64, r"`target_length`=16 is not beyond `trained_length`=64"),
+    ],
+)
+def test_a_target_that_extends_nothing_is_refused(make, target, method, trained, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        extend_context(tiny_model(**make), target, method, trained)
