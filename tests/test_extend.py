@@ -138,8 +138,8 @@ def test_extend_script_without_fine_tuning_records_no_training_and_keeps_the_tok
 
 
 def test_extend_script_keeps_a_converted_models_tokenizer_and_refuses_synthetic_fine_tuning(tmp_path):
-    from transformers import PreTrainedTokenizerFast
     from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
     raw = Tokenizer(models.WordLevel({"<pad>": 0, "</s>": 1, "<unk>": 2, "hello": 3}, unk_token="<unk>"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
