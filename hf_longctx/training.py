@@ -433,7 +433,17 @@ def train(
 
 
 def check_launch(training_args: Seq2SeqTrainingArguments) -> None:
-    """A launcher that started several processes must get a data-parallel Trainer, not N trainings of one folder."""
+    """A launcher that started several processes must get a data-parallel Trainer, not N trainings of one folder;
+    and an FSDP or DeepSpeed launch must not turn into something else."""
+    for env, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(env, "false").lower() == "true" and not torch.accelerator.is_available():
+            # measured (accelerate 1.15, transformers 5.24): Trainer in its CPU mode builds accelerate's MULTI_CPU
+            # state and wraps the model in plain DDP, whatever the launch config says; without it, no process group
+            raise ValueError(
+                f"accelerate launched {what} ({env}=true), but this machine has no accelerator: Trainer would run plain "
+                "DDP on CPU instead (or each process alone), not what the config asks. Use "
+                "configs/accelerate/ddp.yaml (or torchrun) on CPU; run the FSDP / DeepSpeed configs on GPUs."
+            )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and training_args.parallel_mode != ParallelMode.DISTRIBUTED:
         raise ValueError(

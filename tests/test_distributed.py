@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import Seq2SeqTrainingArguments, TrainerCallback
+from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments, TrainerCallback
 
 from hf_longctx.training import DataArguments, ModelArguments, train
 
@@ -213,11 +213,31 @@ def test_two_processes_match_one_process_with_twice_the_batch(tmp_path, launcher
     assert results_one["launch"] == {"launcher": "python", "world_size": 1, "total_train_batch_size": 2 * B}
     card = (two / "README.md").read_text()
     assert ("torchrun --nproc_per_node 2" if launch == "torchrun" else "accelerate launch --num_processes 2") in card
+    saved = load_file(two / "model.safetensors")  # the ties survive (FSDP2 and tied embeddings are a known trap)
+    assert "model.shared.weight" in saved and "lm_head.weight" not in saved
+    reloaded = AutoModelForSeq2SeqLM.from_pretrained(two)
+    assert reloaded.lm_head.weight.data_ptr() == reloaded.model.shared.weight.data_ptr()
     assert str(REPO) not in card  # no absolute path of this machine
     # The post-training evaluation under torchrun scored each example once (evaluate_length checks 5 predictions for
     # 5 examples, not 2 ranks x 4 rows) and agrees with the 1-process evaluation of the same weights.
     for metric in ("exact_match", "token_accuracy"):
         assert results_two["eval"]["32"][metric] == results_one["eval"]["32"][metric]
+
+
+@pytest.mark.skipif(torch.accelerator.is_available(), reason="the refusal is for machines without an accelerator")
+def test_the_fsdp_config_on_a_machine_without_an_accelerator_is_refused(tmp_path, launcher):
+    """With the shipped fsdp.yaml on CPU, Trainer (use_cpu) would wrap the model in plain DDP (accelerate MULTI_CPU),
+    not FSDP: the run is refused, naming the configs that do run here."""
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "configs/accelerate/fsdp.yaml"]
+    proc = launcher.start(
+        "fsdp", *accelerate, "--mixed_precision", "no", "--main_process_port", "0", *TRAIN_PY[1:],
+        "--output_dir", tmp_path / "run", "--max_steps", "1", *TINY,
+    )  # fmt: skip
+    proc.wait(timeout=TIMEOUT_S)
+    assert proc.returncode != 0
+    log = launcher.log_tail(proc, 20000)
+    assert "accelerate launched FSDP (ACCELERATE_USE_FSDP=true), but this machine has no accelerator" in log
+    assert "configs/accelerate/ddp.yaml" in log and not (tmp_path / "run" / "model.safetensors").exists()
 
 
 def test_bf16_autocast_trains_without_nan(tmp_path, one_thread):
