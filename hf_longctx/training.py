@@ -104,12 +104,13 @@ class ModelArguments:
             "the training length every bucket is trained."
         },
     )
-    logn_cross_attention: bool = field(
-        default=True,
+    logn_cross_attention: bool | None = field(
+        default=None,
         metadata={
             "help": "Set `cross_attention_logn_length` to the longest training source: over longer inputs the "
             "cross-attention queries are scaled by log n / log(trained length), which keeps retrieval as sharp as in "
-            "training (see LongCtxConfig); no effect at the trained lengths."
+            "training (see LongCtxConfig); no effect at the trained lengths. Default (unset): on for LongCtx models; "
+            "an HF `reference` has no such option."
         },
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flex_attention."})
@@ -201,7 +202,7 @@ def build_model(
         randomized_positions_max_length=model_args.randomized_positions_max_length,
         sinusoidal_scale=model_args.sinusoidal_scale,
         relative_attention_max_distance=model_args.relative_attention_max_distance,
-        cross_attention_logn_length=trained_length if model_args.logn_cross_attention else None,
+        cross_attention_logn_length=trained_length if model_args.logn_cross_attention is not False else None,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
@@ -233,10 +234,20 @@ def build_reference_model(model_args: ModelArguments, tokenizer: PreTrainedToken
     `relative`, BART for `learned`, Marian for `sinusoidal`), freshly initialised by its own `_init_weights`."""
     from transformers import BartConfig, MarianConfig, T5Config
 
-    if model_args.config_overrides:
+    own_encoding = {"t5": "relative", "bart": "learned", "marian": "sinusoidal"}[model_args.reference]
+    defaults = ModelArguments()
+    given = [  # LongCtx-only options set away from their defaults: a reference model has none of them
+        name
+        for name in ("config_overrides", "decoder_position_embedding_type", "randomized_positions_max_length",
+                     "sinusoidal_scale", "logn_cross_attention")
+        if getattr(model_args, name) not in (getattr(defaults, name), False)
+    ]  # fmt: skip
+    if model_args.position_embedding_type not in (defaults.position_embedding_type, own_encoding):
+        given.append("position_embedding_type")
+    if given:
         raise ValueError(
-            f"`config_overrides` sets LongCtxConfig fields, but `reference`={model_args.reference!r} builds an HF model; "
-            "drop one of the two."
+            f"`reference`={model_args.reference!r} builds HF's model with its own positions ({own_encoding}); "
+            f"{', '.join(f'`{name}`' for name in given)} set LongCtx options it does not have. Drop them, or the reference."
         )
     ids = dict(
         pad_token_id=tokenizer.pad_token_id,
@@ -257,7 +268,8 @@ def build_reference_model(model_args: ModelArguments, tokenizer: PreTrainedToken
             vocab_size=len(tokenizer), d_model=m.d_model, encoder_layers=m.encoder_layers,
             decoder_layers=m.decoder_layers, encoder_attention_heads=m.num_heads, decoder_attention_heads=m.num_heads,
             encoder_ffn_dim=m.d_ff, decoder_ffn_dim=m.d_ff, dropout=m.dropout, attention_dropout=m.attention_dropout,
-            max_position_embeddings=max_length, scale_embedding=m.reference == "marian", forced_eos_token_id=None,
+            max_position_embeddings=m.max_position_embeddings or max_length, scale_embedding=m.reference == "marian",
+            forced_eos_token_id=None,
             bos_token_id=None, **ids,
         )
     return _greedy(AutoModelForSeq2SeqLM.from_config(config, attn_implementation=m.attn_implementation))

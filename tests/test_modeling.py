@@ -737,3 +737,30 @@ def test_cross_attention_logn_scaling_counts_each_examples_own_tokens(pe):
     cached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=True)
     uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False)
     assert torch.equal(cached, uncached)
+
+
+@pytest.mark.parametrize("attention_scale", [None, 1.0])
+def test_fan_in_initializer_draws_the_stds_of_a_fresh_hf_t5(attention_scale):
+    """`initializer="fan_in"`: every weight's std as in a freshly initialised T5 of the same size (the scores start
+    where T5's do whatever `attention_scale` is: q is scaled by head_dim**-0.5 / scale)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    d, heads, d_ff = 64, 4, 256
+    torch.manual_seed(0)
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=500, d_model=d, d_kv=d // heads, d_ff=d_ff, num_heads=heads, num_layers=2))
+    ours = tiny_model(vocab_size=500, d_model=d, num_heads=heads, d_ff=d_ff, initializer="fan_in", attention_scale=attention_scale, position_embedding_type="relative", relative_attention_num_buckets=32, relative_attention_max_distance=128)
+    t5_attn, our_attn = t5.encoder.block[0].layer[0].SelfAttention, ours.model.encoder.layers[0].self_attn
+    q_factor = 1.0 if attention_scale == 1.0 else (d // heads) ** 0.5  # with 1/sqrt(head_dim) on the scores, q is that much larger
+    pairs = [
+        (t5.shared.weight, ours.model.shared.weight, 1.0),
+        (t5_attn.q.weight, our_attn.q_proj.weight, q_factor),
+        (t5_attn.k.weight, our_attn.k_proj.weight, 1.0),
+        (t5_attn.o.weight, our_attn.o_proj.weight, 1.0),
+        (t5.encoder.block[0].layer[1].DenseReluDense.wi.weight, ours.model.encoder.layers[0].ffn.fc1.weight, 1.0),
+        (t5.encoder.block[0].layer[1].DenseReluDense.wo.weight, ours.model.encoder.layers[0].ffn.fc2.weight, 1.0),
+        (t5_attn.relative_attention_bias.weight, ours.model.encoder.position.relative_attention_bias.weight, 1.0),
+    ]
+    for theirs, mine, factor in pairs:
+        assert mine.std().item() == pytest.approx(theirs.std().item() * factor, rel=0.15)
+    default = tiny_model(vocab_size=500, d_model=d, num_heads=heads, d_ff=d_ff)
+    assert default.model.shared.weight.std().item() == pytest.approx(0.02, rel=0.1)  # "normal" stays BART's

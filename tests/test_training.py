@@ -430,3 +430,64 @@ def test_a_non_editable_install_trains_and_writes_its_card(tmp_path):
     card = (out / "README.md").read_text()
     assert "hf_longctx" in card and "## " in card  # the template's sections, not huggingface_hub's generic card
     assert "No model card template" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    "reference, cls, kwargs",
+    [
+        ("t5", "T5ForConditionalGeneration", {"relative_attention_max_distance": 32}),
+        ("bart", "BartForConditionalGeneration", {}),
+        ("marian", "MarianMTModel", {}),
+    ],
+)
+def test_reference_models_have_the_same_sizes(reference, cls, kwargs):
+    from hf_longctx.training import build_model
+
+    tokenizer = build_tokenizer()
+    model = build_model(ModelArguments(d_model=32, num_heads=4, d_ff=64, reference=reference, **kwargs), tokenizer, 256)
+    assert type(model).__name__ == cls
+    assert model.config.d_model == 32 and model.config.vocab_size == len(tokenizer)
+    if reference == "t5":
+        assert model.config.relative_attention_max_distance == 32 and model.config.num_decoder_layers == 2
+    else:
+        assert model.config.max_position_embeddings == 256 and model.config.encoder_ffn_dim == 64
+
+
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        ({"config_overrides": "norm_type=rmsnorm"}, "`config_overrides`"),
+        ({"logn_cross_attention": True}, "`logn_cross_attention`"),
+        ({"position_embedding_type": "rope"}, "`position_embedding_type`"),
+        ({"randomized_positions_max_length": 512}, "`randomized_positions_max_length`"),
+    ],
+)
+def test_longctx_options_with_a_reference_model_are_refused(kwargs, named):
+    from hf_longctx.training import build_model
+
+    with pytest.raises(ValueError, match=rf"`reference`='t5' builds HF's model .*{named}"):
+        build_model(ModelArguments(reference="t5", **kwargs), build_tokenizer(), 256)
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ("norm_type=rmsnorm,attention_scale=1.0", {"norm_type": "rmsnorm", "attention_scale": 1.0}),
+        ("initializer=fan_in, decoder_output_scale=0.125", {"initializer": "fan_in", "decoder_output_scale": 0.125}),
+        ("alibi_max_penalty=null", {"alibi_max_penalty": None}),
+    ],
+)
+def test_config_overrides_reach_the_config(overrides, expected):
+    from hf_longctx.training import build_model
+
+    model = build_model(ModelArguments(config_overrides=overrides), build_tokenizer(), 256, trained_length=64)
+    for name, value in expected.items():
+        assert getattr(model.config, name) == value
+
+
+@pytest.mark.parametrize("overrides, pattern", [("norm_typ=rmsnorm", "did you mean `norm_type`"), ("rmsnorm", "is not `field=value`")])
+def test_bad_config_overrides_are_refused(overrides, pattern):
+    from hf_longctx.training import build_model
+
+    with pytest.raises(ValueError, match=pattern):
+        build_model(ModelArguments(config_overrides=overrides), build_tokenizer(), 256)
