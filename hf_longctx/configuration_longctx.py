@@ -227,8 +227,9 @@ class LongCtxConfig(PreTrainedConfig):
         fields = {f.name: f for f in dataclasses.fields(self)}
         aliases = {**FOREIGN_NAMES, **self.attribute_map}
         taken: dict[str, tuple[str, object]] = {}  # field -> (the name that set it, value)
-        if "num_layers" in kwargs and "num_decoder_layers" not in kwargs:  # T5: num_decoder_layers defaults to it
-            kwargs["num_decoder_layers"] = kwargs["num_layers"]
+        decoder_default = fields["decoder_layers"].default
+        if "num_layers" in kwargs and "num_decoder_layers" not in kwargs and self.decoder_layers == decoder_default:
+            kwargs["num_decoder_layers"] = kwargs["num_layers"]  # T5: num_decoder_layers defaults to num_layers
         for name in [k for k in kwargs if k in aliases]:
             value, target = kwargs.pop(name), aliases[name]
             if target in taken and taken[target][1] != value:
@@ -252,11 +253,27 @@ class LongCtxConfig(PreTrainedConfig):
                 )
         if "feed_forward_proj" in kwargs:  # T5: "relu", "gelu", "gated-gelu", ...
             proj = kwargs.pop("feed_forward_proj")
-            self.gated_ffn = proj.startswith("gated-")
-            self.activation_function = proj.removeprefix("gated-")
+            if not isinstance(proj, str):
+                raise ValueError(f"`feed_forward_proj` is T5's '[gated-]<activation>', e.g. 'gated-gelu'; got {proj!r}.")
+            # as T5Config reads it: "gated-gelu" is the tanh-approximated gelu (gelu_new)
+            activation = "gelu_new" if proj == "gated-gelu" else proj.removeprefix("gated-")
+            default = fields["activation_function"].default
+            if self.activation_function not in (default, activation):
+                raise ValueError(
+                    f"`feed_forward_proj`={proj!r} means activation_function={activation!r} here, which is also given "
+                    f"as {self.activation_function!r}; pass one of the two."
+                )
+            self.gated_ffn, self.activation_function = proj.startswith("gated-"), activation
+        foreign = _foreign_config_keys()
         known = set(fields) | set(aliases) | HF_CONFIG_KEYS | set(GenerationConfig._get_default_generation_params())
         for name in kwargs:
             if name in known:
+                continue
+            if name in foreign:  # a BART / T5 / Marian option this model does not have: theirs, not a typo of ours
+                logger.warning(
+                    f"LongCtxConfig: `{name}` (an option of BART / T5 / Marian configs) has no counterpart here; it is "
+                    "kept on the config, but nothing in the model reads it."
+                )
                 continue
             close = difflib.get_close_matches(name, list(fields) + list(aliases), n=1, cutoff=0.8)
             if close:
@@ -266,6 +283,21 @@ class LongCtxConfig(PreTrainedConfig):
                 "extra keys), but nothing in the model reads it."
             )
         return kwargs
+
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs):
+        """As `PreTrainedConfig.from_dict`, but keyword arguments that name a field (or a BART / T5 name of one)
+        join the dict before the config is built, so `from_pretrained(folder, dropout=1.5)` meets the same checks
+        and name mapping as `LongCtxConfig(dropout=1.5)` (transformers would set them afterwards, unchecked)."""
+        names = {f.name for f in dataclasses.fields(cls)} | set(FOREIGN_NAMES) | set(cls.attribute_map) | {"d_kv", "feed_forward_proj"}
+        config_dict = dict(config_dict)
+        for name in [k for k in kwargs if k in names]:
+            config_dict[name] = kwargs.pop(name)
+        # a saved dict already holds every field: its mapped names must not count as given twice
+        for alias, target in {**FOREIGN_NAMES, **cls.attribute_map}.items():
+            if alias in config_dict and target in config_dict and config_dict[alias] != config_dict[target]:
+                config_dict.pop(target)
+        return super().from_dict(config_dict, **kwargs)
 
     def validate_rope(self):
         """HF's RoPE checks (an even head size, the scaling's keys) only where a stack uses RoPE."""
@@ -283,6 +315,10 @@ class LongCtxConfig(PreTrainedConfig):
                     f"`{field}` is a probability of dropping a unit and must be in [0, 1), got {getattr(self, field)}; "
                     "0 turns it off."
                 )
+        if self.attention_scale is not None and not self.attention_scale > 0:
+            raise ValueError(
+                f"`attention_scale` multiplies q.k and must be > 0, or None for 1/sqrt(head_dim); got {self.attention_scale}."
+            )
         if self.d_model % self.num_heads != 0:
             raise ValueError(
                 f"`d_model` ({self.d_model}) must be divisible by `num_heads` ({self.num_heads}); "
@@ -418,6 +454,19 @@ ENCODING_OPTIONS = {
     "sinusoidal": ("sinusoidal_layout", "sinusoidal_scale"),
 }
 DEFAULT_ROPE_PARAMETERS = {"rope_type": "default", "rope_theta": 10000.0}
+
+
+def _foreign_config_keys() -> set[str]:
+    """The options of BART, Marian and T5 configs (their defaults' keys), for telling theirs from our typos."""
+    global _FOREIGN_KEYS
+    if _FOREIGN_KEYS is None:
+        from transformers import BartConfig, MarianConfig, T5Config
+
+        _FOREIGN_KEYS = {key for cls in (BartConfig, MarianConfig, T5Config) for key in cls().to_dict()}
+    return _FOREIGN_KEYS
+
+
+_FOREIGN_KEYS: set[str] | None = None
 
 
 def _divisor_near(n: int, target: int) -> int:

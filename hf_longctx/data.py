@@ -154,8 +154,11 @@ def make_task(
     generate, needed = spec.generate, spec.min_len
     if spec.record_tokens:
         num_records = DEFAULT_NUM_RECORDS if num_records is None else num_records
-        if num_records < 1:
-            raise ValueError(f"`num_records` must be at least 1 for task {name!r}, got {num_records}.")
+        if not 1 <= num_records <= KV_MAX_PAIRS:
+            raise ValueError(
+                f"`num_records` must be between 1 and {KV_MAX_PAIRS} (the distinct two-letter keys) for task {name!r}, "
+                f"got {num_records}."
+            )
         generate = functools.partial(spec.generate, num_records=num_records)
         needed += (num_records - 1) * spec.record_tokens
     elif num_records is not None:

@@ -52,6 +52,11 @@ def extend_context(
     if target_length < 1:
         raise ValueError(f"`target_length` must be positive, got {target_length}.")
     if method == "none":
+        if trained_length is not None:
+            raise ValueError(
+                f"`trained_length`={trained_length} means nothing to method 'none' ({encoding} runs at any length "
+                "as it is); drop it."
+            )
         return model
     if encoding == "learned" and method in ("copy", "interpolate"):
         return _grow_learned(model, target_length, method, trained_length)

@@ -588,6 +588,7 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
         super().__init__(config)
         self.model = LongCtxModel(config)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.fan_in_std = 1.0  # `initializer="fan_in"`: T5 draws an untied head from N(0, 1)
         if config.final_logits_bias:  # a buffer, as in BART: fixed by the checkpoint, not trained
             self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
         self.post_init()

@@ -44,10 +44,11 @@ def run(folder, method, target, steps, args, workdir) -> float:
     argv = [
         "--model", folder, "--output_dir", str(out), "--target_length", str(target), "--method", method,
         "--trained_length", str(args.trained_length), "--finetune_steps", str(steps),
-        "--eval_lengths", str(target), "--num_eval", str(args.num_eval),
-        "--per_device_train_batch_size", str(args.batch_size), "--disable_tqdm", "true", "--log_level", "warning",
-        "--warmup_steps", str(steps // 10),
+        "--eval_lengths", str(target), "--num_eval", str(args.num_eval), "--disable_tqdm", "true",
+        "--log_level", "warning",
     ]  # fmt: skip
+    if steps:  # training flags only with a fine-tune (extend_context.py refuses them otherwise)
+        argv += ["--per_device_train_batch_size", str(args.batch_size), "--warmup_steps", str(steps // 10)]
     extend_context.main(argv)
     return json.loads((out / "results.json").read_text())["eval"][str(target)]["exact_match"]
 

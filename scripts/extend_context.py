@@ -12,6 +12,7 @@ evaluates at `--eval_lengths`; without it the extended model is saved and evalua
 is given.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -38,10 +39,36 @@ class ExtendArguments:
                                   "(rope); none (sinusoidal, relative, alibi)."})
     trained_length: int | None = field(default=None, metadata={"help": "Longest trained source (rope scaling)."})
     finetune_steps: int = field(default=0, metadata={"help": "Fine-tuning steps at the target length (0: none)."})
-    task: str = field(default="passkey", metadata={"help": "Synthetic task for fine-tuning and evaluation."})
+    task: str | None = field(
+        default=None,
+        metadata={"help": "Synthetic task for fine-tuning and evaluation; default: the task the source folder was "
+                  "trained on (its results.json), else passkey."},
+    )
     eval_lengths: list[int] = field(default_factory=list, metadata={"help": "Lengths to evaluate after extension."})
     num_eval: int = field(default=200, metadata={"help": "Samples per evaluation length."})
-    eval_seed: int = field(default=4321, metadata={"help": "Seed of the evaluation examples (without fine-tuning)."})
+    eval_seed: int | None = field(
+        default=None, metadata={"help": "Seed of the evaluation examples without fine-tuning (default 4321)."}
+    )
+
+
+# Seq2SeqTrainingArguments that mean something without fine-tuning (the folder, evaluation batches, logging)
+USED_WITHOUT_FINETUNING = {"output_dir", "per_device_eval_batch_size", "log_level", "disable_tqdm", "report_to"}
+
+
+def check_flags(args: ExtendArguments, argv: list[str]) -> None:
+    """Flags that this run would not use are refused, naming them."""
+    given = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+    if "max_steps" in given:
+        raise ValueError("--max_steps: the fine-tuning steps are --finetune_steps here.")
+    training_fields = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)}
+    unused = sorted(given & training_fields - USED_WITHOUT_FINETUNING) if args.finetune_steps == 0 else []
+    if unused:
+        raise ValueError(
+            f"{', '.join('--' + n for n in unused)} set training, but --finetune_steps is 0 (no fine-tuning): "
+            "give --finetune_steps, or drop them."
+        )
+    if args.finetune_steps and args.eval_seed is not None:
+        raise ValueError("--eval_seed is for evaluation without fine-tuning; after fine-tuning, train() evaluates.")
 
 
 def main(argv=None):
@@ -50,7 +77,9 @@ def main(argv=None):
         predict_with_generate=True, report_to="none", save_strategy="no", learning_rate=3e-4,
         per_device_train_batch_size=16, per_device_eval_batch_size=32, logging_steps=50,
     )  # fmt: skip
+    argv = sys.argv[1:] if argv is None else argv
     args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    check_flags(args, argv)
     if args.finetune_steps < 0:
         raise ValueError(f"`finetune_steps` must be 0 (no fine-tuning) or more, got {args.finetune_steps}.")
     model = AutoModelForSeq2SeqLM.from_pretrained(args.model)
@@ -60,6 +89,10 @@ def main(argv=None):
             "tokenizer, so save it there first (`tokenizer.save_pretrained(folder)`)."
         )
     tokenizer = AutoTokenizer.from_pretrained(args.model)  # the model's own, saved with the extended model
+    if args.task is None:  # the source's own task, where its folder says which
+        source_results = Path(args.model) / RESULTS_JSON
+        args.task = json.loads(source_results.read_text()).get("task") if source_results.is_file() else None
+        args.task = args.task or "passkey"
     if (args.finetune_steps or args.eval_lengths) and tokenizer.get_vocab() != build_tokenizer().get_vocab():
         raise ValueError(
             f"Fine-tuning and evaluation here use the synthetic `--task` {args.task!r}, whose vocabulary the tokenizer "
@@ -97,7 +130,7 @@ def main(argv=None):
         model.eval()
         batch = training_args.per_device_eval_batch_size
         evaluated = {
-            str(n): evaluate_length(model, tokenizer, args.task, n, args.num_eval, args.eval_seed + i, batch)
+            str(n): evaluate_length(model, tokenizer, args.task, n, args.num_eval, (args.eval_seed or 4321) + i, batch)
             for i, n in enumerate(args.eval_lengths)
         }
         results = {"eval": evaluated}

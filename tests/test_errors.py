@@ -310,3 +310,44 @@ def test_generate_with_flex_attention_on_cpu_names_the_working_backends():
     model = tiny_model(attn_implementation="flex_attention")
     with pytest.raises(ValueError, match=r"flex_attention.*does not run on CPU.*'sdpa'.*'eager'"):
         model.generate(input_ids=torch.tensor([[5, 6, 7]]), max_new_tokens=3)
+
+
+def test_bart_and_marian_config_dicts_load_with_their_sizes():
+    from transformers import BartConfig, MarianConfig
+
+    for family in (BartConfig, MarianConfig):
+        values = family(vocab_size=99, d_model=32, encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, encoder_layers=2, decoder_layers=2, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0, bos_token_id=0).to_dict()
+        values.pop("model_type")
+        config = LongCtxConfig(**values)  # encoder_layerdrop & co: theirs, kept with a warning, not "did you mean"
+        assert (config.num_heads, config.d_ff, config.encoder_layers) == (4, 64, 2)
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ({"attention_scale": 0.0}, r"`attention_scale` multiplies q.k and must be > 0"),
+        ({"feed_forward_proj": 3}, r"`feed_forward_proj` is T5's"),
+        ({"feed_forward_proj": "gated-gelu", "activation_function": "relu"}, r"`feed_forward_proj`='gated-gelu' means activation_function='gelu_new'"),
+    ],
+)
+def test_more_bad_config_values(overrides, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        tiny_config(**overrides)
+
+
+@pytest.mark.parametrize(
+    "kwargs, check",
+    [
+        ({"dropout": 1.5}, r"`dropout` is a probability"),
+        ({"position_embedding_type": "bogus"}, r"`position_embedding_type`='bogus'"),
+        ({"relative_attention_num_buckets": 2, "position_embedding_type": "relative"}, r"no exact-distance bucket"),
+    ],
+)
+def test_from_pretrained_keyword_arguments_meet_the_same_checks(kwargs, check, tmp_path):
+    from transformers import AutoConfig
+
+    tiny_config().save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=check):
+        AutoConfig.from_pretrained(tmp_path, **kwargs)
+    assert AutoConfig.from_pretrained(tmp_path, num_layers=3).encoder_layers == 3
+    assert AutoConfig.from_pretrained(tmp_path, cross_attention_logn_length=64).cross_attention_logn_length == 64

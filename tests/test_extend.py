@@ -164,3 +164,37 @@ def test_extend_script_keeps_a_converted_models_tokenizer_and_refuses_synthetic_
 def test_a_target_that_extends_nothing_is_refused(make, target, method, trained, pattern):
     with pytest.raises(ValueError, match=pattern):
         extend_context(tiny_model(**make), target, method, trained)
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--learning_rate", "5"], r"--learning_rate set training, but --finetune_steps is 0"),
+        (["--max_steps", "7"], r"--max_steps: the fine-tuning steps are --finetune_steps"),
+        (["--finetune_steps", "2", "--eval_seed", "3"], r"--eval_seed is for evaluation without fine-tuning"),
+    ],
+)
+def test_extend_script_refuses_flags_it_would_not_use(extra, pattern, tmp_path):
+    from hf_longctx.tokenization import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tiny_model(position_embedding_type="learned", max_position_embeddings=32, vocab_size=len(tokenizer)).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match=pattern):
+        _script().main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o"), "--target_length", "48", "--method", "copy", *extra])
+
+
+def test_extend_script_evaluates_the_task_the_source_was_trained_on(tmp_path):
+    import json
+
+    from hf_longctx.tokenization import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    tiny_model(position_embedding_type="alibi", vocab_size=len(tokenizer)).save_pretrained(tmp_path / "m")
+    tokenizer.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "results.json").write_text(json.dumps({"task": "multikey"}))
+    _script().main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o"), "--target_length", "48",
+                    "--method", "none", "--eval_lengths", "48", "--num_eval", "2"])  # fmt: skip
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["extension"]["task"] == "multikey"
+    with pytest.raises(ValueError, match=r"`trained_length`=64 means nothing to method 'none'"):
+        extend_context(tiny_model(position_embedding_type="alibi"), 128, "none", 64)

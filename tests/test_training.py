@@ -396,7 +396,9 @@ def test_build_model_sizes_positions_by_encoding():
     assert learned.config.cross_attention_logn_length == rope.config.cross_attention_logn_length == 64
     plain = build_model(ModelArguments(logn_cross_attention=False), tokenizer, 2048, trained_length=64)
     assert plain.config.cross_attention_logn_length is None
-    capped = build_model(ModelArguments(relative_attention_max_distance=32), tokenizer, 2048, trained_length=64)
+    capped = build_model(
+        ModelArguments(position_embedding_type="relative", relative_attention_max_distance=32), tokenizer, 2048, 64
+    )
     assert capped.config.relative_attention_max_distance == 32
 
 
@@ -491,3 +493,49 @@ def test_bad_config_overrides_are_refused(overrides, pattern):
 
     with pytest.raises(ValueError, match=pattern):
         build_model(ModelArguments(config_overrides=overrides), build_tokenizer(), 256)
+
+
+@pytest.mark.parametrize(
+    "overrides, pattern",
+    [
+        ("foo_bar=1", r"`foo_bar` is not a field of LongCtxConfig"),
+        ("d_modle=1", r"did you mean `d_model`"),
+    ],
+)
+def test_config_overrides_name_only_fields(overrides, pattern):
+    from hf_longctx.training import build_model
+
+    with pytest.raises(ValueError, match=pattern):
+        build_model(ModelArguments(config_overrides=overrides), build_tokenizer(), 256)
+
+
+def test_config_overrides_replace_the_built_values_and_take_dicts():
+    from hf_longctx.training import build_model
+
+    model = build_model(
+        ModelArguments(position_embedding_type="rope", config_overrides='d_model=128,attention_scale=1,rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}'),
+        build_tokenizer(), 256, trained_length=64,
+    )  # fmt: skip
+    assert model.config.d_model == 128 and model.config.attention_scale == 1.0
+    assert model.config.rope_parameters["rope_type"] == "yarn" and model.config.rope_parameters["factor"] == 4.0
+
+
+def test_a_default_training_model_warns_about_no_unused_option(caplog):
+    import logging
+
+    from hf_longctx.training import build_model
+
+    logging.Logger.warning_once.cache_clear()
+    for encoding in ("alibi", "relative", "rope", "learned", "sinusoidal"):
+        with caplog.at_level("WARNING"):
+            build_model(ModelArguments(position_embedding_type=encoding), build_tokenizer(), 256, trained_length=64)
+    assert "does nothing" not in caplog.text
+
+
+def test_cli_takes_no_abbreviated_flags(tmp_path):
+    from hf_longctx.cli import parse_train_args, parse_train_text_args
+
+    with pytest.raises(ValueError, match=r"not used by the HfArgumentParser: \['--save_step'"):
+        parse_train_args(["--output_dir", str(tmp_path), "--save_step", "3"])
+    _, _, text_training = parse_train_text_args(["--text_file", "x.txt", "--output_dir", str(tmp_path), "--eval_steps", "5"])
+    assert text_training.eval_strategy == "steps" and text_training.eval_steps == 5

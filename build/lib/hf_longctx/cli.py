@@ -111,7 +111,8 @@ def set_environment_defaults(offline: bool = True) -> None:
         datasets.config.HF_HUB_OFFLINE = True
 
 
-# A demo default that would override a flag the user gave: the flag -> (the default it needs, HF's own value there).
+# A demo default that would override a flag the user gave: the flag -> (the setting it needs, the value that lets it
+# take effect: HF's own default for save_strategy and max_steps).
 # `--save_steps 3` means nothing under the demo's save_strategy "no", `--num_train_epochs 2` nothing under its
 # max_steps: where the user gave the flag and not the
 # other, the other goes back to HF's default, so the flag takes effect.
@@ -119,6 +120,7 @@ OVERRIDDEN_BY_DEMO_DEFAULTS = {
     "save_steps": ("save_strategy", "steps"),
     "save_total_limit": ("save_strategy", "steps"),
     "num_train_epochs": ("max_steps", -1),
+    "eval_steps": ("eval_strategy", "steps"),  # the text demo evaluates once, after training, by default
 }
 
 
@@ -131,7 +133,7 @@ def _demo_defaults_for(defaults: dict, given: set[str]) -> dict:
     defaults = dict(defaults)
     for flag, (name, hf_value) in OVERRIDDEN_BY_DEMO_DEFAULTS.items():
         if flag in given and name not in given and name in defaults:
-            logger.warning(f"--{flag} given: {name} is HF's default {hf_value!r}, not the demo's {defaults[name]!r}.")
+            logger.warning(f"--{flag} given: {name} is {hf_value!r}, not the demo's {defaults[name]!r}.")
             defaults[name] = hf_value
     if launched_on_cpu_processes() and "use_cpu" not in given:
         # Without an accelerator, Trainer joins the launcher's process group only in its CPU mode; otherwise every
@@ -167,7 +169,8 @@ def _check_flags_take_effect(training_args: Seq2SeqTrainingArguments, given: set
 
 
 def _parse_training(dataclass_types, defaults: dict, argv: list[str]):
-    parser = HfArgumentParser(dataclass_types)
+    # no abbreviations: `--save_step 3` would set save_steps past the check that makes it take effect
+    parser = HfArgumentParser(dataclass_types, allow_abbrev=False)
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         text = Path(argv[0]).read_text()
         values = (json.loads(text) if argv[0].endswith(".json") else yaml.safe_load(text)) or {}

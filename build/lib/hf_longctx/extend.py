@@ -52,6 +52,11 @@ def extend_context(
     if target_length < 1:
         raise ValueError(f"`target_length` must be positive, got {target_length}.")
     if method == "none":
+        if trained_length is not None:
+            raise ValueError(
+                f"`trained_length`={trained_length} means nothing to method 'none' ({encoding} runs at any length "
+                "as it is); drop it."
+            )
         return model
     if encoding == "learned" and method in ("copy", "interpolate"):
         return _grow_learned(model, target_length, method, trained_length)
@@ -62,6 +67,13 @@ def extend_context(
 
 def _grow_learned(model, target_length: int, method: str, trained_length: int | None):
     """Rows past `trained_length` (if given) never trained: the new table is grown from the trained rows only."""
+    table = model.config.max_position_embeddings
+    if target_length <= table and (trained_length is None or trained_length >= table):
+        raise ValueError(
+            f"`target_length`={target_length} fits the learned table of `max_position_embeddings`={table} rows "
+            "already: there is nothing to extend. Give a longer `target_length` (or `trained_length` < the table to "
+            "regrow the rows training never reached)."
+        )
     for stack in (model.model.encoder, model.model.decoder):
         if stack.position.kind != "additive" or not hasattr(stack.position, "embeddings"):
             continue
@@ -72,6 +84,33 @@ def _grow_learned(model, target_length: int, method: str, trained_length: int | 
         stack.position.embeddings = new
     model.config.max_position_embeddings = max(target_length, model.config.max_position_embeddings)
     return model
+
+
+def write_extension_card(output_dir, source: str, record: dict, results: dict | None = None) -> None:
+    """README.md of an extended folder: what was done (source, method, lengths, fine-tuning or none) and, when the
+    folder was evaluated, the exact match per length. `source` is a folder name or hub id, not a local path."""
+    from pathlib import Path
+
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(library_name="transformers", pipeline_tag="text2text-generation", tags=["hf_longctx"])
+    tuned = record["finetune_steps"]
+    lines = [
+        f"---\n{data.to_yaml()}\n---",
+        "",
+        f"# {Path(output_dir).name}",
+        "",
+        f"`{source}` extended to {record['target_length']} tokens with the `{record['method']}` method of "
+        f"`hf_longctx.extend` ({record['position_embedding_type']} positions"
+        + (f", trained at up to {record['trained_length']} tokens" if record.get("trained_length") else "")
+        + "), "
+        + (f"then fine-tuned for {tuned} steps on `{record['task']}`." if tuned else "not fine-tuned: the weights are the source's."),
+    ]
+    if results:
+        lines += ["", "| source length | exact match | n |", "|---:|---:|---:|"]
+        lines += [f"| {n} | {r['exact_match']:.3f} | {r['num_samples']} |" for n, r in results.items()]
+    lines += ["", f"Made with `{record['command']}`."]
+    ModelCard("\n".join(lines) + "\n").save(Path(output_dir) / "README.md")
 
 
 def _switch_encoding(model, encoding: str):
@@ -97,7 +136,12 @@ def _scale_rope(model, target_length: int, method: str, trained_length: int | No
             "`trained_length` is needed for rope scaling: the longest input the model was trained on "
             "(the scaling factor is target_length / trained_length)."
         )
-    factor = max(1.0, target_length / trained_length)
+    if target_length <= trained_length:
+        raise ValueError(
+            f"`target_length`={target_length} is not beyond `trained_length`={trained_length}: a rope scaling factor "
+            "of target / trained <= 1 changes nothing. Give the length to run at, longer than the trained one."
+        )
+    factor = target_length / trained_length
     parameters = {"rope_type": method, "rope_theta": config.rope_parameters["rope_theta"], "factor": factor}
     if method == "yarn":
         parameters["original_max_position_embeddings"] = trained_length

@@ -297,15 +297,24 @@ def uncorrupt(input_ids: Sequence[int], labels: Sequence[int], sentinels: Sequen
 
 
 def seq2seq_dataset(
-    dataset: Dataset, tokenizer, source_column: str, target_column: str, max_source_length: int | None
+    dataset: Dataset,
+    tokenizer,
+    source_column: str,
+    target_column: str,
+    max_source_length: int | None,
+    max_target_length: int | None = None,
 ) -> Dataset:
     """input_ids / attention_mask / labels from the two columns; sources longer than `max_source_length` (EOS
-    included) are cut there, targets are kept whole (`check_target_length` refuses those that do not fit)."""
-    truncate = max_source_length is not None
+    included) are cut there, and targets at `max_target_length` when it is given (else they are kept whole and
+    `check_target_length` refuses those that do not fit)."""
 
     def encode(batch):
-        encoded = tokenizer(batch[source_column], truncation=truncate, max_length=max_source_length)
-        encoded["labels"] = tokenizer(batch[target_column])["input_ids"]
+        encoded = tokenizer(
+            batch[source_column], truncation=max_source_length is not None, max_length=max_source_length
+        )
+        encoded["labels"] = tokenizer(
+            batch[target_column], truncation=max_target_length is not None, max_length=max_target_length
+        )["input_ids"]
         return encoded
 
     return dataset.map(encode, batched=True, remove_columns=dataset.column_names, desc="Tokenizing")

@@ -86,7 +86,15 @@ class TextDataArguments:
         default=512, metadata={"help": "Source -> target: longer sources are cut here (EOS included)."}
     )
     max_target_length: int = field(
-        default=128, metadata={"help": "Longest target (EOS included) the decoder is trained on; longer is an error."}
+        default=128, metadata={"help": "Longest target (EOS included) the decoder is trained on; see `long_targets`."}
+    )
+    long_targets: str = field(
+        default="error",
+        metadata={
+            "help": "Source -> target: what a target longer than `max_target_length` gets: error (stop, naming how many), "
+            "truncate (cut at max_target_length, EOS kept) or drop (leave the example out; logged).",
+            "choices": ["error", "truncate", "drop"],
+        },
     )
     num_eval_examples: int = field(default=64, metadata={"help": "Examples held out for evaluation."})
     max_train_examples: int | None = field(default=None, metadata={"help": "Use at most this many training examples."})
@@ -108,6 +116,13 @@ class TextDataArguments:
         if self.chunk_length < 2:
             raise ValueError(
                 f"`chunk_length` must be at least 2 (one kept and one dropped token), got {self.chunk_length}."
+            )
+        if self.long_targets not in ("error", "truncate", "drop"):
+            raise ValueError(f"`long_targets`={self.long_targets!r}: use error, truncate or drop.")
+        if self.long_targets != "error" and self.source_column is None:
+            raise ValueError(
+                f"`long_targets`={self.long_targets!r} is for source -> target training; a denoising target is the "
+                "dropped spans of its chunk, so size it with `chunk_length` / `noise_density` instead."
             )
         if self.num_eval_examples < 1:
             raise ValueError(f"`num_eval_examples` must be at least 1, got {self.num_eval_examples}.")
@@ -149,9 +164,29 @@ def build_text_examples(text_args: TextDataArguments, tokenizer: PreTrainedToken
 
     if text_args.objective == "seq2seq":
         examples = seq2seq_dataset(
-            raw, tokenizer, text_args.source_column, text_args.target_column, text_args.max_source_length
+            raw,
+            tokenizer,
+            text_args.source_column,
+            text_args.target_column,
+            text_args.max_source_length,
+            text_args.max_target_length if text_args.long_targets == "truncate" else None,
         )
-        fix = "Raise `max_target_length` (a longer decoder sequence), or shorten or drop those targets."
+        if text_args.long_targets == "drop":
+            kept = examples.filter(lambda ex: len(ex["labels"]) <= text_args.max_target_length)
+            if len(kept) == 0:
+                raise ValueError(
+                    f"Every target of {origin} is longer than `max_target_length`={text_args.max_target_length}: "
+                    "`long_targets`=drop leaves nothing. Raise `max_target_length`."
+                )
+            logger.warning(
+                f"Dropped {len(examples) - len(kept)} of {len(examples)} examples whose target is longer than "
+                f"`max_target_length`={text_args.max_target_length} tokens (`long_targets`=drop)."
+            )
+            examples = kept
+        fix = (
+            "Raise `max_target_length` (a longer decoder sequence), or pass `long_targets` truncate (cut them) or drop "
+            "(leave those examples out)."
+        )
     else:
         examples = span_corruption_dataset(
             chunk_token_ids(raw, tokenizer, text_args.text_column, text_args.chunk_length),
@@ -231,7 +266,9 @@ def train_text(
 
     longest_source = max(len(ids) for ids in examples["input_ids"])
     longest_target = max(len(ids) for ids in examples["labels"])
-    model = build_model(model_args, tokenizer, max(longest_source, longest_target))
+    # the longest training source is the trained length: the base of `cross_attention_logn_length` (when
+    # `logn_cross_attention`), as `train()` uses its longest training source
+    model = build_model(model_args, tokenizer, max(longest_source, longest_target), trained_length=longest_source)
     check_model_fits(model.config, longest_source, longest_target)
     model.generation_config.max_length = longest_target + 1  # decoder start + the longest target (EOS included)
     logger.info(

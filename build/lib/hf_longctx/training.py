@@ -18,6 +18,8 @@ resumed run ends on the same weights as an uninterrupted one. The same entry poi
 `torchrun --nproc_per_node N` (gloo on CPU); `per_device_train_batch_size` is then per process.
 """
 
+import dataclasses
+import difflib
 import functools
 import json
 import os
@@ -43,7 +45,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.training_args import ParallelMode
 from transformers.utils import logging
 
-from .configuration_longctx import POSITION_EMBEDDING_TYPES, LongCtxConfig
+from .configuration_longctx import FOREIGN_NAMES, POSITION_EMBEDDING_TYPES, LongCtxConfig
 from .data import TASKS, make_task
 from .model_card import launched_by, write_model_card
 from .tokenization import build_tokenizer
@@ -104,12 +106,13 @@ class ModelArguments:
             "the training length every bucket is trained."
         },
     )
-    logn_cross_attention: bool = field(
-        default=True,
+    logn_cross_attention: bool | None = field(
+        default=None,
         metadata={
             "help": "Set `cross_attention_logn_length` to the longest training source: over longer inputs the "
             "cross-attention queries are scaled by log n / log(trained length), which keeps retrieval as sharp as in "
-            "training (see LongCtxConfig); no effect at the trained lengths."
+            "training (see LongCtxConfig); no effect at the trained lengths. Default (unset): on for LongCtx models; "
+            "an HF `reference` has no such option."
         },
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flex_attention."})
@@ -186,7 +189,8 @@ def build_model(
     if model_args.reference is not None:
         return build_reference_model(model_args, tokenizer, max_length)
     table = max_length if model_args.position_embedding_type == "learned" or trained_length is None else trained_length
-    config = LongCtxConfig(
+    stacks = {model_args.position_embedding_type, model_args.decoder_position_embedding_type}
+    fields = dict(
         vocab_size=len(tokenizer),
         d_model=model_args.d_model,
         encoder_layers=model_args.encoder_layers,
@@ -199,33 +203,65 @@ def build_model(
         attention_dropout=model_args.attention_dropout,
         max_position_embeddings=model_args.max_position_embeddings or table,
         randomized_positions_max_length=model_args.randomized_positions_max_length,
-        sinusoidal_scale=model_args.sinusoidal_scale,
-        relative_attention_max_distance=model_args.relative_attention_max_distance,
-        cross_attention_logn_length=trained_length if model_args.logn_cross_attention else None,
+        cross_attention_logn_length=trained_length if model_args.logn_cross_attention is not False else None,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
-        **parse_config_overrides(model_args.config_overrides),
     )
+    # an encoding's options where a stack reads them, or where the user changed them (the config then warns that
+    # they do nothing); their training defaults alone would make every other model warn
+    defaults = ModelArguments()
+    for name, encoding in (("sinusoidal_scale", "sinusoidal"), ("relative_attention_max_distance", "relative")):
+        if encoding in stacks or getattr(model_args, name) != getattr(defaults, name):
+            fields[name] = getattr(model_args, name)
+    config = LongCtxConfig(**{**fields, **parse_config_overrides(model_args.config_overrides)})
     return _greedy(AutoModelForSeq2SeqLM.from_config(config, attn_implementation=model_args.attn_implementation))
 
 
 def parse_config_overrides(overrides: str | None) -> dict:
-    """'a=1,b=rmsnorm,c=null' -> {'a': 1, 'b': 'rmsnorm', 'c': None} (values parsed as JSON where they parse)."""
+    """'a=1,b=rmsnorm,c=null,d={"x": 1, "y": 2}' -> {'a': 1, 'b': 'rmsnorm', 'c': None, 'd': {...}}: values parsed as
+    JSON where they parse (commas inside brackets or quotes do not split), integers given for float fields made
+    floats; a name that is not a LongCtxConfig field (nor a BART / T5 name of one) is refused."""
     if not overrides:
         return {}
+    known = {f.name: f for f in dataclasses.fields(LongCtxConfig)}
+    names = set(known) | set(FOREIGN_NAMES) | set(LongCtxConfig.attribute_map)
     fields = {}
-    for item in overrides.split(","):
+    for item in _top_level_split(overrides):
         name, sep, value = item.partition("=")
-        if not sep or not name.strip():
+        name = name.strip()
+        if not sep or not name:
             raise ValueError(
                 f"`config_overrides`: {item!r} is not `field=value`; write e.g. 'norm_type=rmsnorm,attention_scale=1.0'."
             )
+        if name not in names:
+            close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
+            hint = f"; did you mean `{close[0]}`?" if close else ""
+            raise ValueError(f"`config_overrides`: `{name}` is not a field of LongCtxConfig{hint}")
         try:
-            fields[name.strip()] = json.loads(value)
+            parsed = json.loads(value)
         except json.JSONDecodeError:
-            fields[name.strip()] = value.strip()
+            parsed = value.strip()
+        if name in known and isinstance(parsed, int) and not isinstance(parsed, bool) and "float" in str(known[name].type):
+            parsed = float(parsed)
+        fields[name] = parsed
     return fields
+
+
+def _top_level_split(text: str) -> list[str]:
+    """`text` split at the commas outside brackets, braces and double quotes."""
+    parts, depth, quoted, start = [], 0, False, 0
+    for i, char in enumerate(text):
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in "[{":
+            depth += 1
+        elif not quoted and char in "]}":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            parts.append(text[start:i])
+            start = i + 1
+    return parts + [text[start:]]
 
 
 def build_reference_model(model_args: ModelArguments, tokenizer: PreTrainedTokenizerBase, max_length: int):
@@ -233,10 +269,22 @@ def build_reference_model(model_args: ModelArguments, tokenizer: PreTrainedToken
     `relative`, BART for `learned`, Marian for `sinusoidal`), freshly initialised by its own `_init_weights`."""
     from transformers import BartConfig, MarianConfig, T5Config
 
-    if model_args.config_overrides:
+    own_encoding = {"t5": "relative", "bart": "learned", "marian": "sinusoidal"}[model_args.reference]
+    defaults = ModelArguments()
+    # options the reference does not have: LongCtx's, and those of the other families
+    unused = ["config_overrides", "decoder_position_embedding_type", "randomized_positions_max_length",
+              "sinusoidal_scale"]  # fmt: skip
+    unused += ["attention_dropout", "max_position_embeddings"] if model_args.reference == "t5" else []
+    unused += ["relative_attention_max_distance"] if model_args.reference != "t5" else []
+    given = [name for name in unused if getattr(model_args, name) != getattr(defaults, name)]
+    if model_args.logn_cross_attention:  # unset (None) or off is fine: HF's models have no such option
+        given.append("logn_cross_attention")
+    if model_args.position_embedding_type not in (defaults.position_embedding_type, own_encoding):
+        given.append("position_embedding_type")
+    if given:
         raise ValueError(
-            f"`config_overrides` sets LongCtxConfig fields, but `reference`={model_args.reference!r} builds an HF model; "
-            "drop one of the two."
+            f"`reference`={model_args.reference!r} builds HF's model with its own positions ({own_encoding}); "
+            f"{', '.join(f'`{name}`' for name in given)} set LongCtx options it does not have. Drop them, or the reference."
         )
     ids = dict(
         pad_token_id=tokenizer.pad_token_id,
@@ -257,7 +305,8 @@ def build_reference_model(model_args: ModelArguments, tokenizer: PreTrainedToken
             vocab_size=len(tokenizer), d_model=m.d_model, encoder_layers=m.encoder_layers,
             decoder_layers=m.decoder_layers, encoder_attention_heads=m.num_heads, decoder_attention_heads=m.num_heads,
             encoder_ffn_dim=m.d_ff, decoder_ffn_dim=m.d_ff, dropout=m.dropout, attention_dropout=m.attention_dropout,
-            max_position_embeddings=max_length, scale_embedding=m.reference == "marian", forced_eos_token_id=None,
+            max_position_embeddings=m.max_position_embeddings or max_length, scale_embedding=m.reference == "marian",
+            forced_eos_token_id=None,
             bos_token_id=None, **ids,
         )
     return _greedy(AutoModelForSeq2SeqLM.from_config(config, attn_implementation=m.attn_implementation))
@@ -319,7 +368,8 @@ class StopOnNonFinite(TrainerCallback):
         if args.fp16 or model is None:
             return
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        if not grads:
+        if not grads:  # e.g. DeepSpeed keeps the gradients in its own buffers
+            logger.warning_once("StopOnNonFinite sees no gradients on the model's parameters: it cannot check them.")
             return
         norm = torch.nn.utils.get_total_norm(grads)
         if not torch.isfinite(norm):
@@ -433,7 +483,17 @@ def train(
 
 
 def check_launch(training_args: Seq2SeqTrainingArguments) -> None:
-    """A launcher that started several processes must get a data-parallel Trainer, not N trainings of one folder."""
+    """A launcher that started several processes must get a data-parallel Trainer, not N trainings of one folder;
+    and an FSDP or DeepSpeed launch must not turn into something else."""
+    for env, what in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed")):
+        if os.environ.get(env, "false").lower() == "true" and not torch.accelerator.is_available():
+            # measured (accelerate 1.15, transformers 5.24): Trainer in its CPU mode builds accelerate's MULTI_CPU
+            # state and wraps the model in plain DDP, whatever the launch config says; without it, no process group
+            raise ValueError(
+                f"accelerate launched {what} ({env}=true), but this machine has no accelerator: Trainer would run plain "
+                "DDP on CPU instead (or each process alone), not what the config asks. Use "
+                "configs/accelerate/ddp.yaml (or torchrun) on CPU; run the FSDP / DeepSpeed configs on GPUs."
+            )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and training_args.parallel_mode != ParallelMode.DISTRIBUTED:
         raise ValueError(
