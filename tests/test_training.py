@@ -406,9 +406,13 @@ def test_build_model_sizes_positions_by_encoding():
 def test_a_non_editable_install_trains_and_writes_its_card(tmp_path):
     """`pip install .` (a wheel, not the source tree) ships what training reads at run time: the metric modules and
     the model card template. Run from outside the checkout, with the wheel's files only."""
-    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    import shutil
+
+    wheel_dir, target, source = tmp_path / "wheel", tmp_path / "site", tmp_path / "source"
+    # built from a copy: setuptools writes build/ and *.egg-info into the tree it builds
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "runs", "results", "__pycache__", "build"))
     build = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(source)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
