@@ -23,9 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import Seq2SeqTrainingArguments
 
-from .bench import StopAtAccuracy
+from .bench import StopAtAccuracy, recipe_training_args
 from .training import DataArguments, ModelArguments, train
 
 # T5's trunk as LongCtxConfig fields (what `convert.py` sets for a T5 v1 checkpoint, with T5's initialisation):
@@ -130,24 +129,8 @@ def train_row(args: AblationArguments, variant: str, learning_rate: float, seed:
         num_eval=args.num_eval,
         num_records=args.num_records,
     )
-    training_args = Seq2SeqTrainingArguments(
-        output_dir=str(folder),
-        max_steps=args.steps,
-        learning_rate=learning_rate,
-        warmup_steps=args.warmup_steps,
-        lr_scheduler_type="cosine",
-        weight_decay=0.01,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        train_sampling_strategy="group_by_length",
-        predict_with_generate=True,
-        eval_strategy="steps",
-        eval_steps=args.eval_every,
-        logging_steps=args.eval_every,
-        save_strategy="no",
-        report_to="none",
-        seed=seed,
-        disable_tqdm=True,
+    training_args = recipe_training_args(
+        folder, args.steps, learning_rate, args.warmup_steps, args.batch_size, args.eval_every, seed
     )
     stopper = StopAtAccuracy(args.target_accuracy, stop=True)
     model_args = model_arguments(args, variant)

@@ -141,6 +141,32 @@ class StopAtAccuracy(TrainerCallback):
             control.should_training_stop = self.stop
 
 
+def recipe_training_args(
+    folder: Path, steps: int, learning_rate: float, warmup_steps: int, batch_size: int, eval_every: int, seed: int
+) -> Seq2SeqTrainingArguments:
+    """The benchmarks' recipe: AdamW, cosine schedule after a linear warm-up, weight decay 0.01, batches of similar
+    lengths, an in-distribution check (greedy generation) every `eval_every` steps, no checkpoints."""
+    return Seq2SeqTrainingArguments(
+        output_dir=str(folder),
+        max_steps=steps,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        lr_scheduler_type="cosine",
+        weight_decay=0.01,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        train_sampling_strategy="group_by_length",
+        predict_with_generate=True,
+        eval_strategy="steps",
+        eval_steps=eval_every,
+        logging_steps=max(1, eval_every),
+        save_strategy="no",
+        report_to="none",
+        seed=seed,
+        disable_tqdm=True,
+    )
+
+
 def train_variant(args: BenchArguments, task: str, encoding: str, randomized: bool, seed: int, folder: Path) -> dict:
     """Train one model with `training.train`; returns steps, the solve step and the in-distribution history."""
     model_args = ModelArguments(
@@ -162,24 +188,8 @@ def train_variant(args: BenchArguments, task: str, encoding: str, randomized: bo
         num_train=args.num_train,
         num_eval=args.num_eval,
     )
-    training_args = Seq2SeqTrainingArguments(
-        output_dir=str(folder),
-        max_steps=args.steps,
-        learning_rate=args.learning_rate,
-        warmup_steps=min(200, args.steps // 10),
-        lr_scheduler_type="cosine",
-        weight_decay=0.01,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=args.batch_size,
-        train_sampling_strategy="group_by_length",
-        predict_with_generate=True,
-        eval_strategy="steps",
-        eval_steps=args.eval_every,
-        logging_steps=max(1, args.eval_every),
-        save_strategy="no",
-        report_to="none",
-        seed=seed,
-        disable_tqdm=True,
+    training_args = recipe_training_args(
+        folder, args.steps, args.learning_rate, min(200, args.steps // 10), args.batch_size, args.eval_every, seed
     )
     stopper = StopAtAccuracy(args.target_accuracy, stop=args.stop_at_target)
     start = time.perf_counter()

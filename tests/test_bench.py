@@ -149,3 +149,26 @@ def test_profile_scripts_print_their_tables(script, argv, expected, monkeypatch,
     monkeypatch.setattr(sys, "argv", [script, *argv])
     module.main()
     assert expected in capsys.readouterr().out
+
+
+def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
+    import json
+
+    from hf_longctx.ablation import VARIANTS, AblationArguments, run_ablation
+
+    args = AblationArguments(
+        variants=["t5", "t5trunk/alibi"], steps=4, eval_every=2, num_eval=4, batch_size=8, d_model=32, d_ff=64,
+        output_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "runs"),
+    )  # fmt: skip
+    rows = run_ablation(args, command="test")
+    assert [r["variant"] for r in rows] == ["t5", "t5trunk/alibi"]
+    assert rows[0]["model_args"]["reference"] == "t5" and rows[1]["model_args"]["config_overrides"]
+    assert all(r["steps"] == 4 and len(r["history"]) == 2 for r in rows)
+    saved = json.loads((tmp_path / "out" / "rows" / "t5trunk_alibi_lr=0.002_seed=42.json").read_text())
+    assert saved["command"] == "test" and saved["protocol"]["task"] == "multikey"
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| multikey | t5 | 0.002 | 42 |" in table and "| multikey | t5trunk/alibi |" in table
+    assert run_ablation(args, command="test") == []  # both rows are there: nothing retrained
+    assert set(VARIANTS) >= {"t5", "bart", "default/alibi", "t5trunk/rope", "default+init/alibi", "t5trunk-relu/alibi"}
+    with pytest.raises(ValueError, match="`variants`: unknown nope"):
+        AblationArguments(variants=["nope"])
