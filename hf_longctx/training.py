@@ -495,6 +495,13 @@ def check_launch(training_args: Seq2SeqTrainingArguments) -> None:
                 "configs/accelerate/ddp.yaml (or torchrun) on CPU; run the FSDP / DeepSpeed configs on GPUs."
             )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    asked = _processes_asked_of_accelerate()
+    if asked > 1 and world_size == 1:
+        raise ValueError(
+            f"`accelerate launch --num_processes {asked}` started one process: with --cpu (or use_cpu in its config) "
+            "accelerate runs several only through MPI. Launch with `torchrun --nproc_per_node N`, or `accelerate "
+            "launch --config_file configs/accelerate/ddp.yaml --mixed_precision no` (see the README)."
+        )
     if world_size > 1 and training_args.parallel_mode != ParallelMode.DISTRIBUTED:
         raise ValueError(
             f"The launcher started {world_size} processes (WORLD_SIZE={world_size}), but Trainer runs each alone "
@@ -513,6 +520,26 @@ def launch_record(training_args: Seq2SeqTrainingArguments) -> dict:
         * training_args.world_size
         * training_args.gradient_accumulation_steps,
     }
+
+
+def _processes_asked_of_accelerate() -> int:
+    """The `--num_processes N` of an `accelerate launch` that started this process directly (its parent's command
+    line, where /proc has it); 0 when there is none or it cannot be read."""
+    if "ACCELERATE_USE_CPU" not in os.environ:  # set by `accelerate launch` only
+        return 0
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return 0
+    if not any("accelerate" in arg for arg in argv[:3]):
+        return 0
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--num_processes=") else None
+        if arg == "--num_processes" and i + 1 < len(argv):
+            value = argv[i + 1]
+        if value is not None and value.isdigit():
+            return int(value)
+    return 0
 
 
 TRAINING_ARGS_JSON = "training_args.json"

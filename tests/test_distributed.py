@@ -240,6 +240,16 @@ def test_the_fsdp_config_on_a_machine_without_an_accelerator_is_refused(tmp_path
     assert "configs/accelerate/ddp.yaml" in log and not (tmp_path / "run" / "model.safetensors").exists()
 
 
+def test_accelerate_cpu_with_several_processes_is_refused(tmp_path, launcher):
+    """`accelerate launch --cpu --num_processes 2` runs one process (accelerate 1.15): refused, naming what works."""
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2"]
+    proc = launcher.start("cpu2", *accelerate, *TRAIN_PY[1:], "--output_dir", tmp_path / "run", "--max_steps", "1", *TINY)
+    proc.wait(timeout=TIMEOUT_S)
+    log = launcher.log_tail(proc, 20000)
+    assert proc.returncode != 0, log
+    assert "`accelerate launch --num_processes 2` started one process" in log and "torchrun --nproc_per_node" in log
+
+
 def test_bf16_autocast_trains_without_nan(tmp_path, one_thread):
     """bf16=True on CPU: Trainer's autocast runs the matmuls in bfloat16 (checked on the LM head's output), the
     master weights stay float32, every logged loss is finite and the loss goes down."""
