@@ -53,6 +53,7 @@ for _name, _fields in {
     "scale1": {"attention_scale": 1.0},
     "nobias": {"attention_bias": False, "ffn_bias": False},
     "relu": {"activation_function": "relu"},
+    "exactalibi": {"alibi_max_penalty": None},  # ALiBi's penalty at every distance (no 60-penalty window)
 }.items():
     VARIANTS[f"default+{_name}/alibi"] = {"encoding": "alibi", "overrides": _fields}
     VARIANTS[f"t5trunk-{_name}/alibi"] = {
