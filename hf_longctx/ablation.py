@@ -56,10 +56,11 @@ for _name, _fields in {
     "exactalibi": {"alibi_max_penalty": None},  # ALiBi's penalty at every distance (no 60-penalty window)
 }.items():
     VARIANTS[f"default+{_name}/alibi"] = {"encoding": "alibi", "overrides": _fields}
-    VARIANTS[f"t5trunk-{_name}/alibi"] = {
-        "encoding": "alibi",
-        "overrides": {k: v for k, v in T5_TRUNK.items() if k not in _fields},
-    }
+    if set(_fields) <= set(T5_TRUNK):  # a choice of T5's trunk: also the trunk without it
+        VARIANTS[f"t5trunk-{_name}/alibi"] = {
+            "encoding": "alibi",
+            "overrides": {k: v for k, v in T5_TRUNK.items() if k not in _fields},
+        }
 
 
 @dataclass

@@ -111,11 +111,10 @@ def set_environment_defaults(offline: bool = True) -> None:
         datasets.config.HF_HUB_OFFLINE = True
 
 
-# A demo default that would override a flag the user gave: the flag -> (the setting it needs, the value that lets it
-# take effect: HF's own default for save_strategy and max_steps).
-# `--save_steps 3` means nothing under the demo's save_strategy "no", `--num_train_epochs 2` nothing under its
-# max_steps: where the user gave the flag and not the
-# other, the other goes back to HF's default, so the flag takes effect.
+# Demo defaults that would cancel a flag the user gave: flag -> (the setting it needs, the value that lets it take
+# effect). `--save_steps 3` means nothing under the demo's save_strategy "no", `--num_train_epochs 2` nothing under
+# its max_steps; where the user gave the flag and not the setting, the setting takes that value (HF's own default
+# for save_strategy and max_steps).
 OVERRIDDEN_BY_DEMO_DEFAULTS = {
     "save_steps": ("save_strategy", "steps"),
     "save_total_limit": ("save_strategy", "steps"),
