@@ -95,13 +95,23 @@ def files_to_upload(folder: str | os.PathLike) -> list[str]:
         if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
             logger.warning(f"Not uploading {path.name}: it links to {path.resolve()}, outside {folder}.")
             continue
-        if HUB_TOKEN.search(path.read_bytes()):
+        if HUB_TOKEN.search(_text_of(path)):
             raise ValueError(
                 f"{path} holds a hub access token (hf_...); remove the token from it (or the file from the folder) "
                 "before uploading: anyone who reads the repository could use it."
             )
         names.append(path.name)
     return names
+
+
+def _text_of(path: Path) -> bytes:
+    """What of a file can hold text: all of it, except a safetensors file's tensors (it can be GBs): its JSON header
+    (an 8-byte little-endian length, then the header with the metadata)."""
+    if not path.name.endswith(".safetensors"):
+        return path.read_bytes()
+    with path.open("rb") as file:
+        header_length = int.from_bytes(file.read(8), "little")
+        return file.read(header_length)
 
 
 def stage_model_folder(folder: str | os.PathLike, staging_dir: str | os.PathLike, repo_id: str | None = None):

@@ -311,6 +311,18 @@ def test_a_file_with_a_hub_token_is_refused_naming_it(trained, tmp_path):
         stage_model_folder(folder, tmp_path / "staging", REPO_ID)
 
 
+def test_a_hub_token_in_the_weights_metadata_is_refused_too(trained, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from hf_longctx.hub import files_to_upload
+
+    folder = _copy_of(trained[0], tmp_path)
+    weights = load_file(folder / "model.safetensors")
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt", "note": "hf_" + "aB3" * 12})
+    with pytest.raises(ValueError, match=r"model.safetensors holds a hub access token"):
+        files_to_upload(folder)
+
+
 def test_the_model_card_names_no_absolute_path_of_this_machine(tmp_path, monkeypatch):
     from hf_longctx.model_card import invocation_command
 
