@@ -12,19 +12,14 @@ at one learning rate and one seed, e.g. `t5trunk/alibi lr=0.002 seed=42`. Each r
 """
 
 import json
-import os
-import platform
 import re
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-
-from .bench import StopAtAccuracy, recipe_training_args
+from .bench import StopAtAccuracy, environment, recipe_training_args
 from .training import DataArguments, ModelArguments, train
 
 # T5's trunk as LongCtxConfig fields (what `convert.py` sets for a T5 v1 checkpoint, with T5's initialisation):
@@ -102,6 +97,11 @@ def row_name(variant: str, learning_rate: float, seed: int) -> str:
     return f"{variant} lr={learning_rate:g} seed={seed}"
 
 
+def _file_name(row: str) -> str:
+    """The row's name as a file or folder name (its run folder and its rows/*.json)."""
+    return re.sub(r"[^A-Za-z0-9_.=+-]", "_", row)
+
+
 def model_arguments(args: AblationArguments, variant: str) -> ModelArguments:
     spec = VARIANTS[variant]
     overrides = {
@@ -122,7 +122,7 @@ def model_arguments(args: AblationArguments, variant: str) -> ModelArguments:
 
 def train_row(args: AblationArguments, variant: str, learning_rate: float, seed: int) -> dict:
     name = row_name(variant, learning_rate, seed)
-    folder = Path(args.work_dir) / re.sub(r"[^A-Za-z0-9_.=+-]", "_", name)
+    folder = Path(args.work_dir) / _file_name(name)
     data_args = DataArguments(
         task=args.task,
         train_min_len=args.train_min_len,
@@ -163,11 +163,11 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
         for learning_rate in args.learning_rates:
             for seed in args.seeds:
                 name = row_name(variant, learning_rate, seed)
-                path = rows_dir / (re.sub(r"[^A-Za-z0-9_.=+-]", "_", name) + ".json")
+                path = rows_dir / f"{_file_name(name)}.json"
                 if path.is_file():
                     continue
                 row = train_row(args, variant, learning_rate, seed)
-                row["command"], row["environment"] = command, _environment()
+                row["command"], row["environment"] = command, environment()
                 row["protocol"] = asdict(args)
                 path.write_text(json.dumps(row, indent=2) + "\n")
                 done.append(row)
@@ -197,22 +197,6 @@ def write_table(output_dir: Path) -> None:
             f"{r['best_exact_match']:.2f} | {r['steps']} | {r['train_seconds']:.0f} | {r['environment']['git_commit']} |"
         )
     (output_dir / "results.md").write_text("\n".join(lines) + "\n")
-
-
-def _environment() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "hf_longctx"], capture_output=True, text=True).stdout)
-    except OSError:
-        commit, dirty = None, None
-    return {
-        "git_commit": (commit or "unknown") + ("+dirty" if dirty else ""),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-    }
 
 
 __all__ = ["AblationArguments", "VARIANTS", "T5_TRUNK", "run_ablation"]

@@ -309,14 +309,7 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
     results = {
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "protocol": asdict(args),
-        "environment": {
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "git_commit": _git_commit(),
-        },
+        "environment": environment(),
         "rows": [],
     }
     if args.resume and json_path.is_file():
@@ -380,6 +373,18 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
 def _training_key(row: dict, default_seed: int) -> tuple:
     """Rows with the same key share one trained model (the rope scalings reuse the rope model)."""
     return row["task"], row["encoding"], row["randomized"], row.get("seed", default_seed)
+
+
+def environment() -> dict:
+    """Where a result was made: torch, threads, machine and the checkout's commit."""
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "git_commit": _git_commit(),
+    }
 
 
 def _git_commit() -> str | None:

@@ -123,7 +123,8 @@ OVERRIDDEN_BY_DEMO_DEFAULTS = {
 }
 
 
-def _given_names(argv: list[str]) -> set[str]:
+def given_flag_names(argv: list[str]) -> set[str]:
+    """The `--flag` names of a command line (`--a-b=1` -> `a_b`)."""
     return {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
 
 
@@ -176,7 +177,7 @@ def _parse_training(dataclass_types, defaults: dict, argv: list[str]):
         given = set(values)
         parsed = parser.parse_dict({**_demo_defaults_for(defaults, given), **values})
     else:
-        given = _given_names(argv)
+        given = given_flag_names(argv)
         parser.set_defaults(**_demo_defaults_for(defaults, given))
         parsed = parser.parse_args_into_dataclasses(args=argv)
     _check_flags_take_effect(parsed[-1], given)

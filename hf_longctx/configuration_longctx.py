@@ -41,6 +41,8 @@ FOREIGN_NAMES = {
     "post_norm_eps": "layer_norm_eps",  # (one epsilon serves every norm here)
     "initializer_range": "init_std",
 }
+# T5 names that are checked or translated rather than mapped one to one (`_take_foreign_names`)
+T5_ONLY_NAMES = {"d_kv", "feed_forward_proj"}
 # Keys that configs saved by transformers (or brought from the hub) carry and `PreTrainedConfig` handles itself.
 HF_CONFIG_KEYS = {
     "architectures", "auto_map", "transformers_version", "model_type", "_name_or_path", "name_or_path",
@@ -285,11 +287,16 @@ class LongCtxConfig(PreTrainedConfig):
         return kwargs
 
     @classmethod
+    def accepted_names(cls) -> set[str]:
+        """Every name the config takes: its fields, the BART / T5 names it maps (and `attribute_map`'s)."""
+        return {f.name for f in dataclasses.fields(cls)} | set(FOREIGN_NAMES) | set(cls.attribute_map) | T5_ONLY_NAMES
+
+    @classmethod
     def from_dict(cls, config_dict: dict, **kwargs):
         """As `PreTrainedConfig.from_dict`, but keyword arguments that name a field (or a BART / T5 name of one)
         join the dict before the config is built, so `from_pretrained(folder, dropout=1.5)` meets the same checks
         and name mapping as `LongCtxConfig(dropout=1.5)` (transformers would set them afterwards, unchecked)."""
-        names = {f.name for f in dataclasses.fields(cls)} | set(FOREIGN_NAMES) | set(cls.attribute_map) | {"d_kv", "feed_forward_proj"}
+        names = cls.accepted_names()
         config_dict = dict(config_dict)
         for name in [k for k in kwargs if k in names]:
             config_dict[name] = kwargs.pop(name)

@@ -45,7 +45,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.training_args import ParallelMode
 from transformers.utils import logging
 
-from .configuration_longctx import FOREIGN_NAMES, POSITION_EMBEDDING_TYPES, LongCtxConfig
+from .configuration_longctx import POSITION_EMBEDDING_TYPES, LongCtxConfig
 from .data import TASKS, make_task
 from .model_card import launched_by, write_model_card
 from .tokenization import build_tokenizer
@@ -221,11 +221,11 @@ def build_model(
 def parse_config_overrides(overrides: str | None) -> dict:
     """'a=1,b=rmsnorm,c=null,d={"x": 1, "y": 2}' -> {'a': 1, 'b': 'rmsnorm', 'c': None, 'd': {...}}: values parsed as
     JSON where they parse (commas inside brackets or quotes do not split), integers given for float fields made
-    floats; a name that is not a LongCtxConfig field (nor a BART / T5 name of one) is refused."""
+    floats; a name `LongCtxConfig` does not take (`accepted_names`) is refused."""
     if not overrides:
         return {}
     known = {f.name: f for f in dataclasses.fields(LongCtxConfig)}
-    names = set(known) | set(FOREIGN_NAMES) | set(LongCtxConfig.attribute_map)
+    names = LongCtxConfig.accepted_names()
     fields = {}
     for item in _top_level_split(overrides):
         name, sep, value = item.partition("=")
@@ -373,8 +373,8 @@ class StopOnNonFinite(TrainerCallback):
             return
         norm = torch.nn.utils.get_total_norm(grads)
         if not torch.isfinite(norm):
-            checkpoints = sorted(Path(args.output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*")) if args.output_dir else []
-            kept = f"the last checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was written"
+            last = last_complete_checkpoint(args.output_dir) if os.path.isdir(args.output_dir or "") else None
+            kept = f"the last checkpoint is {last}" if last else "no checkpoint was written"
             raise NonFiniteTrainingError(
                 f"Training stopped at step {state.global_step + 1}: the gradient norm is {float(norm)} (the loss is not "
                 f"finite). Nothing was saved after the last good step ({kept}; no final model). Lower "

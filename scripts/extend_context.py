@@ -25,6 +25,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, HfArgumentParser,
 
 import hf_longctx  # noqa: E402,F401  (registers the Auto classes)
 from hf_longctx.bench import evaluate_length  # noqa: E402
+from hf_longctx.cli import given_flag_names  # noqa: E402
 from hf_longctx.extend import extend_context, write_extension_card  # noqa: E402
 from hf_longctx.model_card import invocation_command  # noqa: E402
 from hf_longctx.tokenization import build_tokenizer  # noqa: E402
@@ -57,7 +58,7 @@ USED_WITHOUT_FINETUNING = {"output_dir", "per_device_eval_batch_size", "log_leve
 
 def check_flags(args: ExtendArguments, argv: list[str]) -> None:
     """Flags that this run would not use are refused, naming them."""
-    given = {a[2:].split("=", 1)[0] for a in argv if a.startswith("--")}
+    given = given_flag_names(argv)
     if "max_steps" in given:
         raise ValueError("--max_steps: the fine-tuning steps are --finetune_steps here.")
     training_fields = {f.name for f in dataclasses.fields(Seq2SeqTrainingArguments)}
