@@ -49,6 +49,9 @@ for _name, _fields in {
     "nobias": {"attention_bias": False, "ffn_bias": False},
     "relu": {"activation_function": "relu"},
     "exactalibi": {"alibi_max_penalty": None},  # ALiBi's penalty at every distance (no 60-penalty window)
+    "directional": {"alibi_directional": True},  # encoder heads tell left from right (mirrored slopes)
+    "learnedbias": {"alibi_learned_bias": True},  # T5's learned bucket bias on top of ALiBi's penalty
+    "directional+learnedbias": {"alibi_directional": True, "alibi_learned_bias": True},
 }.items():
     VARIANTS[f"default+{_name}/alibi"] = {"encoding": "alibi", "overrides": _fields}
     if set(_fields) <= set(T5_TRUNK):  # a choice of T5's trunk: also the trunk without it

@@ -184,6 +184,8 @@ class LongCtxConfig(PreTrainedConfig):
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     alibi_max_penalty: float | None = 60.0
+    alibi_directional: bool = False
+    alibi_learned_bias: bool = False
     cross_attention_logn_length: int | None = None
     rope_parameters: dict | None = None
     sinusoidal_layout: str = "interleaved"
@@ -457,7 +459,7 @@ class LongCtxConfig(PreTrainedConfig):
 # Options only one encoding reads (`rope_parameters` is compared with its filled-in default).
 ENCODING_OPTIONS = {
     "relative": ("relative_attention_num_buckets", "relative_attention_max_distance"),
-    "alibi": ("alibi_max_penalty",),
+    "alibi": ("alibi_max_penalty", "alibi_directional", "alibi_learned_bias"),
     "sinusoidal": ("sinusoidal_layout", "sinusoidal_scale"),
 }
 DEFAULT_ROPE_PARAMETERS = {"rope_type": "default", "rope_theta": 10000.0}
