@@ -19,11 +19,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .bench import StopAtAccuracy, environment, recipe_training_args
+from .bench import StopAtAccuracy, environment, evaluate_length, load_model, recipe_training_args
+from .tokenization import build_tokenizer
 from .training import DataArguments, ModelArguments, train
 
 # T5's trunk as LongCtxConfig fields (what `convert.py` sets for a T5 v1 checkpoint, with T5's initialisation):
-# RMSNorm, no biases, no 1/sqrt(head_dim) on the scores, ReLU, output scaled by d_model**-0.5 before the tied head.
+# RMSNorm, no biases, no 1/sqrt(head_dim) on the scores, ReLU, output scaled by d_model**-0.5 before the tied head;
+# with another encoding than `relative`, that encoding in place of T5's learned bias (no `relative_bias`).
 T5_TRUNK = {
     "initializer": "fan_in",
     "decoder_output_scale": "d_model**-0.5",
@@ -33,15 +35,20 @@ T5_TRUNK = {
     "attention_bias": False,
     "ffn_bias": False,
     "activation_function": "relu",
+    "relative_bias": False,
 }
 T5_INIT = {"initializer": "fan_in", "decoder_output_scale": "d_model**-0.5"}  # init and output scale go together
+PLAIN = {"relative_bias": False}  # the default trunk as it was before `relative_bias`: the encoding alone
 
 # name -> {"reference": HF family} or {"overrides": LongCtxConfig fields, "encoding": position_embedding_type}
 VARIANTS: dict[str, dict] = {"t5": {"reference": "t5"}, "bart": {"reference": "bart"}}
 for _encoding in ("alibi", "relative", "rope"):
     VARIANTS[f"default/{_encoding}"] = {"encoding": _encoding, "overrides": {}}
+    if _encoding != "relative":
+        VARIANTS[f"plain/{_encoding}"] = {"encoding": _encoding, "overrides": PLAIN}
     VARIANTS[f"t5trunk/{_encoding}"] = {"encoding": _encoding, "overrides": T5_TRUNK}
-# one factor at a time, from the default trunk towards T5's (alibi), and from T5's trunk back to the default
+VARIANTS["t5trunk+relbias/alibi"] = {"encoding": "alibi", "overrides": {**T5_TRUNK, "relative_bias": True}}
+# one factor at a time, from the plain trunk towards T5's (alibi), and from T5's trunk back to the default
 for _name, _fields in {
     "init": T5_INIT,
     "rmsnorm": {"norm_type": "rmsnorm", "layer_norm_eps": 1e-6},
@@ -49,11 +56,8 @@ for _name, _fields in {
     "nobias": {"attention_bias": False, "ffn_bias": False},
     "relu": {"activation_function": "relu"},
     "exactalibi": {"alibi_max_penalty": None},  # ALiBi's penalty at every distance (no 60-penalty window)
-    "directional": {"alibi_directional": True},  # encoder heads tell left from right (mirrored slopes)
-    "learnedbias": {"alibi_learned_bias": True},  # T5's learned bucket bias on top of ALiBi's penalty
-    "directional+learnedbias": {"alibi_directional": True, "alibi_learned_bias": True},
 }.items():
-    VARIANTS[f"default+{_name}/alibi"] = {"encoding": "alibi", "overrides": _fields}
+    VARIANTS[f"plain+{_name}/alibi"] = {"encoding": "alibi", "overrides": {**PLAIN, **_fields}}
     if set(_fields) <= set(T5_TRUNK):  # a choice of T5's trunk: also the trunk without it
         VARIANTS[f"t5trunk-{_name}/alibi"] = {
             "encoding": "alibi",
@@ -85,10 +89,21 @@ class AblationArguments:
     layers: int = field(default=2, metadata={"help": "Encoder and decoder layers each."})
     num_heads: int = field(default=4, metadata={"help": "Attention heads."})
     d_ff: int = field(default=256, metadata={"help": "Feed-forward width."})
+    lengths: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "Source lengths each row's trained model is also evaluated at (greedy exact match, `num_eval` "
+            "examples each), e.g. 128 256 512 1024 2048; hf_longctx rows once as trained and once with log-length "
+            "cross-attention scaling (`cross_attention_logn_length` = train_max_len). Rows already in rows/ get the "
+            "lengths they lack, from their model folder in `work_dir`."
+        },
+    )
     output_dir: str = field(default="results/trunk-ablation", metadata={"help": "rows/*.json and results.md."})
     work_dir: str = field(default="runs/trunk-ablation", metadata={"help": "Trained model folders (not committed)."})
 
     def __post_init__(self):
+        if any(n <= self.train_max_len for n in self.lengths):
+            raise ValueError(f"`lengths` are the extrapolation lengths: each must exceed train_max_len={self.train_max_len}.")
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"`variants`: unknown {', '.join(unknown)}; valid: {', '.join(VARIANTS)}.")
@@ -168,15 +183,47 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
                 name = row_name(variant, learning_rate, seed)
                 path = rows_dir / f"{_file_name(name)}.json"
                 if path.is_file():
+                    row = json.loads(path.read_text())
+                    if extrapolate(args, row):
+                        path.write_text(json.dumps(row, indent=2) + "\n")
+                        write_table(Path(args.output_dir))
                     continue
                 row = train_row(args, variant, learning_rate, seed)
                 row["command"], row["environment"] = command, environment()
                 row["protocol"] = asdict(args)
+                extrapolate(args, row)
                 path.write_text(json.dumps(row, indent=2) + "\n")
                 done.append(row)
                 write_table(Path(args.output_dir))
     write_table(Path(args.output_dir))
     return done
+
+
+def extrapolate(args: AblationArguments, row: dict) -> bool:
+    """Evaluate the row's model at the `args.lengths` its `extrapolation` lacks ({"as trained" | "logn": {length:
+    exact match}}); False when nothing was missing. Each length has its own data seed (10,000 + length)."""
+    settings = {"as trained": None}
+    if row["model_args"].get("reference") is None:
+        settings["logn"] = row["protocol"]["train_max_len"]
+    record = row.setdefault("extrapolation", {})
+    todo = {s: [n for n in args.lengths if str(n) not in record.get(s, {})] for s in settings}
+    if not any(todo.values()):
+        return False
+    folder = Path(args.work_dir) / _file_name(row["name"])
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{row['name']}: no trained model in {folder} to evaluate at {args.lengths}.")
+    tokenizer = build_tokenizer()
+    for setting, lengths in todo.items():
+        if not lengths:
+            continue
+        model = load_model(folder, None, settings[setting])
+        for n in lengths:
+            scores = evaluate_length(
+                model, tokenizer, row["protocol"]["task"], n, args.num_eval, 10_000 + n, args.batch_size,
+                num_records=row["protocol"].get("num_records"),
+            )  # fmt: skip
+            record.setdefault(setting, {})[str(n)] = scores["exact_match"]
+    return True
 
 
 def write_table(output_dir: Path) -> None:
@@ -199,6 +246,27 @@ def write_table(output_dir: Path) -> None:
             f"| {task} | {r['variant']} | {r['learning_rate']:g} | {r['seed']} | {r['solved_at'] or '-'} | "
             f"{r['best_exact_match']:.2f} | {r['steps']} | {r['train_seconds']:.0f} | {r['environment']['git_commit']} |"
         )
+    extrapolated = [r for r in rows if r.get("extrapolation")]
+    if extrapolated:
+        lengths = sorted({int(n) for r in extrapolated for scores in r["extrapolation"].values() for n in scores})
+        train_max = extrapolated[0]["protocol"]["train_max_len"]
+        lines += [
+            "",
+            f"## Exact match past the training lengths (trained at up to {train_max} tokens)",
+            "",
+            "`logn`: the same model with `cross_attention_logn_length` = the longest training source (hf_longctx only).",
+            "",
+            "| task | variant | lr | seed | solved at | " + " | ".join(f"{n} ({n / train_max:g}x)" for n in lengths) + " |",
+            "|---|---|---:|---:|---:|" + "---:|" * len(lengths),
+        ]
+        for r in extrapolated:
+            for setting, scores in r["extrapolation"].items():
+                variant = r["variant"] + (f" +{setting}" if setting != "as trained" else "")
+                cells = [f"{scores[str(n)]:.2f}" if str(n) in scores else "" for n in lengths]
+                lines.append(
+                    f"| {r['protocol']['task']} | {variant} | {r['learning_rate']:g} | {r['seed']} | "
+                    f"{r['solved_at'] or '-'} | " + " | ".join(cells) + " |"
+                )
     (output_dir / "results.md").write_text("\n".join(lines) + "\n")
 
 

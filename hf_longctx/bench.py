@@ -232,9 +232,11 @@ def load_model(folder: Path, rope_parameters: dict | None, logn_length: int | No
 
 
 @torch.no_grad()
-def evaluate_length(model, tokenizer, task: str, length: int, num_eval: int, seed: int, batch_size: int) -> dict:
+def evaluate_length(
+    model, tokenizer, task: str, length: int, num_eval: int, seed: int, batch_size: int, num_records: int | None = None
+) -> dict:
     """Greedy exact match on `num_eval` examples of one source length (equal lengths: no padding), by depth too."""
-    raw = make_task(task, num_eval, length, length, seed)
+    raw = make_task(task, num_eval, length, length, seed, num_records=num_records)
     max_length = max(len(t.split()) for t in raw["target"]) + 2  # start token + target + EOS
     batch_size = max(1, min(batch_size, (batch_size * 512) // length))  # keep long batches small
     predictions = []

@@ -19,6 +19,10 @@ logger = logging.get_logger(__name__)
 # test checks that both lists agree.
 POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "relative", "alibi", "rope", "none")
 EXTRAPOLATING_TYPES = ("sinusoidal", "relative", "alibi", "rope")
+# Encodings `relative_bias` adds T5's learned bias to (`relative` is that bias; `none` means no positions), and
+# those it is on for by default (measured: `relative_bias` in the class docstring).
+RELATIVE_BIAS_TYPES = ("sinusoidal", "learned", "alibi", "rope")
+RELATIVE_BIAS_BY_DEFAULT = ("alibi", "rope")
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn")
 NORM_TYPES = ("layernorm", "rmsnorm")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
@@ -99,6 +103,14 @@ class LongCtxConfig(PreTrainedConfig):
         relative: T5 buckets (`relative_attention_num_buckets`, `relative_attention_max_distance`), a learned
             bias per head on the attention scores; bidirectional in the encoder, causal in the decoder.
         alibi: a fixed linear distance penalty per head, symmetric in the encoder, causal in the decoder.
+        relative_bias (`bool | None`, defaults to `None`: on when the encoder's encoding is alibi or rope): T5's
+            learned bucket bias (`relative_attention_num_buckets`, `relative_attention_max_distance`; one value per
+            head and bucket, one table per stack shared by its layers) added to the self-attention scores of each
+            stack encoded with sinusoidal, learned, alibi or rope, on top of that encoding (`relative` is that bias
+            alone). Past `relative_attention_max_distance` the table is one constant, so lengths beyond it are
+            the encoding's to handle. Why it is on by default: MEASUREMENT. Its cost: the bias has a gradient, so the
+            long-input path recomputes its blocks in the backward, as for `relative`. A config saved before this
+            field existed loads with `relative_bias=False`, as its model was trained.
         alibi_max_penalty (`float | None`, defaults to 60.0): past this penalty (distance 60 / slope) a key is
             masked, which makes each ALiBi head a window of 60 / slope tokens. A key that far weighs under e^-60
             (9e-27) of an equally scored key at the query's own position, below fp32 and bf16 resolution (only a
@@ -184,8 +196,7 @@ class LongCtxConfig(PreTrainedConfig):
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     alibi_max_penalty: float | None = 60.0
-    alibi_directional: bool = False
-    alibi_learned_bias: bool = False
+    relative_bias: bool | None = None
     cross_attention_logn_length: int | None = None
     rope_parameters: dict | None = None
     sinusoidal_layout: str = "interleaved"
@@ -209,6 +220,8 @@ class LongCtxConfig(PreTrainedConfig):
         kwargs = self._take_foreign_names(kwargs)
         if self.decoder_position_embedding_type is None:
             self.decoder_position_embedding_type = self.position_embedding_type
+        if self.relative_bias is None:
+            self.relative_bias = self.position_embedding_type in RELATIVE_BIAS_BY_DEFAULT
         if self.rope_parameters is None:
             self.rope_parameters = dict(DEFAULT_ROPE_PARAMETERS)
         else:
@@ -224,6 +237,17 @@ class LongCtxConfig(PreTrainedConfig):
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
+
+    def stack_encodings(self) -> dict[str, str]:
+        return {"encoder": self.position_embedding_type, "decoder": self.decoder_position_embedding_type}
+
+    def has_relative_bias(self, encoding: str) -> bool:
+        """Whether a stack with this encoding gets `relative_bias`'s learned bucket bias on its scores."""
+        return bool(self.relative_bias) and encoding in RELATIVE_BIAS_TYPES
+
+    def uses_relative_buckets(self, encoding: str) -> bool:
+        """Whether a stack with this encoding reads `relative_attention_num_buckets` / `_max_distance`."""
+        return encoding == "relative" or self.has_relative_bias(encoding)
 
     def _take_foreign_names(self, kwargs: dict) -> dict:
         """Map the BART/T5 names of `FOREIGN_NAMES` (and `attribute_map`'s) onto the fields, refuse a misspelt field
@@ -300,6 +324,8 @@ class LongCtxConfig(PreTrainedConfig):
         and name mapping as `LongCtxConfig(dropout=1.5)` (transformers would set them afterwards, unchecked)."""
         names = cls.accepted_names()
         config_dict = dict(config_dict)
+        if "model_type" in config_dict and "relative_bias" not in config_dict:
+            config_dict["relative_bias"] = False  # saved before `relative_bias` existed: its stacks had no such bias
         for name in [k for k in kwargs if k in names]:
             config_dict[name] = kwargs.pop(name)
         # a saved dict already holds every field: its mapped names must not count as given twice
@@ -345,6 +371,12 @@ class LongCtxConfig(PreTrainedConfig):
                 "`position_embedding_type`='none' would make the encoder order-blind (a bag of tokens). "
                 "Give the encoder an encoding (e.g. 'alibi' or 'relative') and set "
                 "`decoder_position_embedding_type`='none' for a decoder without positions."
+            )
+        if self.relative_bias and not any(self.has_relative_bias(e) for e in self.stack_encodings().values()):
+            raise ValueError(
+                f"`relative_bias`=True adds T5's learned bias to a stack encoded with one of "
+                f"{', '.join(RELATIVE_BIAS_TYPES)}, but the encoder is {self.position_embedding_type!r} and the decoder "
+                f"{self.decoder_position_embedding_type!r} ('relative' is that bias already); drop `relative_bias`."
             )
         self._validate_relative_buckets()
         uses_rope = "rope" in (self.position_embedding_type, self.decoder_position_embedding_type)
@@ -416,9 +448,8 @@ class LongCtxConfig(PreTrainedConfig):
     def _validate_relative_buckets(self):
         """T5's bucketing: a stack's buckets are half exact distances (max_exact of them) and half logarithmic up to
         `relative_attention_max_distance`, which must lie beyond the exact ones (log(max_distance / max_exact) > 0)."""
-        stacks = {"encoder": self.position_embedding_type, "decoder": self.decoder_position_embedding_type}
         buckets, distance = self.relative_attention_num_buckets, self.relative_attention_max_distance
-        for stack in [name for name, kind in stacks.items() if kind == "relative"]:
+        for stack in [name for name, kind in self.stack_encodings().items() if self.uses_relative_buckets(kind)]:
             # the encoder splits its buckets between the two directions, the causal decoder uses all for one
             per_direction = buckets // 2 if stack == "encoder" else buckets
             max_exact = per_direction // 2
@@ -437,7 +468,9 @@ class LongCtxConfig(PreTrainedConfig):
     def _warn_about_unused_options(self):
         """An option the chosen encodings never read is most likely a mistake: say so once (values equal to the
         defaults are what every saved config carries, so they say nothing)."""
-        used = {self.position_embedding_type, self.decoder_position_embedding_type}
+        used = set(self.stack_encodings().values())
+        if any(self.has_relative_bias(encoding) for encoding in used):
+            used.add("relative")  # its bucket options shape `relative_bias` too
         fields = {f.name: f for f in dataclasses.fields(self)}
         for encoding, names in ENCODING_OPTIONS.items():
             if encoding in used:
@@ -446,7 +479,9 @@ class LongCtxConfig(PreTrainedConfig):
                 default = fields[name].default
                 if getattr(self, name) != default:
                     logger.warning_once(
-                        f"LongCtxConfig: `{name}`={getattr(self, name)!r} does nothing without a {encoding!r} stack "
+                        f"LongCtxConfig: `{name}`={getattr(self, name)!r} does nothing without a {encoding!r} stack"
+                        + (" or `relative_bias`" if encoding == "relative" else "")
+                        + " "
                         f"(encodings here: {', '.join(sorted(used))})."
                     )
         if "rope" not in used and self.rope_parameters != DEFAULT_ROPE_PARAMETERS:
@@ -459,7 +494,7 @@ class LongCtxConfig(PreTrainedConfig):
 # Options only one encoding reads (`rope_parameters` is compared with its filled-in default).
 ENCODING_OPTIONS = {
     "relative": ("relative_attention_num_buckets", "relative_attention_max_distance"),
-    "alibi": ("alibi_max_penalty", "alibi_directional", "alibi_learned_bias"),
+    "alibi": ("alibi_max_penalty",),
     "sinusoidal": ("sinusoidal_layout", "sinusoidal_scale"),
 }
 DEFAULT_ROPE_PARAMETERS = {"rope_type": "default", "rope_theta": 10000.0}

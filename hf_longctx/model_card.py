@@ -64,11 +64,18 @@ POSITION_DESCRIPTIONS = {
     "rope": "Rotary position embeddings rotate queries and keys by their positions (the scaling in "
     "`rope_parameters`: default, linear/PI, dynamic NTK or YaRN); no weights.",
 }
+RELATIVE_BIAS_DESCRIPTION = (
+    " On top of that, `relative_bias`: T5's learned bucket bias (one value per head and bucket, one table per stack) "
+    "is added to the self-attention scores; past `relative_attention_max_distance` it is one constant, so the "
+    "extrapolation is the encoding's."
+)
 TASK_DESCRIPTIONS = {
     "passkey": "random letters as filler with `KEY d d d d d` at a random depth; the answer is the 5 digits "
     "(passkey retrieval, Mohtashami & Jaggi 2023).",
     "kv_recall": "pairs `k k = v v v` (two-letter keys, three-digit values), then `? k k`; the answer is the value "
     "of the queried key.",
+    "multikey": "several records `KEY k k = d d d d d` (two-letter keys, five digits) at random depths of `.` filler, "
+    "then `? k k`; the answer is the digits of the queried record (a multi-key needle).",
     "copy": "a random sequence of letters and digits; the answer is the same sequence.",
     "reverse": "a random sequence of letters and digits; the answer is the sequence reversed.",
 }
@@ -252,7 +259,8 @@ def template_values(results, config, training_args, command, model_id, example_s
         "position_description": " ".join(
             dict.fromkeys(POSITION_DESCRIPTIONS.get(pe, "") for pe in (encoder_pe, decoder_pe) if pe != "none")
         )
-        + (" The decoder has no position encoding: its causal mask gives the order." if decoder_pe == "none" else ""),
+        + (" The decoder has no position encoding: its causal mask gives the order." if decoder_pe == "none" else "")
+        + (RELATIVE_BIAS_DESCRIPTION if config.get("relative_bias") else ""),
         "optimisation": _optimisation_summary(results, training_args),
         "command": command or invocation_command(),
         "arguments_json": json.dumps(_arguments(results, training_args), indent=2, default=str),

@@ -34,7 +34,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .attention import BlockwiseBias, LongCtxAttention
 from .configuration_longctx import LongCtxConfig
-from .positions import OffsetBias, PositionEncoding, build_position_encoding
+from .positions import OffsetBias, PositionEncoding, RelativePositions, build_position_encoding
 
 logger = logging.get_logger(__name__)
 
@@ -269,7 +269,10 @@ class LongCtxStack(LongCtxPreTrainedModel):
     def __init__(self, config: LongCtxConfig):
         super().__init__(config)
         self.embed_tokens = _token_embedding(config)
-        self.position = build_position_encoding(getattr(config, self.position_type_field), config, causal=self.causal)
+        encoding = getattr(config, self.position_type_field)
+        self.position = build_position_encoding(encoding, config, causal=self.causal)
+        # `relative_bias`: T5's learned buckets on the scores, on top of the encoding
+        self.relative_bias = RelativePositions(config, self.causal) if config.has_relative_bias(encoding) else None
         self.dropout = config.dropout
         self.final_norm = _norm(config) if config.pre_norm else nn.Identity()
         self.embedding_norm = _norm(config) if config.embedding_norm else nn.Identity()
@@ -302,9 +305,17 @@ class LongCtxStack(LongCtxPreTrainedModel):
         check_inputs(inputs_embeds, embeds_name, is_ids=False)
         return inputs_embeds
 
+    def _score_biases(self) -> list[OffsetBias]:
+        """What adds to this stack's self-attention scores: a bias encoding, `relative_bias`, both or neither."""
+        return [module for module in (self.position, self.relative_bias) if module is not None and module.kind == "bias"]
+
+    def _position_bias(self, q_positions, k_positions) -> torch.Tensor:
+        """(1, H, Lq, Lk): the sum of `_score_biases`."""
+        return sum(module.bias(q_positions, k_positions) for module in self._score_biases())
+
     def _use_chunked(self, key_length: int, output_attentions: bool) -> bool:
         mode = self.config.chunked_attention
-        if self.position.kind != "bias" or mode == "never":
+        if not self._score_biases() or mode == "never":
             return False
         if output_attentions and self.config._attn_implementation == "eager":
             return False  # the chunked path has no weights to return; asking for them costs the dense path
@@ -313,11 +324,13 @@ class LongCtxStack(LongCtxPreTrainedModel):
     def _offset_values(self, q_positions, k_len, first_positions, dtype) -> torch.Tensor | None:
         """The bias of every offset k - q of consecutive positions, once for all layers and blocks (see
         `BlockwiseBias.offset_values`); None where positions are not consecutive or the bias is not an offset's."""
-        if first_positions is None or not isinstance(self.position, OffsetBias):
+        biases = self._score_biases()
+        if first_positions is None or not all(isinstance(module, OffsetBias) for module in biases):
             return None
         q_len = len(q_positions)
         lowest = first_positions[1] - (first_positions[0] + q_len - 1)
-        return self.position.bias_by_offset(lowest, q_len + k_len - 1, q_positions.device).to(dtype).contiguous()
+        values = sum(module.bias_by_offset(lowest, q_len + k_len - 1, q_positions.device) for module in biases)
+        return values.to(dtype).contiguous()
 
     def _self_attention_inputs(
         self, q_positions, k_positions, padding_mask, make_dense_mask, dtype, kwargs, first_positions=None
@@ -336,7 +349,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
                 # a static cache has more key slots than mask columns: the slots past the mask are not attended
                 key_padding = F.pad(padding_mask.bool(), (0, len(k_positions) - padding_mask.shape[1]))
             plan = BlockwiseBias(
-                self.position.bias,
+                self._position_bias,
                 q_positions,
                 k_positions,
                 key_padding,
@@ -346,7 +359,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
                 offset_values=self._offset_values(q_positions, len(k_positions), first_positions, dtype),
             )
             return None, plan, rotary
-        bias = self.position.bias(q_positions, k_positions).to(dtype) if self.position.kind == "bias" else None
+        bias = self._position_bias(q_positions, k_positions).to(dtype) if self._score_biases() else None
         return make_dense_mask(), bias, rotary
 
 

@@ -190,23 +190,16 @@ class AlibiPositions(OffsetBias):
         super().__init__(config, causal)
         self.num_heads = config.num_heads
         self.max_penalty = config.alibi_max_penalty
-        self.directional = config.alibi_directional and not causal
         self.register_buffer("slopes", torch.tensor(alibi_slopes(self.num_heads)), persistent=False)
-        self.learned = RelativePositions(config, causal) if config.alibi_learned_bias else None
 
     def init_buffers(self) -> None:
         self.slopes.copy_(torch.tensor(alibi_slopes(self.num_heads)))
 
     def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
-        offset_N = torch.arange(lowest, lowest + count, device=device)
-        slopes_H1 = self.slopes.to(device)[:, None]
-        if self.directional:  # keys to the left (offset < 0) with m_h, to the right with m_{H+1-h}
-            slopes_H1 = torch.where(offset_N < 0, slopes_H1, slopes_H1.flip(0))
-        bias_HN = -slopes_H1 * offset_N.abs().float()
+        distance_N = torch.arange(lowest, lowest + count, device=device).abs().float()
+        bias_HN = -self.slopes.to(device)[:, None] * distance_N
         if self.max_penalty is not None:
             bias_HN.masked_fill_(bias_HN < -self.max_penalty, ALIBI_CUT_BIAS)
-        if self.learned is not None:
-            bias_HN = bias_HN + self.learned.bias_by_offset(lowest, count, device)
         return bias_HN
 
 class RotaryPositions(PositionEncoding):

@@ -169,6 +169,17 @@ def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| multikey | t5 | 0.002 | 42 |" in table and "| multikey | t5trunk/alibi |" in table
     assert run_ablation(args, command="test") == []  # both rows are there: nothing retrained
-    assert set(VARIANTS) >= {"t5", "bart", "default/alibi", "t5trunk/rope", "default+init/alibi", "t5trunk-relu/alibi"}
+    assert set(VARIANTS) >= {"t5", "bart", "default/alibi", "plain/alibi", "t5trunk/rope", "plain+init/alibi"}
     with pytest.raises(ValueError, match="`variants`: unknown nope"):
         AblationArguments(variants=["nope"])
+    with pytest.raises(ValueError, match="`lengths` are the extrapolation lengths"):
+        AblationArguments(lengths=[64])
+
+    # asked for lengths later, the done rows are evaluated from their folders, not retrained
+    args.lengths = [80]
+    assert run_ablation(args, command="test") == []
+    saved = json.loads((tmp_path / "out" / "rows" / "t5trunk_alibi_lr=0.002_seed=42.json").read_text())
+    assert set(saved["extrapolation"]) == {"as trained", "logn"} and "80" in saved["extrapolation"]["logn"]
+    t5 = json.loads((tmp_path / "out" / "rows" / "t5_lr=0.002_seed=42.json").read_text())
+    assert set(t5["extrapolation"]) == {"as trained"}, "T5 has no log-length scaling"
+    assert "80 (1.25x)" in (tmp_path / "out" / "results.md").read_text()

@@ -139,7 +139,9 @@ def test_mask_shape_is_checked_with_inputs_embeds_too():
         ({"activation_dropout": -0.1}, r"`activation_dropout` is a probability"),
         # T5 buckets the bucketing cannot represent
         ({"position_embedding_type": "relative", "relative_attention_num_buckets": 2}, r"`relative_attention_num_buckets`=2 leaves the encoder no exact-distance bucket"),
-        ({"position_embedding_type": "alibi", "decoder_position_embedding_type": "relative", "relative_attention_num_buckets": 1}, r"leaves the decoder no exact-distance bucket"),
+        ({"position_embedding_type": "alibi", "relative_bias": False, "decoder_position_embedding_type": "relative", "relative_attention_num_buckets": 1}, r"leaves the decoder no exact-distance bucket"),
+        ({"position_embedding_type": "alibi", "relative_attention_num_buckets": 2}, r"`relative_attention_num_buckets`=2 leaves the encoder no exact-distance bucket"),  # its relative_bias
+        ({"position_embedding_type": "relative", "relative_bias": True}, r"`relative_bias`=True adds T5's learned bias .*'relative' is that bias already"),
         ({"position_embedding_type": "relative", "relative_attention_num_buckets": 32, "relative_attention_max_distance": 8}, r"`relative_attention_max_distance`=8 must exceed the 8 exact-distance buckets of the encoder"),
         ({"position_embedding_type": "relative", "relative_attention_num_buckets": 32, "relative_attention_max_distance": 16}, r"must exceed the 16 exact-distance buckets of the decoder"),
         ({"initializer": "xavier"}, r"`initializer`='xavier'"),
@@ -202,7 +204,7 @@ def test_odd_head_dimension_is_fine_without_rope_and_names_rope_with_it():
     "overrides,named",
     [
         ({"position_embedding_type": "alibi", "rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, "`rope_parameters`"),
-        ({"position_embedding_type": "rope", "relative_attention_num_buckets": 16}, "`relative_attention_num_buckets`"),
+        ({"position_embedding_type": "rope", "relative_bias": False, "relative_attention_num_buckets": 16}, "`relative_attention_num_buckets`"),
         ({"position_embedding_type": "relative", "alibi_max_penalty": 30.0}, "`alibi_max_penalty`"),
         ({"position_embedding_type": "alibi", "sinusoidal_scale": 0.02}, "`sinusoidal_scale`"),
     ],

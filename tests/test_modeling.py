@@ -4,7 +4,17 @@ import math
 
 import pytest
 import torch
-from conftest import BIAS_ENCODINGS, ENCODING_PAIRS, ENCODINGS, ROPE_SCALINGS, random_batch, tiny_config, tiny_model
+from conftest import (
+    BIAS_ENCODINGS,
+    ENCODING_PAIRS,
+    ENCODINGS,
+    PLAIN_SETUPS,
+    ROPE_SCALINGS,
+    SCORE_BIAS_SETUPS,
+    random_batch,
+    tiny_config,
+    tiny_model,
+)
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 import hf_longctx.attention as attention_module
@@ -49,11 +59,14 @@ BACKENDS = [
 ]
 
 
-@pytest.mark.parametrize("pair", ENCODING_PAIRS, ids=pair_id)
-def test_backends_agree_forward_and_gradients(pair, batch):
+SETUPS = {pair_id(p): pair_kwargs(p) for p in ENCODING_PAIRS} | PLAIN_SETUPS
+
+
+@pytest.mark.parametrize("setup", SETUPS.values(), ids=SETUPS.keys())
+def test_backends_agree_forward_and_gradients(setup, batch):
     results = []
     for implementation, extra in BACKENDS:
-        model = tiny_model(attn_implementation=implementation, **pair_kwargs(pair), **extra)
+        model = tiny_model(attn_implementation=implementation, **setup, **extra)
         results.append(logits_and_grads(model, batch))
     (ref_logits, ref_grads), others = results[0], results[1:]
     for logits, grads in others:
@@ -63,20 +76,19 @@ def test_backends_agree_forward_and_gradients(pair, batch):
             assert_same(grads[name], ref_grads[name])
 
 
-@pytest.mark.parametrize("pe", BIAS_ENCODINGS)
-def test_unmasked_chunked_blocks_take_the_toeplitz_view_and_match_eager(pe, monkeypatch):
+@pytest.mark.parametrize("setup", SCORE_BIAS_SETUPS.values(), ids=SCORE_BIAS_SETUPS.keys())
+def test_unmasked_chunked_blocks_take_the_toeplitz_view_and_match_eager(setup, monkeypatch):
     """Without padding the encoder's blocks read the bias as a strided view of its offsets (reversed queries)."""
     views = []
     original = attention_module._toeplitz_block_bias
     monkeypatch.setattr(attention_module, "_toeplitz_block_bias", lambda *a: views.append(a) or original(*a))
     unpadded = random_batch(src_len=13, pad_last=False)
-    ref_logits, ref_grads = logits_and_grads(
-        tiny_model(attn_implementation="eager", position_embedding_type=pe), unpadded
-    )
-    chunked = tiny_model(position_embedding_type=pe, chunked_attention="always", chunked_attention_block_size=3)
+    ref_logits, ref_grads = logits_and_grads(tiny_model(attn_implementation="eager", **setup), unpadded)
+    chunked = tiny_model(**setup, chunked_attention="always", chunked_attention_block_size=3)
     logits, grads = logits_and_grads(chunked, unpadded)
     layers = chunked.config.encoder_layers
-    if pe == "relative":  # its bias needs a gradient, so SDPA materialises scores: blocks, recomputed in backward
+    learned = setup["position_embedding_type"] == "relative" or setup.get("relative_bias")
+    if learned:  # a learned bias needs a gradient, so SDPA materialises scores: blocks, recomputed in backward
         assert len(views) == 2 * 5 * layers, "5 blocks (3+3+3+3+1 queries) per encoder layer, forward and recompute"
     else:  # a bias without gradient stays a view: one call over all queries per layer
         assert [a[1:3] for a in views] == [(0, 13)] * layers
@@ -85,13 +97,14 @@ def test_unmasked_chunked_blocks_take_the_toeplitz_view_and_match_eager(pe, monk
         assert_same(grads[name], ref_grads[name])
 
 
-@pytest.mark.parametrize("pe", BIAS_ENCODINGS)
-def test_padded_chunked_blocks_read_the_offset_values_not_bias_fn(pe, monkeypatch):
+@pytest.mark.parametrize("setup", SCORE_BIAS_SETUPS.values(), ids=SCORE_BIAS_SETUPS.keys())
+def test_padded_chunked_blocks_read_the_offset_values_not_bias_fn(setup, monkeypatch):
     """With padding, each encoder block flips its view of the offsets into query order and applies the mask."""
-    model = tiny_model(position_embedding_type=pe, chunked_attention="always", chunked_attention_block_size=4)
+    model = tiny_model(**setup, chunked_attention="always", chunked_attention_block_size=4)
     gathered = []
-    original = type(model.model.encoder.position).bias
-    monkeypatch.setattr(type(model.model.encoder.position), "bias", lambda *a: gathered.append(1) or original(*a))
+    for module in model.model.encoder._score_biases():
+        original = type(module).bias
+        monkeypatch.setattr(type(module), "bias", lambda *a, original=original: gathered.append(1) or original(*a))
     padded = random_batch(src_len=13)
     with torch.no_grad():
         model.model.encoder(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"])
@@ -127,14 +140,14 @@ def test_single_call_bias_is_a_small_view_in_the_query_dtype_and_dropout_goes_by
     assert views and all(v.shape[2] <= 16 for v in views), "dropout: blocks of 16 queries"
 
 
-@pytest.mark.parametrize("pe", BIAS_ENCODINGS)
-def test_chunked_path_is_chosen_automatically_at_long_length(pe, monkeypatch):
+@pytest.mark.parametrize("setup", SCORE_BIAS_SETUPS.values(), ids=SCORE_BIAS_SETUPS.keys())
+def test_chunked_path_is_chosen_automatically_at_long_length(setup, monkeypatch):
     calls = []
     original = attention_module.chunked_attention_forward
     monkeypatch.setattr(
         attention_module, "chunked_attention_forward", lambda *a, **k: calls.append(1) or original(*a, **k)
     )
-    model = tiny_model(position_embedding_type=pe, chunked_attention_min_length=40)
+    model = tiny_model(**setup, chunked_attention_min_length=40)
     short = random_batch(src_len=20, pad_last=False)
     model(**short)
     assert calls == [], "short inputs keep the dense bias path"
@@ -170,12 +183,9 @@ def test_chunked_path_bounds_block_memory():
 
 # ---------------------------------------------------------------- cached decoding equals a full forward
 CACHE_CASES = (
-    [pair_kwargs(p) for p in ENCODING_PAIRS]
+    list(SETUPS.values())
     + [{"position_embedding_type": "rope", "rope_parameters": s} for s in ROPE_SCALINGS]
-    + [
-        {"position_embedding_type": pe, "chunked_attention": "always", "chunked_attention_block_size": 2}
-        for pe in BIAS_ENCODINGS
-    ]
+    + [{**setup, "chunked_attention": "always", "chunked_attention_block_size": 2} for setup in SCORE_BIAS_SETUPS.values()]
 )
 
 
@@ -220,10 +230,10 @@ def test_generate_greedy_matches_uncached_and_beam_and_sampling_run(pe):
 
 
 # ---------------------------------------------------------------- padding
-@pytest.mark.parametrize("pair", ENCODING_PAIRS, ids=pair_id)
+@pytest.mark.parametrize("setup", SETUPS.values(), ids=SETUPS.keys())
 @pytest.mark.parametrize("chunked", ["never", "always"])
-def test_padded_batch_equals_each_example_alone(pair, chunked):
-    model = tiny_model(**pair_kwargs(pair), chunked_attention=chunked, chunked_attention_block_size=4)
+def test_padded_batch_equals_each_example_alone(setup, chunked):
+    model = tiny_model(**setup, chunked_attention=chunked, chunked_attention_block_size=4)
     batch = random_batch(batch=3, src_len=12, tgt_len=6)
     batched = model(**batch).logits
     for row in range(3):
@@ -764,3 +774,21 @@ def test_fan_in_initializer_draws_the_stds_of_a_fresh_hf_t5(attention_scale):
         assert mine.std().item() == pytest.approx(theirs.std().item() * factor, rel=0.15)
     default = tiny_model(vocab_size=500, d_model=d, num_heads=heads, d_ff=d_ff)
     assert default.model.shared.weight.std().item() == pytest.approx(0.02, rel=0.1)  # "normal" stays BART's
+
+
+@pytest.mark.parametrize("pe", ["alibi", "rope"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_relative_bias_adds_t5_buckets_to_the_scores(pe, causal):
+    """`relative_bias` (on by default for alibi and rope): the stack's score bias is the encoding's own (ALiBi's,
+    none for RoPE) plus a T5 bucket table of its own, bidirectional in the encoder and causal in the decoder."""
+    model = tiny_model(position_embedding_type=pe)
+    assert model.config.relative_bias is True
+    stack = model.model.decoder if causal else model.model.encoder
+    q = k = torch.arange(12)
+    expected = POSITION_ENCODINGS["relative"](model.config, causal=causal)
+    expected.load_state_dict(stack.relative_bias.state_dict())
+    own = stack.position.bias(q, k) if pe == "alibi" else 0
+    with torch.no_grad():
+        assert_same(stack._position_bias(q, k), own + expected.bias(q, k), atol=0)
+    for plain in ("relative", "sinusoidal", "learned"):
+        assert tiny_model(position_embedding_type=plain).model.encoder.relative_bias is None

@@ -11,7 +11,7 @@ from conftest import ENCODING_PAIRS, random_batch, tiny_model
 from safetensors import safe_open
 from transformers import AutoModel, AutoModelForSeq2SeqLM
 
-from hf_longctx import LongCtxForConditionalGeneration, LongCtxModel
+from hf_longctx import LongCtxConfig, LongCtxForConditionalGeneration, LongCtxModel
 
 
 @pytest.mark.parametrize("pair", ENCODING_PAIRS, ids=lambda p: "-".join(p))
@@ -93,3 +93,19 @@ def test_remote_code_folder_loads_in_a_fresh_process_without_the_package(pe, tmp
     torch.testing.assert_close(out["logits"], model(**batch).logits, atol=1e-5, rtol=1e-5)
     generate_inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     assert torch.equal(out["generated"], model.generate(**generate_inputs, max_new_tokens=5))
+
+
+def test_a_config_saved_before_relative_bias_loads_without_it(tmp_path):
+    """`relative_bias` is on by default for alibi and rope; a folder saved before the field existed had no such
+    weights, and loads as it was trained (a hand-written dict, without `model_type`, gets the default)."""
+    model = tiny_model(position_embedding_type="alibi", relative_bias=False)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["relative_bias"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert loaded.config.relative_bias is False and loaded.model.encoder.relative_bias is None
+    batch = random_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+    assert LongCtxConfig.from_dict({"position_embedding_type": "alibi"}).relative_bias is True
