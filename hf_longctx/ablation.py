@@ -80,6 +80,13 @@ class AblationArguments:
     steps: int = field(default=4000, metadata={"help": "Step budget per row."})
     eval_every: int = field(default=250, metadata={"help": "Steps between in-distribution checks."})
     target_accuracy: float = field(default=0.99, metadata={"help": "In-distribution exact match that ends a row."})
+    stop_at_target: bool = field(
+        default=True,
+        metadata={
+            "help": "End a row at `target_accuracy` (its `solved_at`). --stop_at_target false trains the whole budget, "
+            "for rows evaluated past the training length: a model stopped at 0.99 is the least converged one."
+        },
+    )
     batch_size: int = field(default=64, metadata={"help": "Training batch size."})
     warmup_steps: int = field(default=200, metadata={"help": "Linear warm-up steps."})
     train_min_len: int = field(default=24, metadata={"help": "Shortest training source."})
@@ -152,7 +159,7 @@ def train_row(args: AblationArguments, variant: str, learning_rate: float, seed:
     training_args = recipe_training_args(
         folder, args.steps, learning_rate, args.warmup_steps, args.batch_size, args.eval_every, seed
     )
-    stopper = StopAtAccuracy(args.target_accuracy, stop=True)
+    stopper = StopAtAccuracy(args.target_accuracy, stop=args.stop_at_target)
     model_args = model_arguments(args, variant)
     start = time.perf_counter()
     results = train(model_args, data_args, training_args, callbacks=[stopper])
