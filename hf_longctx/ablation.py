@@ -41,14 +41,15 @@ T5_INIT = {"initializer": "fan_in", "decoder_output_scale": "d_model**-0.5"}  # 
 PLAIN = {"relative_bias": False}  # the default trunk as it was before `relative_bias`: the encoding alone
 
 # name -> {"reference": HF family} or {"overrides": LongCtxConfig fields, "encoding": position_embedding_type}
-VARIANTS: dict[str, dict] = {"t5": {"reference": "t5"}, "bart": {"reference": "bart"}}
+VARIANTS: dict[str, dict] = {"t5": {"reference": "t5"}, "bart": {"reference": "bart"}, "marian": {"reference": "marian"}}
 for _encoding in ("alibi", "relative", "rope"):
     VARIANTS[f"default/{_encoding}"] = {"encoding": _encoding, "overrides": {}}
     if _encoding != "relative":
         VARIANTS[f"plain/{_encoding}"] = {"encoding": _encoding, "overrides": PLAIN}
     VARIANTS[f"t5trunk/{_encoding}"] = {"encoding": _encoding, "overrides": T5_TRUNK}
 VARIANTS["t5trunk+relbias/alibi"] = {"encoding": "alibi", "overrides": {**T5_TRUNK, "relative_bias": True}}
-# one factor at a time, from the plain trunk towards T5's (alibi), and from T5's trunk back to the default
+# one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
+# T5's trunk back to the default
 for _name, _fields in {
     "init": T5_INIT,
     "rmsnorm": {"norm_type": "rmsnorm", "layer_norm_eps": 1e-6},
@@ -56,13 +57,19 @@ for _name, _fields in {
     "nobias": {"attention_bias": False, "ffn_bias": False},
     "relu": {"activation_function": "relu"},
     "exactalibi": {"alibi_max_penalty": None},  # ALiBi's penalty at every distance (no 60-penalty window)
+    "decnone": {"decoder_position_embedding_type": "none"},  # the decoder's order from its causal mask alone
 }.items():
     VARIANTS[f"plain+{_name}/alibi"] = {"encoding": "alibi", "overrides": {**PLAIN, **_fields}}
+    VARIANTS[f"default+{_name}/alibi"] = {"encoding": "alibi", "overrides": _fields}
     if set(_fields) <= set(T5_TRUNK):  # a choice of T5's trunk: also the trunk without it
         VARIANTS[f"t5trunk-{_name}/alibi"] = {
             "encoding": "alibi",
             "overrides": {k: v for k, v in T5_TRUNK.items() if k not in _fields},
         }
+
+
+TABLES = ("bart", "marian")  # references whose positions are a table of `max_position_embeddings` rows
+ABLATION_TASKS = ("multikey", "kv_recall", "passkey")  # competing keys, and the one-needle reference point
 
 
 @dataclass
@@ -75,7 +82,7 @@ class AblationArguments:
     )
     learning_rates: list[float] = field(default_factory=lambda: [2e-3], metadata={"help": "AdamW peak lr per row."})
     seeds: list[int] = field(default_factory=lambda: [42], metadata={"help": "Training seeds (init and data order)."})
-    task: str = field(default="multikey", metadata={"help": "multikey or kv_recall."})
+    task: str = field(default="multikey", metadata={"help": "multikey, kv_recall or passkey (one needle)."})
     num_records: int | None = field(default=None, metadata={"help": "Records per source of multikey (default 2)."})
     steps: int = field(default=4000, metadata={"help": "Step budget per row."})
     eval_every: int = field(default=250, metadata={"help": "Steps between in-distribution checks."})
@@ -114,8 +121,10 @@ class AblationArguments:
         unknown = [v for v in self.variants if v not in VARIANTS]
         if unknown:
             raise ValueError(f"`variants`: unknown {', '.join(unknown)}; valid: {', '.join(VARIANTS)}.")
-        if self.task not in ("multikey", "kv_recall"):
-            raise ValueError(f"`task`={self.task!r}: the ablation is about competing keys; use multikey or kv_recall.")
+        if self.task not in ABLATION_TASKS:
+            raise ValueError(
+                f"`task`={self.task!r}: the ablation is about retrieval by key; use one of {', '.join(ABLATION_TASKS)}."
+            )
 
 
 def row_name(variant: str, learning_rate: float, seed: int) -> str:
@@ -141,6 +150,9 @@ def model_arguments(args: AblationArguments, variant: str) -> ModelArguments:
         position_embedding_type=spec.get("encoding", "alibi"),
         logn_cross_attention=False,  # in distribution only: the scaling changes nothing at the trained lengths
         reference=spec.get("reference"),
+        # BART's learned table and Marian's sinusoid table have a fixed number of rows: as long as the longest
+        # evaluation (the rows past the training lengths stay untrained, as for `learned` in the benchmark)
+        max_position_embeddings=max([args.train_max_len, *args.lengths]) if spec.get("reference") in TABLES else None,
         config_overrides=",".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()) or None,
     )
 
@@ -224,6 +236,12 @@ def extrapolate(args: AblationArguments, row: dict) -> bool:
         if not lengths:
             continue
         model = load_model(folder, None, settings[setting])
+        table = model.config.max_position_embeddings if row["model_args"].get("reference") in TABLES else None
+        if table is not None and max(lengths) > table:
+            raise ValueError(
+                f"{row['name']}: its position table has {table} rows, fewer than the longest of `lengths` "
+                f"({max(lengths)}); train the row again with these `lengths` (its table is sized from them)."
+            )
         for n in lengths:
             scores = evaluate_length(
                 model, tokenizer, row["protocol"]["task"], n, args.num_eval, 10_000 + n, args.batch_size,

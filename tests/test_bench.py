@@ -183,3 +183,20 @@ def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
     t5 = json.loads((tmp_path / "out" / "rows" / "t5_lr=0.002_seed=42.json").read_text())
     assert set(t5["extrapolation"]) == {"as trained"}, "T5 has no log-length scaling"
     assert "80 (1.25x)" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_trunk_ablation_sizes_reference_tables_for_its_lengths_and_refuses_longer(tmp_path):
+    """BART's learned table (and Marian's sinusoids) hold `max_position_embeddings` rows: a row is built with as
+    many as its longest evaluation; asked later for a longer one, it says so instead of an IndexError."""
+    from hf_longctx.ablation import AblationArguments, run_ablation
+
+    args = AblationArguments(
+        variants=["bart", "marian"], task="passkey", steps=2, eval_every=2, num_eval=2, batch_size=4, d_model=32,
+        d_ff=64, lengths=[80], output_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "runs"),
+    )  # fmt: skip
+    rows = run_ablation(args, command="test")
+    assert [set(r["extrapolation"]) for r in rows] == [{"as trained"}] * 2
+    assert all(r["model_args"]["max_position_embeddings"] == 80 for r in rows)
+    args.lengths = [96]
+    with pytest.raises(ValueError, match=r"bart lr=0.002 seed=42: its position table has 80 rows"):
+        run_ablation(args, command="test")
