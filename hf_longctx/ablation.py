@@ -48,6 +48,12 @@ for _encoding in ("alibi", "relative", "rope"):
         VARIANTS[f"plain/{_encoding}"] = {"encoding": _encoding, "overrides": PLAIN}
     VARIANTS[f"t5trunk/{_encoding}"] = {"encoding": _encoding, "overrides": T5_TRUNK}
 VARIANTS["t5trunk+relbias/alibi"] = {"encoding": "alibi", "overrides": {**T5_TRUNK, "relative_bias": True}}
+# RoPE: a base of 1e6 leaves more of the head's dimensions all but unrotated over the training lengths (content
+# matching across the input), with and without `relative_bias`
+_THETA_1M = {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}
+VARIANTS["default+theta1m/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, **_THETA_1M}}
+VARIANTS["plain+theta1m/rope"] = {"encoding": "rope", "overrides": {**PLAIN, **_THETA_1M}}
+VARIANTS["default+relbias/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True}}
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
 # T5's trunk back to the default
 for _name, _fields in {
