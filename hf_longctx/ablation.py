@@ -54,6 +54,7 @@ _THETA_1M = {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}
 VARIANTS["default+theta1m/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, **_THETA_1M}}
 VARIANTS["plain+theta1m/rope"] = {"encoding": "rope", "overrides": {**PLAIN, **_THETA_1M}}
 VARIANTS["default+relbias/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True}}
+VARIANTS["default+relbias+init/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, **T5_INIT}}
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
 # T5's trunk back to the default
 for _name, _fields in {

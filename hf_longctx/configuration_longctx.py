@@ -22,7 +22,7 @@ EXTRAPOLATING_TYPES = ("sinusoidal", "relative", "alibi", "rope")
 # Encodings `relative_bias` adds T5's learned bias to (`relative` is that bias; `none` means no positions), and
 # those it is on for by default (measured: `relative_bias` in the class docstring).
 RELATIVE_BIAS_TYPES = ("sinusoidal", "learned", "alibi", "rope")
-RELATIVE_BIAS_BY_DEFAULT = ("alibi", "rope")
+RELATIVE_BIAS_BY_DEFAULT = ("alibi",)
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn")
 NORM_TYPES = ("layernorm", "rmsnorm")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
@@ -80,14 +80,20 @@ class LongCtxConfig(PreTrainedConfig):
         gated_ffn: FFN(x) = fc2(act(fc1 x) * fc1_linear x) (T5 v1.1 "gated-gelu", GLU variants).
         embedding_norm: a norm on embeddings + positions before the first layer (BART's layernorm_embedding).
         final_logits_bias: a fixed (buffer) bias added to the logits (BART, Marian).
-        decoder_output_scale: multiplies the decoder output before the LM head (original T5: d_model**-0.5).
+        decoder_output_scale (`float | None`): multiplies the decoder output before the LM head (original T5:
+            d_model**-0.5). `None` (the default): d_model**-0.5 with `initializer="fan_in"` and tied embeddings
+            (T5's pairing), else 1.0.
 
     Initialisation:
         initializer (`"normal"` or `"fan_in"`): `"normal"` draws every Linear and Embedding from N(0, init_std), as
             BART does. `"fan_in"` is T5's scheme: token embeddings N(0, 1), each Linear N(0, 1/fan_in) (the query
             projection also times head_dim**-0.5 / the score scale, so that the scores start as T5's whatever
-            `attention_scale` is), the relative bias table N(0, 1/d_model). With tied embeddings at N(0, 1) the
-            logits start sqrt(d_model) times larger unless `decoder_output_scale` is d_model**-0.5, as in T5.
+            `attention_scale` is), the relative bias tables N(0, 1/d_model). With tied embeddings at N(0, 1) the
+            logits start sqrt(d_model) times larger unless `decoder_output_scale` is d_model**-0.5, as in T5 (its
+            default then). Not the default: on the multi-key needle (`scripts/ablate_trunk.py`, ALiBi with
+            `relative_bias`, 3 seeds) `"fan_in"` reached 0.99 at steps 2750 / 2500 / 1750 at lr 2e-3 (`"normal"`:
+            0.98 / 0.96 / step 2500) but stayed at 0.59 on one seed at lr 1e-3, where `"normal"` reached 0.99 on
+            all three (2750 / 3000 / 2750): a default must hold at both learning rates.
 
     Normalisation:
         pre_norm (`bool`, defaults to `True`): normalise the input of each sub-layer and add a final norm after
@@ -103,7 +109,7 @@ class LongCtxConfig(PreTrainedConfig):
         relative: T5 buckets (`relative_attention_num_buckets`, `relative_attention_max_distance`), a learned
             bias per head on the attention scores; bidirectional in the encoder, causal in the decoder.
         alibi: a fixed linear distance penalty per head, symmetric in the encoder, causal in the decoder.
-        relative_bias (`bool | None`, defaults to `None`: on when the encoder's encoding is alibi or rope): T5's
+        relative_bias (`bool | None`, defaults to `None`: on when the encoder's encoding is alibi): T5's
             learned bucket bias (`relative_attention_num_buckets`, `relative_attention_max_distance`; one value per
             head and bucket, one table per stack shared by its layers) added to the self-attention scores of each
             stack encoded with sinusoidal, learned, alibi or rope, on top of that encoding (`relative` is that bias
@@ -113,10 +119,12 @@ class LongCtxConfig(PreTrainedConfig):
             4000 steps), ALiBi alone stayed at ~0.5 exact match (the value of *a* record, never the queried one) on
             3 of 3 seeds, RoPE alone on 2 of 2, and so did ALiBi with each of T5's trunk choices (its initialisation,
             RMSNorm, no score scale, no biases, ReLU) and with T5's whole trunk; with the bias, ALiBi reached 0.99
-            at step 2500 and 0.98 / 0.96 on the other two seeds at lr 2e-3, and 0.99 at steps 2750 and 3000 at lr
-            1e-3, where HF T5 of the same size reached 0.54-0.94 (2e-3) and 0.85-0.97 (1e-3) in 4000 steps. Its
+            at step 2500 and 0.98 / 0.96 on the other two seeds at lr 2e-3, and 0.99 at steps 2750 / 3000 / 2750 at
+            lr 1e-3, where HF T5 of the same size reached 0.54-0.94 (2e-3) and 0.61-0.97 (1e-3) in 4000 steps. Its
             cost: the bias has a gradient, so in training the long-input path computes its blocks again in the
-            backward, as for `relative` (inference is unchanged). A config saved before this
+            backward, as for `relative` (inference is unchanged). Off by default for rope: with it RoPE learned the
+            matching on 1 of 5 runs (0.97; 0.51-0.56 on the others, at lr 1e-3 and 2e-3), without it on none of
+            2, and a bias costs RoPE SDPA's fused kernels. A config saved before this
             field existed loads with `relative_bias=False`, as its model was trained.
         alibi_max_penalty (`float | None`, defaults to 60.0): past this penalty (distance 60 / slope) a key is
             masked, which makes each ALiBi head a window of 60 / slope tokens. A key that far weighs under e^-60
@@ -193,7 +201,7 @@ class LongCtxConfig(PreTrainedConfig):
     gated_ffn: bool = False
     embedding_norm: bool = False
     final_logits_bias: bool = False
-    decoder_output_scale: float = 1.0
+    decoder_output_scale: float | None = None
     init_std: float = 0.02
     initializer: str = "normal"
 
@@ -238,6 +246,9 @@ class LongCtxConfig(PreTrainedConfig):
         # Validate here too, not only in `validate_architecture`: `@strict` wraps what that raises in its own
         # exception type, and users (and `pytest.raises`) expect a plain ValueError.
         self.validate_architecture()
+        if self.decoder_output_scale is None:  # T5's: logits from N(0, 1) tied embeddings start at unit scale
+            tied_fan_in = self.initializer == "fan_in" and self.tie_word_embeddings
+            self.decoder_output_scale = self.d_model**-0.5 if tied_fan_in else 1.0
         self._warn_about_unused_options()
         super().__post_init__(**kwargs)
 
@@ -331,8 +342,9 @@ class LongCtxConfig(PreTrainedConfig):
         and name mapping as `LongCtxConfig(dropout=1.5)` (transformers would set them afterwards, unchecked)."""
         names = cls.accepted_names()
         config_dict = dict(config_dict)
-        if "model_type" in config_dict and "relative_bias" not in config_dict:
-            config_dict["relative_bias"] = False  # saved before `relative_bias` existed: its stacks had no such bias
+        if "model_type" in config_dict:  # a saved config: the fields it predates take the values it was made with
+            for name, before in SAVED_BEFORE.items():
+                config_dict.setdefault(name, before)
         for name in [k for k in kwargs if k in names]:
             config_dict[name] = kwargs.pop(name)
         # a saved dict already holds every field: its mapped names must not count as given twice
@@ -491,6 +503,11 @@ class LongCtxConfig(PreTrainedConfig):
                         + " "
                         f"(encodings here: {', '.join(sorted(used))})."
                     )
+        if self.initializer == "fan_in" and self.init_std != fields["init_std"].default:
+            logger.warning_once(
+                f"LongCtxConfig: `init_std`={self.init_std} does nothing with initializer='fan_in' (T5's stds, from "
+                "each layer's fan-in); set initializer='normal' for N(0, init_std)."
+            )
         if "rope" not in used and self.rope_parameters != DEFAULT_ROPE_PARAMETERS:
             logger.warning_once(
                 f"LongCtxConfig: `rope_parameters`={self.rope_parameters} does nothing without a 'rope' stack "
@@ -505,6 +522,11 @@ ENCODING_OPTIONS = {
     "sinusoidal": ("sinusoidal_layout", "sinusoidal_scale"),
 }
 DEFAULT_ROPE_PARAMETERS = {"rope_type": "default", "rope_theta": 10000.0}
+
+
+# Defaults that changed, with the value a saved config that lacks the field was made with (saved configs hold
+# every field that existed when they were written, so a missing one predates it).
+SAVED_BEFORE = {"relative_bias": False, "decoder_output_scale": 1.0}
 
 
 def _foreign_config_keys() -> set[str]:

@@ -181,6 +181,8 @@ def _bart_like(d: dict, source: nn.Module) -> dict:
         "activation_dropout": d["activation_dropout"],
         "activation_function": d["activation_function"],
         "init_std": d["init_std"],
+        "initializer": "normal",  # BART's N(0, init_std), for layers a user adds or re-initialises
+        "decoder_output_scale": 1.0,
         "pre_norm": False,
         "norm_type": "layernorm",
         "layer_norm_eps": 1e-5,  # nn.LayerNorm's default, which BART and Marian use
@@ -282,6 +284,7 @@ def t5_config(d: dict, source: nn.Module) -> dict:
         "relative_attention_num_buckets": d["relative_attention_num_buckets"],
         "relative_attention_max_distance": d["relative_attention_max_distance"],
         "decoder_output_scale": d_model**-0.5 if scale else 1.0,
+        "initializer": "fan_in",  # T5's
         "tie_word_embeddings": _lm_head_is_tied(source),
         **ids,
     }

@@ -12,16 +12,19 @@ from hf_longctx import LongCtxConfig, LongCtxForConditionalGeneration  # noqa: E
 ENCODINGS = ["sinusoidal", "learned", "relative", "alibi", "rope"]
 ENCODING_PAIRS = [(pe, pe) for pe in ENCODINGS] + [("alibi", "none")]
 BIAS_ENCODINGS = ["relative", "alibi"]
-# alibi and rope carry `relative_bias` (T5's learned buckets on the scores) by default; the sweeps above test
-# that default, these the encodings alone.
-PLAIN_SETUPS = {f"{pe}-plain": {"position_embedding_type": pe, "relative_bias": False} for pe in ("alibi", "rope")}
+# alibi carries `relative_bias` (T5's learned buckets on the scores) by default and rope does not; the sweeps above
+# test the defaults, these the other choice.
+OTHER_SETUPS = {
+    "alibi-plain": {"position_embedding_type": "alibi", "relative_bias": False},
+    "rope+relative_bias": {"position_embedding_type": "rope", "relative_bias": True},
+}
 # Every way a stack's scores get a bias (what the chunked long-input path serves): T5's buckets alone, ALiBi alone,
 # and the learned buckets on top of ALiBi and of RoPE.
 SCORE_BIAS_SETUPS = {
     "relative": {"position_embedding_type": "relative"},
-    "alibi-plain": PLAIN_SETUPS["alibi-plain"],
+    "alibi-plain": OTHER_SETUPS["alibi-plain"],
     "alibi+relative_bias": {"position_embedding_type": "alibi", "relative_bias": True},
-    "rope+relative_bias": {"position_embedding_type": "rope", "relative_bias": True},
+    "rope+relative_bias": OTHER_SETUPS["rope+relative_bias"],
 }
 ROPE_SCALINGS = [
     {"rope_type": "linear", "factor": 2.0},

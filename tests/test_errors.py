@@ -207,6 +207,7 @@ def test_odd_head_dimension_is_fine_without_rope_and_names_rope_with_it():
         ({"position_embedding_type": "rope", "relative_bias": False, "relative_attention_num_buckets": 16}, "`relative_attention_num_buckets`"),
         ({"position_embedding_type": "relative", "alibi_max_penalty": 30.0}, "`alibi_max_penalty`"),
         ({"position_embedding_type": "alibi", "sinusoidal_scale": 0.02}, "`sinusoidal_scale`"),
+        ({"initializer": "fan_in", "init_std": 0.1}, "`init_std`=0.1 does nothing with initializer='fan_in'"),
     ],
 )
 def test_options_the_encoding_never_reads_are_warned_about(overrides, named, caplog):
@@ -217,7 +218,7 @@ def test_options_the_encoding_never_reads_are_warned_about(overrides, named, cap
     logging.Logger.warning_once.cache_clear()  # an earlier test may have said the same once already
     with caplog.at_level("WARNING"):
         LongCtxConfig(vocab_size=99, **overrides)
-    assert named in caplog.text and "does nothing without" in caplog.text
+    assert named in caplog.text and "does nothing with" in caplog.text
 
 
 # ---------------------------------------------------------- nothing silent: inputs and caches (issue 10)

@@ -8,7 +8,7 @@ from conftest import (
     BIAS_ENCODINGS,
     ENCODING_PAIRS,
     ENCODINGS,
-    PLAIN_SETUPS,
+    OTHER_SETUPS,
     ROPE_SCALINGS,
     SCORE_BIAS_SETUPS,
     random_batch,
@@ -59,7 +59,7 @@ BACKENDS = [
 ]
 
 
-SETUPS = {pair_id(p): pair_kwargs(p) for p in ENCODING_PAIRS} | PLAIN_SETUPS
+SETUPS = {pair_id(p): pair_kwargs(p) for p in ENCODING_PAIRS} | OTHER_SETUPS
 
 
 @pytest.mark.parametrize("setup", SETUPS.values(), ids=SETUPS.keys())
@@ -455,14 +455,14 @@ def test_return_dict_false_gives_a_tuple():
 
 
 def test_weights_are_initialised_as_configured():
-    model = tiny_model(d_model=64, d_ff=128, init_std=0.1)  # not HF's fallback 0.02: the field is honoured
+    model = tiny_model(d_model=64, d_ff=128, initializer="normal", init_std=0.1)  # not HF's fallback 0.02
     linear = model.model.encoder.layers[0].ffn.fc1
     assert linear.weight.std().item() == pytest.approx(0.1, rel=0.1)
     assert linear.bias.abs().max() == 0
     norm = model.model.encoder.layers[0].ffn_residual.norm
     assert torch.all(norm.weight == 1) and torch.all(norm.bias == 0)
     assert model.model.shared.weight.std().item() == pytest.approx(0.1, rel=0.1)
-    relative = tiny_model(position_embedding_type="relative", init_std=0.1).model.encoder.position
+    relative = tiny_model(position_embedding_type="relative", initializer="normal", init_std=0.1).model.encoder.position
     assert relative.relative_attention_bias.weight.std().item() == pytest.approx(0.1, rel=0.25)
 
 
@@ -772,17 +772,20 @@ def test_fan_in_initializer_draws_the_stds_of_a_fresh_hf_t5(attention_scale):
     ]
     for theirs, mine, factor in pairs:
         assert mine.std().item() == pytest.approx(theirs.std().item() * factor, rel=0.15)
+    assert ours.config.decoder_output_scale == d**-0.5  # T5's with tied embeddings, unless given
+    untied = tiny_model(vocab_size=500, d_model=d, num_heads=heads, d_ff=d_ff, initializer="fan_in", tie_word_embeddings=False)
+    assert untied.config.decoder_output_scale == 1.0  # T5 v1.1: an untied head drawn N(0, 1), no output scale
     default = tiny_model(vocab_size=500, d_model=d, num_heads=heads, d_ff=d_ff)
     assert default.model.shared.weight.std().item() == pytest.approx(0.02, rel=0.1)  # "normal" stays BART's
+    assert default.config.decoder_output_scale == 1.0
 
 
 @pytest.mark.parametrize("pe", ["alibi", "rope"])
 @pytest.mark.parametrize("causal", [False, True])
 def test_relative_bias_adds_t5_buckets_to_the_scores(pe, causal):
-    """`relative_bias` (on by default for alibi and rope): the stack's score bias is the encoding's own (ALiBi's,
-    none for RoPE) plus a T5 bucket table of its own, bidirectional in the encoder and causal in the decoder."""
-    model = tiny_model(position_embedding_type=pe)
-    assert model.config.relative_bias is True
+    """`relative_bias` (on by default for alibi): the stack's score bias is the encoding's own (ALiBi's, none for
+    RoPE) plus a T5 bucket table of its own, bidirectional in the encoder and causal in the decoder."""
+    model = tiny_model(position_embedding_type=pe, relative_bias=True)
     stack = model.model.decoder if causal else model.model.encoder
     q = k = torch.arange(12)
     expected = POSITION_ENCODINGS["relative"](model.config, causal=causal)
@@ -790,5 +793,6 @@ def test_relative_bias_adds_t5_buckets_to_the_scores(pe, causal):
     own = stack.position.bias(q, k) if pe == "alibi" else 0
     with torch.no_grad():
         assert_same(stack._position_bias(q, k), own + expected.bias(q, k), atol=0)
-    for plain in ("relative", "sinusoidal", "learned"):
+    assert tiny_model(position_embedding_type="alibi").config.relative_bias is True  # the default
+    for plain in ("relative", "sinusoidal", "learned", "rope"):
         assert tiny_model(position_embedding_type=plain).model.encoder.relative_bias is None

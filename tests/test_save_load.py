@@ -95,17 +95,21 @@ def test_remote_code_folder_loads_in_a_fresh_process_without_the_package(pe, tmp
     assert torch.equal(out["generated"], model.generate(**generate_inputs, max_new_tokens=5))
 
 
-def test_a_config_saved_before_relative_bias_loads_without_it(tmp_path):
-    """`relative_bias` is on by default for alibi and rope; a folder saved before the field existed had no such
-    weights, and loads as it was trained (a hand-written dict, without `model_type`, gets the default)."""
-    model = tiny_model(position_embedding_type="alibi", relative_bias=False)
+def test_a_config_saved_before_the_defaults_changed_loads_as_it_was_made(tmp_path):
+    """`relative_bias` (on for alibi) and `decoder_output_scale` (d_model**-0.5 with fan_in and tied embeddings) have
+    new defaults; a folder saved before those fields existed loads with the values its model was made with (a
+    hand-written dict, without `model_type`, gets the defaults)."""
+    model = tiny_model(position_embedding_type="alibi", relative_bias=False, initializer="fan_in", decoder_output_scale=1.0)
     model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
-    del saved["relative_bias"]
+    for name in ("relative_bias", "decoder_output_scale"):
+        del saved[name]
     (tmp_path / "config.json").write_text(json.dumps(saved))
     loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
     assert loaded.config.relative_bias is False and loaded.model.encoder.relative_bias is None
+    assert loaded.config.decoder_output_scale == 1.0
     batch = random_batch()
     with torch.no_grad():
         assert torch.equal(loaded(**batch).logits, model(**batch).logits)
-    assert LongCtxConfig.from_dict({"position_embedding_type": "alibi"}).relative_bias is True
+    fresh = LongCtxConfig.from_dict({"position_embedding_type": "alibi", "d_model": 64, "initializer": "fan_in"})
+    assert (fresh.relative_bias, fresh.decoder_output_scale) == (True, 64**-0.5)
