@@ -67,7 +67,11 @@ POSITION_DESCRIPTIONS = {
 RELATIVE_BIAS_DESCRIPTION = (
     " On top of that, `relative_bias`: T5's learned bucket bias (one value per head and bucket, one table per stack) "
     "is added to the self-attention scores; past `relative_attention_max_distance` it is one constant, so the "
-    "extrapolation is the encoding's."
+    "extrapolation is the encoding's. It is there because ALiBi alone did not learn to match a query to its key "
+    "among several records (multi-key needle, d_model 64, 4000 steps: 0.52-0.53 exact match on 3 seeds; with the "
+    "bias 0.96-1.00 on 6 runs, where HF T5 of the same size reached 0.54-0.97; `python scripts/ablate_trunk.py "
+    "--variants t5 default/alibi plain/alibi --learning_rates 2e-3 1e-3 --seeds 1 2 42`, results/trunk-ablation "
+    "in the hf_longctx repository)."
 )
 TASK_DESCRIPTIONS = {
     "passkey": "random letters as filler with `KEY d d d d d` at a random depth; the answer is the 5 digits "

@@ -344,13 +344,19 @@ def main():
         for name in models
     }
     result["wall_seconds"] = time.perf_counter() - started
+    from hf_longctx.bench import environment
+
+    result["environment"] = environment()  # torch, threads, machine, git commit
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
     print(json.dumps({k: result[k] for k in ("train", "generate", "ratios", "memory_slope")}, default=str))
     markdown = table(result, args)
     with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
-        f.write(f"Command: `python scripts/bench_speed.py {' '.join(sys.argv[1:])}` (wall {result['wall_seconds']:.0f} s)\n")
+        f.write(
+            f"Command: `python scripts/bench_speed.py {' '.join(sys.argv[1:])}` (wall {result['wall_seconds']:.0f} s; "
+            f"{result['environment']})\n"
+        )
         f.write(markdown + "\n")
     print(markdown)
 

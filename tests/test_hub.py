@@ -89,6 +89,7 @@ def test_model_card_metadata_round_trips_and_holds_the_results(trained):
     assert f'AutoModelForSeq2SeqLM.from_pretrained("{folder}", trust_remote_code=True)' in card.text
     assert f'AutoTokenizer.from_pretrained("{folder}")' in card.text
     assert "pytest" in card.text  # the command of this run
+    assert "`relative_bias`: T5's learned bucket bias" in card.text and "scripts/ablate_trunk.py" in card.text
     check_model_card(folder / "README.md")  # the offline validation the dry run uses
 
 
