@@ -210,6 +210,7 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
                 path = rows_dir / f"{_file_name(name)}.json"
                 if path.is_file():
                     row = json.loads(path.read_text())
+                    check_same_protocol(args, row, path)
                     if extrapolate(args, row):
                         path.write_text(json.dumps(row, indent=2) + "\n")
                         write_table(Path(args.output_dir))
@@ -225,6 +226,24 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
     return done
 
 
+# What decides how a row's model is trained (the rest of `AblationArguments` selects rows, or where they go)
+SELECTION_FIELDS = ("variants", "learning_rates", "seeds", "lengths", "output_dir", "work_dir")
+
+
+def check_same_protocol(args: AblationArguments, row: dict, path: Path) -> None:
+    """A row already in `rows/` is kept only if it was trained as `args` asks (a field the row predates had its
+    default); otherwise a ValueError names the field."""
+    defaults = asdict(AblationArguments())
+    for name, value in asdict(args).items():
+        made = row["protocol"].get(name, defaults[name])
+        if name not in SELECTION_FIELDS and made != value:
+            raise ValueError(
+                f"{path} was trained with `{name}`={made!r}, and these arguments ask for {value!r}: its row would "
+                f"stand for a protocol it was not made with. Use another --output_dir (and --work_dir) for this "
+                f"protocol, or --{name} {made}."
+            )
+
+
 def extrapolate(args: AblationArguments, row: dict) -> bool:
     """Evaluate the row's model at the `args.lengths` its `extrapolation` lacks ({"as trained" | "logn": {length:
     exact match}}); False when nothing was missing. Each length has its own data seed (10,000 + length)."""
@@ -238,6 +257,12 @@ def extrapolate(args: AblationArguments, row: dict) -> bool:
     folder = Path(args.work_dir) / _file_name(row["name"])
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{row['name']}: no trained model in {folder} to evaluate at {args.lengths}.")
+    trained = json.loads((folder / "results.json").read_text())["model_args"]
+    if trained != row["model_args"]:
+        raise ValueError(
+            f"{row['name']}: the model in {folder} was trained with other model arguments than the row records "
+            f"({trained} vs {row['model_args']}); train the row again (delete its rows/*.json) to evaluate it long."
+        )
     tokenizer = build_tokenizer()
     for setting, lengths in todo.items():
         if not lengths:

@@ -45,6 +45,12 @@ FOREIGN_NAMES = {
     "post_norm_eps": "layer_norm_eps",  # (one epsilon serves every norm here)
     "initializer_range": "init_std",
 }
+# Fields of experiments that main carried for a while, with what a config that has them should do instead.
+RETIRED_NAMES = {
+    "alibi_learned_bias": "it became `relative_bias`, whose table has another weight name: retrain with "
+    "relative_bias=True (the old weights would not load)",
+    "alibi_directional": "the experiment (mirrored ALiBi slopes) did not learn and was removed; drop it",
+}
 # T5 names that are checked or translated rather than mapped one to one (`_take_foreign_names`)
 T5_ONLY_NAMES = {"d_kv", "feed_forward_proj"}
 # Keys that configs saved by transformers (or brought from the hub) carry and `PreTrainedConfig` handles itself.
@@ -92,8 +98,8 @@ class LongCtxConfig(PreTrainedConfig):
             logits start sqrt(d_model) times larger unless `decoder_output_scale` is d_model**-0.5, as in T5 (its
             default then). Not the default: on the multi-key needle (`scripts/ablate_trunk.py`, ALiBi with
             `relative_bias`, 3 seeds) `"fan_in"` reached 0.99 at steps 2750 / 2500 / 1750 at lr 2e-3 (`"normal"`:
-            0.98 / 0.96 / step 2500) but stayed at 0.59 on one seed at lr 1e-3, where `"normal"` reached 0.99 on
-            all three (2750 / 3000 / 2750): a default must hold at both learning rates.
+            0.98 / 0.96 / step 2500) but stayed at 0.59 and 0.66 on two of three seeds at lr 1e-3, where
+            `"normal"` reached 0.99 on all three (2750 / 3000 / 2750): a default must hold at both learning rates.
 
     Normalisation:
         pre_norm (`bool`, defaults to `True`): normalise the input of each sub-layer and add a final norm after
@@ -109,16 +115,16 @@ class LongCtxConfig(PreTrainedConfig):
         relative: T5 buckets (`relative_attention_num_buckets`, `relative_attention_max_distance`), a learned
             bias per head on the attention scores; bidirectional in the encoder, causal in the decoder.
         alibi: a fixed linear distance penalty per head, symmetric in the encoder, causal in the decoder.
-        relative_bias (`bool | None`, defaults to `None`: on when the encoder's encoding is alibi): T5's
-            learned bucket bias (`relative_attention_num_buckets`, `relative_attention_max_distance`; one value per
-            head and bucket, one table per stack shared by its layers) added to the self-attention scores of each
-            stack encoded with sinusoidal, learned, alibi or rope, on top of that encoding (`relative` is that bias
-            alone). Past `relative_attention_max_distance` the table is one constant, so lengths beyond it are
+        relative_bias (`bool | None`, defaults to `None`): T5's learned bucket bias (`relative_attention_num_buckets`,
+            `relative_attention_max_distance`; one value per head and bucket, one table per stack shared by its
+            layers) added to a stack's self-attention scores on top of its encoding. `True`: on every stack encoded
+            with sinusoidal, learned, alibi or rope (`relative` is that bias alone, `none` has no positions);
+            `None`: on the alibi stacks only; `False`: on none. Past `relative_attention_max_distance` the table is one constant, so lengths beyond it are
             the encoding's to handle. Why it is on by default: on the multi-key needle (two records `KEY k k = d d d d
             d`, a query `? k k`; `scripts/ablate_trunk.py`, results/trunk-ablation/: d_model 64, 2+2 layers, batch 64,
             4000 steps), ALiBi alone stayed at ~0.5 exact match (the value of *a* record, never the queried one) on
-            3 of 3 seeds, RoPE alone on 2 of 2, and so did ALiBi with each of T5's trunk choices (its initialisation,
-            RMSNorm, no score scale, no biases, ReLU) and with T5's whole trunk; with the bias, ALiBi reached 0.99
+            3 of 3 seeds, RoPE alone on 2 of 2, and so did ALiBi with T5's initialisation (3 of 3) and with T5's
+            whole trunk (3 of 3; also without its init or its RMSNorm); with the bias, ALiBi reached 0.99
             at step 2500 and 0.98 / 0.96 on the other two seeds at lr 2e-3, and 0.99 at steps 2750 / 3000 / 2750 at
             lr 1e-3, where HF T5 of the same size reached 0.54-0.94 (2e-3) and 0.61-0.97 (1e-3) in 4000 steps. Its
             cost: the bias has a gradient, so in training the long-input path computes its blocks again in the
@@ -235,8 +241,6 @@ class LongCtxConfig(PreTrainedConfig):
         kwargs = self._take_foreign_names(kwargs)
         if self.decoder_position_embedding_type is None:
             self.decoder_position_embedding_type = self.position_embedding_type
-        if self.relative_bias is None:
-            self.relative_bias = self.position_embedding_type in RELATIVE_BIAS_BY_DEFAULT
         if self.rope_parameters is None:
             self.rope_parameters = dict(DEFAULT_ROPE_PARAMETERS)
         else:
@@ -261,7 +265,7 @@ class LongCtxConfig(PreTrainedConfig):
 
     def has_relative_bias(self, encoding: str) -> bool:
         """Whether a stack with this encoding gets `relative_bias`'s learned bucket bias on its scores."""
-        return bool(self.relative_bias) and encoding in RELATIVE_BIAS_TYPES
+        return has_relative_bias(self.relative_bias, encoding)
 
     def uses_relative_buckets(self, encoding: str) -> bool:
         """Whether a stack with this encoding reads `relative_attention_num_buckets` / `_max_distance`."""
@@ -310,6 +314,8 @@ class LongCtxConfig(PreTrainedConfig):
                     f"as {self.activation_function!r}; pass one of the two."
                 )
             self.gated_ffn, self.activation_function = proj.startswith("gated-"), activation
+        for name in [k for k in kwargs if k in RETIRED_NAMES and kwargs[k]]:
+            raise ValueError(f"`{name}`={kwargs[name]!r} is no longer a field of LongCtxConfig: {RETIRED_NAMES[name]}.")
         foreign = _foreign_config_keys()
         known = set(fields) | set(aliases) | HF_CONFIG_KEYS | set(GenerationConfig._get_default_generation_params())
         for name in kwargs:
@@ -522,6 +528,15 @@ ENCODING_OPTIONS = {
     "sinusoidal": ("sinusoidal_layout", "sinusoidal_scale"),
 }
 DEFAULT_ROPE_PARAMETERS = {"rope_type": "default", "rope_theta": 10000.0}
+
+
+def has_relative_bias(relative_bias: bool | None, encoding: str) -> bool:
+    """`relative_bias` per stack: True adds it to every stack it can go on, None (the default) to the stacks
+    whose own encoding is one of `RELATIVE_BIAS_BY_DEFAULT`, False to none. (Also read by the model card, from a
+    saved config's dict.)"""
+    if relative_bias is None:
+        return encoding in RELATIVE_BIAS_BY_DEFAULT
+    return relative_bias and encoding in RELATIVE_BIAS_TYPES
 
 
 # Defaults that changed, with the value a saved config that lacks the field was made with (saved configs hold

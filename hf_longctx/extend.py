@@ -115,7 +115,14 @@ def write_extension_card(output_dir, source: str, record: dict, results: dict | 
 
 def _switch_encoding(model, encoding: str):
     config = copy.deepcopy(model.config)
+    trained_bias = model.get_encoder().relative_bias is not None
+    if trained_bias and encoding == "relative":
+        raise ValueError(
+            "The model has `relative_bias` (T5's learned buckets) on top of its learned table; switching to "
+            "'relative' would give it two bucket tables. Switch to 'alibi', which keeps the trained `relative_bias`."
+        )
     config.position_embedding_type = encoding
+    config.relative_bias = trained_bias  # as trained: the switch replaces positions, it adds no table
     if config.decoder_position_embedding_type == "learned":
         config.decoder_position_embedding_type = encoding
     new = LongCtxForConditionalGeneration(config).to(model.device, model.dtype)

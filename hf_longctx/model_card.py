@@ -23,6 +23,8 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.utils import logging
 
+from .configuration_longctx import SAVED_BEFORE, has_relative_bias
+
 logger = logging.get_logger(__name__)
 
 # The template ships inside the package (package data, as `metrics/`); `HF_LONGCTX_MODEL_CARD_TEMPLATE` points
@@ -66,8 +68,11 @@ POSITION_DESCRIPTIONS = {
 }
 RELATIVE_BIAS_DESCRIPTION = (
     " On top of that, `relative_bias`: T5's learned bucket bias (one value per head and bucket, one table per stack) "
-    "is added to the self-attention scores; past `relative_attention_max_distance` it is one constant, so the "
-    "extrapolation is the encoding's. It is there because ALiBi alone did not learn to match a query to its key "
+    "is added to the self-attention scores of the {stacks}; past `relative_attention_max_distance` it is one "
+    "constant, so the extrapolation is the encoding's."
+)
+RELATIVE_BIAS_WHY = (  # on ALiBi stacks, where it is the default
+    " It is on by default with ALiBi because ALiBi alone did not learn to match a query to its key "
     "among several records (multi-key needle, d_model 64, 4000 steps: 0.52-0.53 exact match on 3 seeds; with the "
     "bias 0.96-1.00 on 6 runs, where HF T5 of the same size reached 0.54-0.97; `python scripts/ablate_trunk.py "
     "--variants t5 default/alibi plain/alibi --learning_rates 2e-3 1e-3 --seeds 1 2 42`, results/trunk-ablation "
@@ -264,7 +269,7 @@ def template_values(results, config, training_args, command, model_id, example_s
             dict.fromkeys(POSITION_DESCRIPTIONS.get(pe, "") for pe in (encoder_pe, decoder_pe) if pe != "none")
         )
         + (" The decoder has no position encoding: its causal mask gives the order." if decoder_pe == "none" else "")
-        + (RELATIVE_BIAS_DESCRIPTION if config.get("relative_bias") else ""),
+        + _relative_bias_text(config),
         "optimisation": _optimisation_summary(results, training_args),
         "command": command or invocation_command(),
         "arguments_json": json.dumps(_arguments(results, training_args), indent=2, default=str),
@@ -356,10 +361,29 @@ def _text_values(results: dict, example_source: str | None) -> dict:
     }
 
 
+def _stacks_with_relative_bias(config: dict) -> dict[str, str]:
+    """{stack: encoding} of the stacks `relative_bias` is on (a saved config without the field predates it)."""
+    relative_bias = config.get("relative_bias", SAVED_BEFORE["relative_bias"])
+    encodings = {
+        "encoder": config["position_embedding_type"],
+        "decoder": config.get("decoder_position_embedding_type") or config["position_embedding_type"],
+    }
+    return {stack: e for stack, e in encodings.items() if has_relative_bias(relative_bias, e)}
+
+
+def _relative_bias_text(config: dict) -> str:
+    stacks = _stacks_with_relative_bias(config)
+    if not stacks:
+        return ""
+    text = RELATIVE_BIAS_DESCRIPTION.format(stacks=" and ".join(f"{e} {stack}" for stack, e in stacks.items()))
+    return text + (RELATIVE_BIAS_WHY if "alibi" in stacks.values() else "")
+
+
 def _attention_summary(config: dict) -> str:
     kinds = {config.get("position_embedding_type"), config.get("decoder_position_embedding_type")}
     text = "SDPA by default (`eager` and `flex_attention` selectable)"
-    if kinds & {"relative", "alibi"} and config.get("chunked_attention", "auto") != "never":
+    biased = kinds & {"relative", "alibi"} or _stacks_with_relative_bias(config)
+    if biased and config.get("chunked_attention", "auto") != "never":
         text += (
             f"; bias encodings switch to query-chunked attention (memory linear in length) from "
             f"{config.get('chunked_attention_min_length', 2048)} key tokens"

@@ -183,6 +183,10 @@ def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
     t5 = json.loads((tmp_path / "out" / "rows" / "t5_lr=0.002_seed=42.json").read_text())
     assert set(t5["extrapolation"]) == {"as trained"}, "T5 has no log-length scaling"
     assert "80 (1.25x)" in (tmp_path / "out" / "results.md").read_text()
+    # a row made under another protocol is not passed off as this one's
+    args.steps = 5
+    with pytest.raises(ValueError, match=r"was trained with `steps`=4, and these arguments ask for 5"):
+        run_ablation(args, command="test")
 
 
 def test_trunk_ablation_sizes_reference_tables_for_its_lengths_and_refuses_longer(tmp_path):

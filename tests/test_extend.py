@@ -38,6 +38,16 @@ def test_learned_can_switch_to_an_encoding_that_runs_at_any_length(encoding):
     assert switched.config.position_embedding_type == encoding
     assert torch.equal(switched.model.shared.weight, model.model.shared.weight)
     assert torch.isfinite(switched(**random_batch(src_len=100)).logits).all()
+    assert switched.model.encoder.relative_bias is None  # as trained: the switch adds no table (alibi's default)
+
+
+def test_a_learned_model_with_relative_bias_keeps_it_on_alibi_and_refuses_relative():
+    model = tiny_model(position_embedding_type="learned", max_position_embeddings=16, relative_bias=True)
+    switched = extend_context(model, 4096, "alibi")
+    trained = model.model.encoder.relative_bias.relative_attention_bias.weight
+    assert torch.equal(switched.model.encoder.relative_bias.relative_attention_bias.weight, trained)
+    with pytest.raises(ValueError, match="switching to 'relative' would give it two bucket tables"):
+        extend_context(model, 4096, "relative")
 
 
 @pytest.mark.parametrize("method", ["linear", "dynamic", "yarn"])

@@ -793,6 +793,11 @@ def test_relative_bias_adds_t5_buckets_to_the_scores(pe, causal):
     own = stack.position.bias(q, k) if pe == "alibi" else 0
     with torch.no_grad():
         assert_same(stack._position_bias(q, k), own + expected.bias(q, k), atol=0)
-    assert tiny_model(position_embedding_type="alibi").config.relative_bias is True  # the default
+    assert tiny_model(position_embedding_type="alibi").model.encoder.relative_bias is not None  # the default
+    # the default is per stack: on the alibi encoder, not on a rope decoder (True puts it on both)
+    mixed = tiny_model(position_embedding_type="alibi", decoder_position_embedding_type="rope").model
+    assert mixed.encoder.relative_bias is not None and mixed.decoder.relative_bias is None
+    both = tiny_model(position_embedding_type="alibi", decoder_position_embedding_type="rope", relative_bias=True).model
+    assert both.encoder.relative_bias is not None and both.decoder.relative_bias is not None
     for plain in ("relative", "sinusoidal", "learned", "rope"):
         assert tiny_model(position_embedding_type=plain).model.encoder.relative_bias is None
