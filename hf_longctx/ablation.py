@@ -19,9 +19,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from transformers.utils import logging
+
 from .bench import StopAtAccuracy, environment, evaluate_length, load_model, recipe_training_args
 from .tokenization import build_tokenizer
 from .training import DataArguments, ModelArguments, train
+
+logger = logging.get_logger(__name__)
 
 # T5's trunk as LongCtxConfig fields (what `convert.py` sets for a T5 v1 checkpoint, with T5's initialisation):
 # RMSNorm, no biases, no 1/sqrt(head_dim) on the scores, ReLU, output scaled by d_model**-0.5 before the tied head;
@@ -211,10 +215,14 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
                 if path.is_file():
                     row = json.loads(path.read_text())
                     check_same_protocol(args, row, path)
-                    if extrapolate(args, row):
-                        path.write_text(json.dumps(row, indent=2) + "\n")
-                        write_table(Path(args.output_dir))
-                    continue
+                    folder = Path(args.work_dir) / _file_name(name)
+                    if not _missing_lengths(args, row) or (folder / "config.json").is_file():
+                        if extrapolate(args, row):
+                            path.write_text(json.dumps(row, indent=2) + "\n")
+                            write_table(Path(args.output_dir))
+                        continue
+                    # e.g. a fresh clone: the rows are committed, the models are not
+                    logger.warning(f"{name}: no model in {folder} to evaluate at {args.lengths}; training the row again")
                 row = train_row(args, variant, learning_rate, seed)
                 row["command"], row["environment"] = command, environment()
                 row["protocol"] = asdict(args)
@@ -244,6 +252,13 @@ def check_same_protocol(args: AblationArguments, row: dict, path: Path) -> None:
             )
 
 
+def _missing_lengths(args: AblationArguments, row: dict) -> bool:
+    """Whether the row lacks an exact match at one of `args.lengths` (in a setting it is evaluated in)."""
+    settings = ["as trained"] + (["logn"] if row["model_args"].get("reference") is None else [])
+    record = row.get("extrapolation", {})
+    return any(str(n) not in record.get(s, {}) for s in settings for n in args.lengths)
+
+
 def extrapolate(args: AblationArguments, row: dict) -> bool:
     """Evaluate the row's model at the `args.lengths` its `extrapolation` lacks ({"as trained" | "logn": {length:
     exact match}}); False when nothing was missing. Each length has its own data seed (10,000 + length)."""
@@ -253,6 +268,8 @@ def extrapolate(args: AblationArguments, row: dict) -> bool:
     record = row.setdefault("extrapolation", {})
     todo = {s: [n for n in args.lengths if str(n) not in record.get(s, {})] for s in settings}
     if not any(todo.values()):
+        if not record:
+            del row["extrapolation"]
         return False
     folder = Path(args.work_dir) / _file_name(row["name"])
     if not (folder / "config.json").is_file():

@@ -183,6 +183,14 @@ def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
     t5 = json.loads((tmp_path / "out" / "rows" / "t5_lr=0.002_seed=42.json").read_text())
     assert set(t5["extrapolation"]) == {"as trained"}, "T5 has no log-length scaling"
     assert "80 (1.25x)" in (tmp_path / "out" / "results.md").read_text()
+    # a row whose model folder is gone (a fresh clone has the rows, not the models) is trained again for new lengths
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs" / "t5_lr=0.002_seed=42")
+    args.lengths = [80, 96]
+    assert [r["variant"] for r in run_ablation(args, command="test")] == ["t5"]
+    saved = json.loads((tmp_path / "out" / "rows" / "t5trunk_alibi_lr=0.002_seed=42.json").read_text())
+    assert set(saved["extrapolation"]["logn"]) == {"80", "96"}, "the other row was evaluated from its folder"
     # a row made under another protocol is not passed off as this one's
     args.steps = 5
     with pytest.raises(ValueError, match=r"was trained with `steps`=4, and these arguments ask for 5"):
