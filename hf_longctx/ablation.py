@@ -216,7 +216,7 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
                     row = json.loads(path.read_text())
                     check_same_protocol(args, row, path)
                     folder = Path(args.work_dir) / _file_name(name)
-                    if not _missing_lengths(args, row) or (folder / "config.json").is_file():
+                    if not any(_missing_lengths(args, row).values()) or (folder / "config.json").is_file():
                         if extrapolate(args, row):
                             path.write_text(json.dumps(row, indent=2) + "\n")
                             write_table(Path(args.output_dir))
@@ -252,25 +252,26 @@ def check_same_protocol(args: AblationArguments, row: dict, path: Path) -> None:
             )
 
 
-def _missing_lengths(args: AblationArguments, row: dict) -> bool:
-    """Whether the row lacks an exact match at one of `args.lengths` (in a setting it is evaluated in)."""
-    settings = ["as trained"] + (["logn"] if row["model_args"].get("reference") is None else [])
+def _settings(row: dict) -> dict[str, int | None]:
+    """How a row's model is evaluated long: {setting: cross_attention_logn_length}; logn for hf_longctx only."""
+    if row["model_args"].get("reference") is not None:
+        return {"as trained": None}
+    return {"as trained": None, "logn": row["protocol"]["train_max_len"]}
+
+
+def _missing_lengths(args: AblationArguments, row: dict) -> dict[str, list[int]]:
+    """{setting: the `args.lengths` the row has no exact match at} (empty lists: nothing missing)."""
     record = row.get("extrapolation", {})
-    return any(str(n) not in record.get(s, {}) for s in settings for n in args.lengths)
+    return {s: [n for n in args.lengths if str(n) not in record.get(s, {})] for s in _settings(row)}
 
 
 def extrapolate(args: AblationArguments, row: dict) -> bool:
     """Evaluate the row's model at the `args.lengths` its `extrapolation` lacks ({"as trained" | "logn": {length:
     exact match}}); False when nothing was missing. Each length has its own data seed (10,000 + length)."""
-    settings = {"as trained": None}
-    if row["model_args"].get("reference") is None:
-        settings["logn"] = row["protocol"]["train_max_len"]
-    record = row.setdefault("extrapolation", {})
-    todo = {s: [n for n in args.lengths if str(n) not in record.get(s, {})] for s in settings}
+    todo = _missing_lengths(args, row)
     if not any(todo.values()):
-        if not record:
-            del row["extrapolation"]
         return False
+    record, settings = row.setdefault("extrapolation", {}), _settings(row)
     folder = Path(args.work_dir) / _file_name(row["name"])
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{row['name']}: no trained model in {folder} to evaluate at {args.lengths}.")
