@@ -119,9 +119,9 @@ class LongCtxConfig(PreTrainedConfig):
             `relative_attention_max_distance`; one value per head and bucket, one table per stack shared by its
             layers) added to a stack's self-attention scores on top of its encoding. `True`: on every stack encoded
             with sinusoidal, learned, alibi or rope (`relative` is that bias alone, `none` has no positions);
-            `None`: on the alibi stacks only; `False`: on none. Past `relative_attention_max_distance` the table is one constant, so lengths beyond it are
-            the encoding's to handle. Why it is on by default: on the multi-key needle (two records `KEY k k = d d d d
-            d`, a query `? k k`; `scripts/ablate_trunk.py`, results/trunk-ablation/: d_model 64, 2+2 layers, batch 64,
+            `None`: on the alibi stacks only; `False`: on none. Past `relative_attention_max_distance` the table is
+            one constant, so lengths beyond it are the encoding's to handle. Why it is on for ALiBi: on the
+            multi-key needle (two records `KEY k k = d d d d d`, a query `? k k`; `scripts/ablate_trunk.py`, results/trunk-ablation/: d_model 64, 2+2 layers, batch 64,
             4000 steps), ALiBi alone stayed at ~0.5 exact match (the value of *a* record, never the queried one) on
             3 of 3 seeds, RoPE alone on 2 of 2, and so did ALiBi with T5's initialisation (3 of 3) and with T5's
             whole trunk (3 of 3; also without its init or its RMSNorm); with the bias, ALiBi reached 0.99
@@ -130,8 +130,8 @@ class LongCtxConfig(PreTrainedConfig):
             cost: the bias has a gradient, so in training the long-input path computes its blocks again in the
             backward, as for `relative` (inference is unchanged). Off by default for rope: with it RoPE learned the
             matching on 1 of 5 runs (0.97; 0.51-0.56 on the others, at lr 1e-3 and 2e-3), without it on none of
-            2, and a bias costs RoPE SDPA's fused kernels. A config saved before this
-            field existed loads with `relative_bias=False`, as its model was trained.
+            2, and a bias costs RoPE SDPA's fused kernels. A config saved before this field existed loads with
+            `relative_bias=False`, as its model was trained.
         alibi_max_penalty (`float | None`, defaults to 60.0): past this penalty (distance 60 / slope) a key is
             masked, which makes each ALiBi head a window of 60 / slope tokens. A key that far weighs under e^-60
             (9e-27) of an equally scored key at the query's own position, below fp32 and bf16 resolution (only a

@@ -249,8 +249,7 @@ def is_synthetic(results: dict) -> bool:
 
 def template_values(results, config, training_args, command, model_id, example_source) -> dict:
     """The Jinja variables of `hf_longctx/model_card_template.md`."""
-    encoder_pe = config["position_embedding_type"]
-    decoder_pe = config.get("decoder_position_embedding_type") or encoder_pe
+    encoder_pe, decoder_pe = _stack_encodings(config).values()
     values = {
         "model_id": model_id,
         "num_parameters": results["num_parameters"],
@@ -361,14 +360,16 @@ def _text_values(results: dict, example_source: str | None) -> dict:
     }
 
 
+def _stack_encodings(config: dict) -> dict[str, str]:
+    """{"encoder": ..., "decoder": ...} of a saved config's dict (the decoder's defaults to the encoder's)."""
+    encoder = config["position_embedding_type"]
+    return {"encoder": encoder, "decoder": config.get("decoder_position_embedding_type") or encoder}
+
+
 def _stacks_with_relative_bias(config: dict) -> dict[str, str]:
     """{stack: encoding} of the stacks `relative_bias` is on (a saved config without the field predates it)."""
     relative_bias = config.get("relative_bias", SAVED_BEFORE["relative_bias"])
-    encodings = {
-        "encoder": config["position_embedding_type"],
-        "decoder": config.get("decoder_position_embedding_type") or config["position_embedding_type"],
-    }
-    return {stack: e for stack, e in encodings.items() if has_relative_bias(relative_bias, e)}
+    return {stack: e for stack, e in _stack_encodings(config).items() if has_relative_bias(relative_bias, e)}
 
 
 def _relative_bias_text(config: dict) -> str:
