@@ -58,6 +58,9 @@ _THETA_1M = {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}
 VARIANTS["default+theta1m/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, **_THETA_1M}}
 VARIANTS["plain+theta1m/rope"] = {"encoding": "rope", "overrides": {**PLAIN, **_THETA_1M}}
 VARIANTS["default+relbias/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True}}
+for _encoding in ("rope", "relative"):
+    VARIANTS[f"default+conv4/{_encoding}"] = {"encoding": _encoding, "overrides": {"encoder_conv_kernel": 4}}
+VARIANTS["plain+conv4/rope"] = {"encoding": "rope", "overrides": {**PLAIN, "encoder_conv_kernel": 4}}
 VARIANTS["default+relbias+init/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, **T5_INIT}}
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
 # T5's trunk back to the default
@@ -69,6 +72,7 @@ for _name, _fields in {
     "relu": {"activation_function": "relu"},
     "exactalibi": {"alibi_max_penalty": None},  # ALiBi's penalty at every distance (no 60-penalty window)
     "decnone": {"decoder_position_embedding_type": "none"},  # the decoder's order from its causal mask alone
+    "conv4": {"encoder_conv_kernel": 4},
 }.items():
     VARIANTS[f"plain+{_name}/alibi"] = {"encoding": "alibi", "overrides": {**PLAIN, **_fields}}
     VARIANTS[f"default+{_name}/alibi"] = {"encoding": "alibi", "overrides": _fields}

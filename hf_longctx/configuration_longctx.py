@@ -132,6 +132,11 @@ class LongCtxConfig(PreTrainedConfig):
             matching on 1 of 5 runs (0.97; 0.51-0.56 on the others, at lr 1e-3 and 2e-3), without it on none of
             2, and a bias costs RoPE SDPA's fused kernels. A config saved before this field existed loads with
             `relative_bias=False`, as its model was trained.
+        encoder_conv_kernel (`int`, defaults to 0): before each encoder self-attention, add to the normalised input
+            a depthwise convolution over the current token and the `encoder_conv_kernel - 1` before it (one
+            weight per channel and offset, N(0, init_std) at init; padded slots read as zeros), so that a token
+            carries its neighbours' content into the attention (a short "Canon layer", Allen-Zhu 2025, "Physics
+            of Language Models: Part 4.1"). It only sees fixed offsets, so it runs at any length. 0: off.
         alibi_max_penalty (`float | None`, defaults to 60.0): past this penalty (distance 60 / slope) a key is
             masked, which makes each ALiBi head a window of 60 / slope tokens. A key that far weighs under e^-60
             (9e-27) of an equally scored key at the query's own position, below fp32 and bf16 resolution (only a
@@ -218,6 +223,7 @@ class LongCtxConfig(PreTrainedConfig):
     relative_attention_max_distance: int = 128
     alibi_max_penalty: float | None = 60.0
     relative_bias: bool | None = None
+    encoder_conv_kernel: int = 0
     cross_attention_logn_length: int | None = None
     rope_parameters: dict | None = None
     sinusoidal_layout: str = "interleaved"
@@ -375,6 +381,11 @@ class LongCtxConfig(PreTrainedConfig):
                     f"`{field}` is a probability of dropping a unit and must be in [0, 1), got {getattr(self, field)}; "
                     "0 turns it off."
                 )
+        if self.encoder_conv_kernel < 0:
+            raise ValueError(
+                f"`encoder_conv_kernel` is a number of tokens (the current one and those before it) and must be an "
+                f"integer >= 0, got {self.encoder_conv_kernel!r}; 0 turns the convolution off."
+            )
         if self.attention_scale is not None and not self.attention_scale > 0:
             raise ValueError(
                 f"`attention_scale` multiplies q.k and must be > 0, or None for 1/sqrt(head_dim); got {self.attention_scale}."
@@ -509,7 +520,7 @@ class LongCtxConfig(PreTrainedConfig):
                         + " "
                         f"(encodings here: {', '.join(sorted(used))})."
                     )
-        if self.initializer == "fan_in" and self.init_std != fields["init_std"].default:
+        if self.initializer == "fan_in" and self.init_std != fields["init_std"].default and not self.encoder_conv_kernel:
             logger.warning_once(
                 f"LongCtxConfig: `init_std`={self.init_std} does nothing with initializer='fan_in' (T5's stds, from "
                 "each layer's fan-in); set initializer='normal' for N(0, init_std)."

@@ -155,9 +155,25 @@ class Residual(nn.Module):
         return hidden_states if self.pre_norm else self.norm(hidden_states)
 
 
+class LongCtxTokenConv(nn.Module):
+    """x + depthwise causal conv over the last `kernel_size` tokens of x (pads zeroed first)."""
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__()
+        self.kernel_size = config.encoder_conv_kernel
+        self.weight = nn.Parameter(torch.zeros(config.d_model, 1, self.kernel_size))
+
+    def forward(self, hidden_states, token_mask=None):
+        x = hidden_states if token_mask is None else hidden_states * token_mask
+        x = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))
+        mixed = F.conv1d(x, self.weight.to(x.dtype), groups=hidden_states.shape[-1]).transpose(1, 2)
+        return hidden_states + mixed
+
+
 class LongCtxEncoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: LongCtxConfig, layer_idx: int):
         super().__init__()
+        self.token_conv = LongCtxTokenConv(config) if config.encoder_conv_kernel else None
         self.self_attn = LongCtxAttention(config, layer_idx, is_causal=False)
         self.self_attn_residual = Residual(config)
         self.ffn = LongCtxFeedForward(config)
@@ -165,10 +181,16 @@ class LongCtxEncoderLayer(GradientCheckpointingLayer):
 
     # Position inputs are positional arguments: gradient checkpointing (reentrant or not) then treats the shared
     # bias as an input of each layer, and backward does not run through its graph once per layer.
-    def forward(self, hidden_states, attention_mask=None, position_bias=None, position_embeddings=None, **kwargs):
+    def forward(
+        self, hidden_states, attention_mask=None, position_bias=None, position_embeddings=None, token_mask=None, **kwargs
+    ):
+        attention = self.self_attn
+        if self.token_conv is not None:
+            def attention(x, **kw):
+                return self.self_attn(self.token_conv(x, token_mask), **kw)
         hidden_states = self.self_attn_residual(
             hidden_states,
-            self.self_attn,
+            attention,
             attention_mask=attention_mask,
             position_bias=position_bias,
             position_embeddings=position_embeddings,
@@ -235,6 +257,8 @@ class LongCtxPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)  # Linear and Embedding ~ N(0, init_std), biases 0, norms 1/0
         if self.config.initializer == "fan_in":
             _init_fan_in(module, self.config)
+        if isinstance(module, LongCtxTokenConv):
+            init.normal_(module.weight, std=self.config.init_std)
         if isinstance(module, PositionEncoding):
             with torch.no_grad():
                 module.init_buffers()  # deterministic tables are not in checkpoints (T4)
@@ -394,8 +418,11 @@ class LongCtxEncoder(LongCtxStack):
             kwargs,
             first_positions,
         )
+        token_mask = None
+        if attention_mask is not None and self.config.encoder_conv_kernel:
+            token_mask = attention_mask[:, :, None].to(hidden_states.dtype)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, mask, bias, rotary, **kwargs)
+            hidden_states = layer(hidden_states, mask, bias, rotary, token_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=self.final_norm(hidden_states))
 
 

@@ -142,6 +142,7 @@ def test_mask_shape_is_checked_with_inputs_embeds_too():
         ({"position_embedding_type": "alibi", "relative_bias": False, "decoder_position_embedding_type": "relative", "relative_attention_num_buckets": 1}, r"leaves the decoder no exact-distance bucket"),
         ({"position_embedding_type": "alibi", "relative_attention_num_buckets": 2}, r"`relative_attention_num_buckets`=2 leaves the encoder no exact-distance bucket"),  # its relative_bias
         ({"position_embedding_type": "relative", "relative_bias": True}, r"`relative_bias`=True adds T5's learned bias .*'relative' is that bias already"),
+        ({"encoder_conv_kernel": -1}, r"`encoder_conv_kernel` is a number of tokens .* integer >= 0, got -1; 0 turns"),
         ({"alibi_learned_bias": True}, r"`alibi_learned_bias`=True is no longer a field of LongCtxConfig: it became `relative_bias`"),
         ({"position_embedding_type": "relative", "relative_attention_num_buckets": 32, "relative_attention_max_distance": 8}, r"`relative_attention_max_distance`=8 must exceed the 8 exact-distance buckets of the encoder"),
         ({"position_embedding_type": "relative", "relative_attention_num_buckets": 32, "relative_attention_max_distance": 16}, r"must exceed the 16 exact-distance buckets of the decoder"),

@@ -230,6 +230,38 @@ def test_generate_greedy_matches_uncached_and_beam_and_sampling_run(pe):
 
 
 # ---------------------------------------------------------------- padding
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_encoder_conv_reads_the_token_and_the_kernel_minus_one_before_it(kernel):
+    from hf_longctx.modeling_longctx import LongCtxTokenConv
+
+    torch.manual_seed(0)
+    conv = LongCtxTokenConv(tiny_config(encoder_conv_kernel=kernel))
+    torch.nn.init.normal_(conv.weight)
+    x = torch.randn(2, 9, 32)
+    changed = x.clone()
+    changed[:, 4] += 1.0
+    moved = (conv(changed) - conv(x)).abs().amax(dim=(0, 2)) > 0
+    assert moved.tolist() == [4 <= t < 4 + kernel for t in range(9)]
+    mask = torch.ones(2, 9, 1)
+    mask[:, :3] = 0  # left padding: what stands at the padded slots must not reach the tokens after them
+    noisy = x.clone()
+    noisy[:, :3] = 100.0
+    assert_same(conv(noisy, mask)[:, 3:], conv(x, mask)[:, 3:], atol=0)
+
+
+@pytest.mark.parametrize("pe", ["alibi", "relative"])
+def test_left_padded_row_equals_the_row_alone_with_offset_encodings(pe):
+    """Offset-only encodings do not see where a row starts, so left padding changes nothing (the convolution
+    must not read the padded slots)."""
+    model = tiny_model(position_embedding_type=pe, encoder_conv_kernel=4)
+    batch = random_batch(batch=1, src_len=10, tgt_len=5, pad_last=False)
+    alone = model(**batch).logits
+    padded_ids = torch.cat([torch.full((1, 3), 7), batch["input_ids"]], dim=1)  # a real id at the pads: masked
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), batch["attention_mask"]], dim=1)
+    padded = model(input_ids=padded_ids, attention_mask=mask, labels=batch["labels"]).logits
+    assert_same(padded, alone)
+
+
 @pytest.mark.parametrize("setup", SETUPS.values(), ids=SETUPS.keys())
 @pytest.mark.parametrize("chunked", ["never", "always"])
 def test_padded_batch_equals_each_example_alone(setup, chunked):
