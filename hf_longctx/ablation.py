@@ -61,6 +61,8 @@ VARIANTS["default+relbias/rope"] = {"encoding": "rope", "overrides": {"relative_
 for _encoding in ("rope", "relative"):
     VARIANTS[f"default+conv4/{_encoding}"] = {"encoding": _encoding, "overrides": {"encoder_conv_kernel": 4}}
 VARIANTS["plain+conv4/rope"] = {"encoding": "rope", "overrides": {**PLAIN, "encoder_conv_kernel": 4}}
+VARIANTS["default+relbias+conv4/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, "encoder_conv_kernel": 4}}
+VARIANTS["default+conv8/rope"] = {"encoding": "rope", "overrides": {"encoder_conv_kernel": 8}}
 VARIANTS["default+relbias+init/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, **T5_INIT}}
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
 # T5's trunk back to the default

@@ -183,6 +183,7 @@ def _bart_like(d: dict, source: nn.Module) -> dict:
         "init_std": d["init_std"],
         "initializer": "normal",  # BART's N(0, init_std), for layers a user adds or re-initialises
         "decoder_output_scale": 1.0,
+        "encoder_conv_kernel": 0,  # BART and Marian have none; explicit, so a changed default cannot move parity
         "pre_norm": False,
         "norm_type": "layernorm",
         "layer_norm_eps": 1e-5,  # nn.LayerNorm's default, which BART and Marian use
@@ -285,6 +286,7 @@ def t5_config(d: dict, source: nn.Module) -> dict:
         "relative_attention_max_distance": d["relative_attention_max_distance"],
         "decoder_output_scale": d_model**-0.5 if scale else 1.0,
         "initializer": "fan_in",  # T5's
+        "encoder_conv_kernel": 0,  # T5 has none
         "tie_word_embeddings": _lm_head_is_tied(source),
         **ids,
     }

@@ -268,7 +268,8 @@ def template_values(results, config, training_args, command, model_id, example_s
             dict.fromkeys(POSITION_DESCRIPTIONS.get(pe, "") for pe in (encoder_pe, decoder_pe) if pe != "none")
         )
         + (" The decoder has no position encoding: its causal mask gives the order." if decoder_pe == "none" else "")
-        + _relative_bias_text(config),
+        + _relative_bias_text(config)
+        + _encoder_conv_text(config),
         "optimisation": _optimisation_summary(results, training_args),
         "command": command or invocation_command(),
         "arguments_json": json.dumps(_arguments(results, training_args), indent=2, default=str),
@@ -378,6 +379,16 @@ def _relative_bias_text(config: dict) -> str:
         return ""
     text = RELATIVE_BIAS_DESCRIPTION.format(stacks=" and ".join(f"{e} {stack}" for stack, e in stacks.items()))
     return text + (RELATIVE_BIAS_WHY if "alibi" in stacks.values() else "")
+
+
+def _encoder_conv_text(config: dict) -> str:
+    kernel = config.get("encoder_conv_kernel", SAVED_BEFORE.get("encoder_conv_kernel", 0))
+    if not kernel:
+        return ""
+    return (
+        f" Before each encoder self-attention a depthwise convolution over the token and the {kernel - 1} before it "
+        "(`encoder_conv_kernel`) adds its neighbours' content to it; it reads fixed offsets only, so it runs at any length."
+    )
 
 
 def _attention_summary(config: dict) -> str:

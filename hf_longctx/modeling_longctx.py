@@ -87,6 +87,19 @@ def attended_keys(mask_B1QK: torch.Tensor) -> torch.Tensor:
     return allowed[:, 0].any(-2)
 
 
+POSITION_ID_NAMES = ("position_ids", "decoder_position_ids")
+
+
+def refuse_position_ids(kwargs: dict) -> None:
+    """Explicit positions are not an input: passed, they would reach `**kwargs` and be ignored."""
+    for name in POSITION_ID_NAMES:
+        if kwargs.get(name) is not None:
+            raise ValueError(
+                f"`{name}` is not an input of hf_longctx models: each stack numbers its tokens 0, 1, 2, ... (the decoder from "
+                "its cache length), and explicit positions (e.g. for packing) are not supported yet; remove it."
+            )
+
+
 def check_mask_shape(mask: torch.Tensor | None, expected: tuple[int, int], mask_name: str, ids_name: str) -> None:
     if mask is not None and mask.dim() == 2 and tuple(mask.shape) != tuple(expected):
         raise ValueError(
@@ -400,6 +413,7 @@ class LongCtxEncoder(LongCtxStack):
     def forward(
         self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs: Unpack[TransformersKwargs]
     ) -> BaseModelOutput:
+        refuse_position_ids(kwargs)
         tokens = self._check_tokens(input_ids, inputs_embeds, "input_ids", "inputs_embeds")
         check_mask_shape(attention_mask, tokens.shape[:2], "attention_mask", "input_ids")
         length, device = tokens.shape[1], tokens.device
@@ -454,6 +468,7 @@ class LongCtxDecoder(LongCtxStack):
         use_cache: bool | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPastAndCrossAttentions:
+        refuse_position_ids(kwargs)
         tokens = self._check_tokens(input_ids, inputs_embeds, "decoder_input_ids", "decoder_inputs_embeds")
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
