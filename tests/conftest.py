@@ -17,6 +17,7 @@ BIAS_ENCODINGS = ["relative", "alibi"]
 OTHER_SETUPS = {
     "alibi-plain": {"position_embedding_type": "alibi", "relative_bias": False},
     "rope+relative_bias": {"position_embedding_type": "rope", "relative_bias": True},
+    "rope+encoder_conv": {"position_embedding_type": "rope", "encoder_conv_kernel": 3},
 }
 # Every way a stack's scores get a bias (what the chunked long-input path serves): T5's buckets alone, ALiBi alone,
 # and the learned buckets on top of ALiBi and of RoPE.

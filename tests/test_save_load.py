@@ -7,16 +7,18 @@ import textwrap
 
 import pytest
 import torch
-from conftest import ENCODING_PAIRS, random_batch, tiny_model
+from conftest import ENCODING_PAIRS, OTHER_SETUPS, random_batch, tiny_model
 from safetensors import safe_open
 from transformers import AutoModel, AutoModelForSeq2SeqLM
 
 from hf_longctx import LongCtxConfig, LongCtxForConditionalGeneration, LongCtxModel
 
+ROUND_TRIPS = {"-".join(p): {"position_embedding_type": p[0], "decoder_position_embedding_type": p[1]} for p in ENCODING_PAIRS}
 
-@pytest.mark.parametrize("pair", ENCODING_PAIRS, ids=lambda p: "-".join(p))
-def test_save_load_round_trip_is_exact(pair, tmp_path):
-    model = tiny_model(position_embedding_type=pair[0], decoder_position_embedding_type=pair[1])
+
+@pytest.mark.parametrize("setup", (ROUND_TRIPS | OTHER_SETUPS).values(), ids=(ROUND_TRIPS | OTHER_SETUPS).keys())
+def test_save_load_round_trip_is_exact(setup, tmp_path):
+    model = tiny_model(**setup)
     batch = random_batch()
     expected = model(**batch).logits
     model.save_pretrained(tmp_path)
