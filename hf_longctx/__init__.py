@@ -9,7 +9,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 from .configuration_longctx import LongCtxConfig
 from .modeling_longctx import LongCtxForConditionalGeneration, LongCtxModel, LongCtxPreTrainedModel
-from .positions import POSITION_ENCODINGS
+from .positions import POSITION_ENCODINGS, register_position_encoding
 
 __version__ = "0.1.0"
 
@@ -26,4 +26,5 @@ __all__ = [
     "LongCtxForConditionalGeneration",
     "LongCtxPreTrainedModel",
     "POSITION_ENCODINGS",
+    "register_position_encoding",
 ]

@@ -38,8 +38,8 @@ import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments, TrainerCallback
 from transformers.utils import logging
 
-from .configuration_longctx import POSITION_EMBEDDING_TYPES
 from .data import make_task
+from .positions import encoding_names
 from .training import DEPTH_BINS, DataArguments, ModelArguments, exact_match_by_depth, train
 
 logger = logging.get_logger(__name__)
@@ -55,7 +55,7 @@ class BenchArguments:
 
     encodings: list[str] = field(
         default_factory=lambda: ["alibi", "relative", "sinusoidal", "learned", "rope"],
-        metadata={"help": "Encodings trained on passkey (each a row).", "choices": POSITION_EMBEDDING_TYPES},
+        metadata={"help": "Encodings trained on passkey (each a row).", "choices": encoding_names()},
     )
     rope_scalings: list[str] = field(
         default_factory=lambda: list(ROPE_SCALINGS),

@@ -14,15 +14,6 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-# The registry of encodings lives with the model code (`positions.py`); the config only needs the names,
-# and importing them from there would make the config depend on torch modules. Keep the two in sync: a
-# test checks that both lists agree.
-POSITION_EMBEDDING_TYPES = ("sinusoidal", "learned", "relative", "alibi", "rope", "none")
-EXTRAPOLATING_TYPES = ("sinusoidal", "relative", "alibi", "rope")
-# Encodings `relative_bias` adds T5's learned bias to (`relative` is that bias; `none` means no positions), and
-# those it is on for by default (measured: `relative_bias` in the class docstring).
-RELATIVE_BIAS_TYPES = ("sinusoidal", "learned", "alibi", "rope")
-RELATIVE_BIAS_BY_DEFAULT = ("alibi",)
 ROPE_TYPES = ("default", "linear", "dynamic", "yarn")
 NORM_TYPES = ("layernorm", "rmsnorm")
 SINUSOIDAL_LAYOUTS = ("interleaved", "halves")
@@ -399,23 +390,24 @@ class LongCtxConfig(PreTrainedConfig):
                 f"`d_model` ({self.d_model}) must be divisible by `num_heads` ({self.num_heads}); "
                 f"choose e.g. num_heads={_divisor_near(self.d_model, self.num_heads)}."
             )
+        encodings = _position_encodings()
         for field in ("position_embedding_type", "decoder_position_embedding_type"):
             value = getattr(self, field)
-            if value not in POSITION_EMBEDDING_TYPES:
+            if value not in encodings:
                 raise ValueError(
-                    f"`{field}`={value!r} is not a known position encoding; "
-                    f"valid values: {', '.join(POSITION_EMBEDDING_TYPES)}."
+                    f"`{field}`={value!r} is not a known position encoding; valid values: {', '.join(encodings)} "
+                    "(or one registered with `hf_longctx.positions.register_position_encoding`)."
                 )
-        if self.position_embedding_type == "none":
+        if not encodings[self.position_embedding_type].encoder_allowed:
             raise ValueError(
-                "`position_embedding_type`='none' would make the encoder order-blind (a bag of tokens). "
-                "Give the encoder an encoding (e.g. 'alibi' or 'relative') and set "
-                "`decoder_position_embedding_type`='none' for a decoder without positions."
+                f"`position_embedding_type`={self.position_embedding_type!r} would make the encoder order-blind (a "
+                "bag of tokens). Give the encoder an encoding (e.g. 'alibi' or 'relative') and set "
+                f"`decoder_position_embedding_type`={self.position_embedding_type!r} for a decoder without positions."
             )
         if self.relative_bias and not any(self.has_relative_bias(e) for e in self.stack_encodings().values()):
             raise ValueError(
                 f"`relative_bias`=True adds T5's learned bias to a stack encoded with one of "
-                f"{', '.join(RELATIVE_BIAS_TYPES)}, but the encoder is {self.position_embedding_type!r} and the decoder "
+                f"{', '.join(n for n, cls in encodings.items() if cls.takes_relative_bias)}, but the encoder is {self.position_embedding_type!r} and the decoder "
                 f"{self.decoder_position_embedding_type!r} ('relative' is that bias already); drop `relative_bias`."
             )
         self._validate_relative_buckets()
@@ -545,13 +537,22 @@ ENCODING_OPTIONS = {
 DEFAULT_ROPE_PARAMETERS = {"rope_type": "default", "rope_theta": 10000.0}
 
 
+def _position_encodings() -> dict:
+    """The registry of encoding classes, whose attributes hold what the config checks (`positions.py`; imported
+    here, not at the top, because `positions.py` imports this module)."""
+    from .positions import POSITION_ENCODINGS
+
+    return POSITION_ENCODINGS
+
+
 def has_relative_bias(relative_bias: bool | None, encoding: str) -> bool:
-    """`relative_bias` per stack: True adds it to every stack it can go on, None (the default) to the stacks
-    whose own encoding is one of `RELATIVE_BIAS_BY_DEFAULT`, False to none. (Also read by the model card, from a
-    saved config's dict.)"""
-    if relative_bias is None:
-        return encoding in RELATIVE_BIAS_BY_DEFAULT
-    return relative_bias and encoding in RELATIVE_BIAS_TYPES
+    """`relative_bias` per stack: True adds it to every stack it can go on (`takes_relative_bias`), None (the
+    default) to the stacks whose encoding has `relative_bias_by_default`, False to none. (Also read by the model
+    card, from a saved config's dict.)"""
+    cls = _position_encodings().get(encoding)
+    if cls is None or relative_bias is False:
+        return False
+    return cls.relative_bias_by_default if relative_bias is None else cls.takes_relative_bias
 
 
 # Defaults that changed, with the value a saved config that lacks the field was made with (saved configs hold

@@ -17,15 +17,7 @@ from torch import nn
 
 from .configuration_longctx import LongCtxConfig
 from .modeling_longctx import LongCtxForConditionalGeneration
-from .positions import build_position_encoding
-
-METHODS = {
-    "learned": ("copy", "interpolate", "alibi", "relative"),
-    "rope": ("linear", "dynamic", "yarn"),
-    "sinusoidal": ("none",),
-    "relative": ("none",),
-    "alibi": ("none",),
-}
+from .positions import POSITION_ENCODINGS, build_position_encoding
 
 
 def grow_table(table: torch.Tensor, length: int, method: str) -> torch.Tensor:
@@ -44,10 +36,10 @@ def extend_context(
 ) -> LongCtxForConditionalGeneration:
     config: LongCtxConfig = model.config
     encoding = config.position_embedding_type
-    if method not in METHODS.get(encoding, ()):
+    methods = POSITION_ENCODINGS[encoding].extension_methods  # what each encoding's class says it takes
+    if method not in methods:
         raise ValueError(
-            f"`method`={method!r} does not apply to position_embedding_type={encoding!r}; "
-            f"valid: {', '.join(METHODS.get(encoding, ()))}."
+            f"`method`={method!r} does not apply to position_embedding_type={encoding!r}; valid: {', '.join(methods)}."
         )
     if target_length < 1:
         raise ValueError(f"`target_length` must be positive, got {target_length}.")

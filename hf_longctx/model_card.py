@@ -24,6 +24,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.utils import logging
 
 from .configuration_longctx import SAVED_BEFORE, has_relative_bias
+from .positions import POSITION_ENCODINGS, PositionEncoding
 
 logger = logging.get_logger(__name__)
 
@@ -46,25 +47,11 @@ DEPTH_BINS = 5  # as training.DEPTH_BINS (not imported: training imports this mo
 TEXT_METRICS = (("loss", "Loss"), ("exact_match", "Exact match"), ("token_accuracy", "Token accuracy"),
                 ("chrf", "chrF"), ("bleu", "BLEU"))  # fmt: skip
 
-POSITION_KINDS = {
-    "sinusoidal": "added to the embeddings",
-    "learned": "added to the embeddings",
-    "relative": "attention score bias",
-    "alibi": "attention score bias",
-    "rope": "rotates queries and keys",
+KIND_PHRASES = {  # an encoding's `kind`, as the card says it
+    "additive": "added to the embeddings",
+    "bias": "attention score bias",
+    "rotary": "rotates queries and keys",
     "none": "no positions; the causal mask gives order",
-}
-POSITION_DESCRIPTIONS = {
-    "sinusoidal": "Fixed sinusoids PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) are added to the "
-    "token embeddings; no weights, any length runs.",
-    "learned": "A learned table of `max_position_embeddings` rows is added to the token embeddings; inputs longer "
-    "than the table raise a `ValueError`, and rows past the longest training input were never trained.",
-    "relative": "T5 relative position buckets (bidirectional in the encoder, causal in the decoder) give a learned "
-    "bias per head and bucket, added to the attention scores; one table per stack, shared by its layers.",
-    "alibi": "ALiBi: a fixed linear penalty -m_h * |i - j| on the attention scores (symmetric in the encoder, causal "
-    "in the decoder), slopes m_h = 2^(-8h/H); no weights.",
-    "rope": "Rotary position embeddings rotate queries and keys by their positions (the scaling in "
-    "`rope_parameters`: default, linear/PI, dynamic NTK or YaRN); no weights.",
 }
 RELATIVE_BIAS_DESCRIPTION = (
     " On top of that, `relative_bias`: T5's learned bucket bias (one value per head and bucket, one table per stack) "
@@ -258,14 +245,14 @@ def template_values(results, config, training_args, command, model_id, example_s
             "vocab_size": config["vocab_size"],
             "norm": f"{'pre' if config.get('pre_norm', True) else 'post'}-norm {config.get('norm_type', 'layernorm')}",
             "position_embedding_type": encoder_pe,
-            "position_kind": POSITION_KINDS.get(encoder_pe, "?"),
+            "position_kind": _kind_phrase(encoder_pe),
             "decoder_position_embedding_type": decoder_pe,
-            "decoder_position_kind": POSITION_KINDS.get(decoder_pe, "?"),
+            "decoder_position_kind": _kind_phrase(decoder_pe),
             "rope_parameters": config.get("rope_parameters") if "rope" in (encoder_pe, decoder_pe) else None,
             "attention": _attention_summary(config),
         },
         "position_description": " ".join(
-            dict.fromkeys(POSITION_DESCRIPTIONS.get(pe, "") for pe in (encoder_pe, decoder_pe) if pe != "none")
+            dict.fromkeys(_encoding(pe).description for pe in (encoder_pe, decoder_pe) if _encoding(pe).description)
         )
         + (" The decoder has no position encoding: its causal mask gives the order." if decoder_pe == "none" else "")
         + _relative_bias_text(config)
@@ -367,6 +354,14 @@ def _stack_encodings(config: dict) -> dict[str, str]:
     return {"encoder": encoder, "decoder": config.get("decoder_position_embedding_type") or encoder}
 
 
+def _encoding(name: str) -> type:
+    return POSITION_ENCODINGS.get(name, PositionEncoding)  # a folder made with an encoding not registered here
+
+
+def _kind_phrase(name: str) -> str:
+    return KIND_PHRASES[_encoding(name).kind] if name in POSITION_ENCODINGS else "?"
+
+
 def _stacks_with_relative_bias(config: dict) -> dict[str, str]:
     """{stack: encoding} of the stacks `relative_bias` is on (a saved config without the field predates it)."""
     relative_bias = config.get("relative_bias", SAVED_BEFORE["relative_bias"])
@@ -392,9 +387,9 @@ def _encoder_conv_text(config: dict) -> str:
 
 
 def _attention_summary(config: dict) -> str:
-    kinds = {config.get("position_embedding_type"), config.get("decoder_position_embedding_type")}
     text = "SDPA by default (`eager` and `flex_attention` selectable)"
-    biased = kinds & {"relative", "alibi"} or _stacks_with_relative_bias(config)
+    biased = any(_encoding(e).kind == "bias" for e in _stack_encodings(config).values())
+    biased = biased or _stacks_with_relative_bias(config)
     if biased and config.get("chunked_attention", "auto") != "never":
         text += (
             f"; bias encodings switch to query-chunked attention (memory linear in length) from "

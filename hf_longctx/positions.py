@@ -11,6 +11,11 @@ Three kinds (torchtune/torchtitan style: the stack builds the encoding once and 
 - "rotary":   `rotary(positions) -> (cos, sin)`, each `(1, L, Dh)`, rotates q and k inside the attention.
 Deterministic tables are non-persistent buffers that `init_buffers` recomputes (models load on the meta device,
 so `_init_weights` must rebuild them; see ARCHITECTURE.md T4).
+
+Every fact about an encoding lives on its class (`kind`, `extrapolates`, `takes_relative_bias`, `description`,
+`extension_methods`, ...), and `POSITION_ENCODINGS` maps names to classes; the config's validation, the model
+card, `extend.py` and the tests read both from here. `register_position_encoding(name, cls)` adds an encoding
+defined elsewhere, which `LongCtxConfig(position_embedding_type=name)` then accepts.
 """
 
 import math
@@ -21,13 +26,22 @@ from torch import nn
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.t5.modeling_t5 import T5Attention
 
-from .configuration_longctx import EXTRAPOLATING_TYPES, LongCtxConfig
+from .configuration_longctx import LongCtxConfig
+
+KINDS = ("none", "additive", "bias", "rotary")
 
 
 class PositionEncoding(nn.Module):
-    """Base class. `kind` says which of `embed`, `bias` or `rotary` the stack calls."""
+    """Base class. `kind` says which of `embed`, `bias` or `rotary` the stack calls; the other class attributes are
+    what the rest of the package knows about the encoding."""
 
     kind: ClassVar[str] = "none"
+    description: ClassVar[str] = ""  # one or two sentences for the model card
+    extrapolates: ClassVar[bool] = True  # runs on inputs longer than any seen in training
+    takes_relative_bias: ClassVar[bool] = True  # `relative_bias` (T5's learned buckets) can go on top of it
+    relative_bias_by_default: ClassVar[bool] = False  # ... and is on by default (`relative_bias=None`)
+    encoder_allowed: ClassVar[bool] = True  # False: decoder only
+    extension_methods: ClassVar[tuple[str, ...]] = ("none",)  # `extend.extend_context` methods it takes
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__()
@@ -52,6 +66,10 @@ def fp32_table(buffer: torch.Tensor, compute) -> torch.Tensor:
 class NoPositions(PositionEncoding):
     """No positions at all; only the decoder may use it (its causal mask gives order)."""
 
+    takes_relative_bias = False
+    encoder_allowed = False
+    extension_methods = ()
+
 
 class SinusoidalPositions(PositionEncoding):
     """PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(pos / 10000^(2i/D)) (Vaswani et al. 2017).
@@ -62,6 +80,10 @@ class SinusoidalPositions(PositionEncoding):
     or loading on the meta device cannot degrade them."""
 
     kind = "additive"
+    description = (
+        "Fixed sinusoids PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) are added to the token "
+        "embeddings; no weights, any length runs."
+    )
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
@@ -85,6 +107,12 @@ class LearnedPositions(PositionEncoding):
     """A trained table of `max_position_embeddings` rows; it has nothing to offer past its last row."""
 
     kind = "additive"
+    description = (
+        "A learned table of `max_position_embeddings` rows is added to the token embeddings; inputs longer than the "
+        "table raise a `ValueError`, and rows past the longest training input were never trained."
+    )
+    extrapolates = False
+    extension_methods = ("copy", "interpolate", "alibi", "relative")
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
@@ -111,7 +139,7 @@ class LearnedPositions(PositionEncoding):
         raise ValueError(
             f"{what}, but position_embedding_type='learned' has a table of `max_position_embeddings`={table} rows. "
             f"To fix: {fix}, grow the table (scripts/extend_context.py), or use an encoding that extrapolates: "
-            f"{', '.join(EXTRAPOLATING_TYPES)}."
+            f"{', '.join(encoding_names(extrapolates=True, encoder_allowed=True))}."
         )
 
     def embed(self, positions: torch.Tensor) -> torch.Tensor:
@@ -142,6 +170,12 @@ class RelativePositions(OffsetBias):
     Buckets (`T5Attention._relative_position_bucket`): half of them exact distances, the rest logarithmic up to
     `relative_attention_max_distance`; bidirectional (signed) in the encoder, causal in the decoder.
     """
+
+    description = (
+        "T5 relative position buckets (bidirectional in the encoder, causal in the decoder) give a learned bias per "
+        "head and bucket, added to the attention scores; one table per stack, shared by its layers."
+    )
+    takes_relative_bias = False  # it is that bias
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
@@ -186,6 +220,12 @@ class AlibiPositions(OffsetBias):
     plain formula gives weights under 9e-27 of the query's own position, and CPU kernels slow down on them
     (the config docstring has the measurement)."""
 
+    description = (
+        "ALiBi: a fixed linear penalty -m_h * |i - j| on the attention scores (symmetric in the encoder, causal in "
+        "the decoder), slopes m_h = 2^(-8h/H); no weights."
+    )
+    relative_bias_by_default = True  # measured: `relative_bias` in LongCtxConfig's docstring
+
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
         self.num_heads = config.num_heads
@@ -213,6 +253,11 @@ class RotaryPositions(PositionEncoding):
     since each step re-picks the base. Within the trained length it is exactly the default RoPE."""
 
     kind = "rotary"
+    description = (
+        "Rotary position embeddings rotate queries and keys by their positions (the scaling in `rope_parameters`: "
+        "default, linear/PI, dynamic NTK or YaRN); no weights."
+    )
+    extension_methods = ("linear", "dynamic", "yarn")
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
@@ -260,6 +305,29 @@ POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {
     "rope": RotaryPositions,
     "none": NoPositions,
 }
+
+
+def register_position_encoding(name: str, cls: type[PositionEncoding]) -> None:
+    """Make `cls` usable as `LongCtxConfig(position_embedding_type=name)` (and `decoder_position_embedding_type`).
+
+    `cls` subclasses `PositionEncoding` (or `OffsetBias` for a bias of the offset, which the long-input path then
+    serves block by block), sets `kind` and implements what that kind calls (`embed`, `bias` or `rotary`); its
+    other class attributes say how the package treats it. Registration lives in this process: a model saved with
+    an outside encoding loads where the same registration has run first, not through remote code alone."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
+    if name in POSITION_ENCODINGS:
+        raise ValueError(f"position encoding {name!r} is registered already ({POSITION_ENCODINGS[name].__name__}).")
+    if not (isinstance(cls, type) and issubclass(cls, PositionEncoding)):
+        raise TypeError(f"`cls` must be a subclass of hf_longctx.positions.PositionEncoding, got {cls!r}.")
+    if cls.kind not in KINDS:
+        raise ValueError(f"{cls.__name__}.kind={cls.kind!r} is not one of {', '.join(KINDS)}.")
+    POSITION_ENCODINGS[name] = cls
+
+
+def encoding_names(**facts) -> tuple[str, ...]:
+    """The registered names whose class has every given attribute value, e.g. `encoding_names(kind="bias")`."""
+    return tuple(name for name, cls in POSITION_ENCODINGS.items() if all(getattr(cls, k) == v for k, v in facts.items()))
 
 
 def build_position_encoding(name: str, config: LongCtxConfig, causal: bool) -> PositionEncoding:

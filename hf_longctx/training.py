@@ -45,9 +45,10 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.training_args import ParallelMode
 from transformers.utils import logging
 
-from .configuration_longctx import POSITION_EMBEDDING_TYPES, LongCtxConfig
+from .configuration_longctx import LongCtxConfig
 from .data import TASKS, make_task
 from .model_card import launched_by, write_model_card
+from .positions import encoding_names
 from .tokenization import build_tokenizer
 
 logger = logging.get_logger(__name__)
@@ -70,7 +71,7 @@ class ModelArguments:
     d_ff: int = field(default=256, metadata={"help": "Feed-forward width."})
     position_embedding_type: str = field(
         default="alibi",
-        metadata={"help": "Encoder (and default decoder) positions.", "choices": POSITION_EMBEDDING_TYPES},
+        metadata={"help": "Encoder (and default decoder) positions.", "choices": encoding_names()},
     )
     decoder_position_embedding_type: str | None = field(
         default=None, metadata={"help": "Decoder positions; defaults to position_embedding_type."}

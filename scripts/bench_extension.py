@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import extend_context  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
-METHODS = {"learned": ["copy", "interpolate", "alibi", "relative"], "rope": ["linear", "dynamic", "yarn"]}
+from hf_longctx.positions import POSITION_ENCODINGS  # noqa: E402
 
 
 @dataclass
@@ -62,7 +62,7 @@ def main():
     for encoding, folder in (("learned", args.learned), ("rope", args.rope)):
         if folder is None:
             continue
-        for method in METHODS[encoding]:
+        for method in POSITION_ENCODINGS[encoding].extension_methods:
             row = {"encoding": encoding, "method": method}
             for factor in args.factors:
                 target = factor * args.trained_length

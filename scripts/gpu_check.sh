@@ -34,9 +34,10 @@ timeout 300 "$PY" - "$OUT/gpu_check.json" <<'PYEOF'
 import json, sys, time, traceback
 import torch
 from hf_longctx import LongCtxConfig, LongCtxForConditionalGeneration
+from hf_longctx.positions import encoding_names
 
 out, results = sys.argv[1], {"device": torch.cuda.get_device_name(), "parity": {}, "train_bf16": {}, "encoder": {}}
-ENCODINGS = ["sinusoidal", "learned", "relative", "alibi", "rope"]
+ENCODINGS = encoding_names(encoder_allowed=True)
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12}  # dense bf16 tensor-core FLOP/s
 peak = next((v for k, v in PEAK_BF16.items() if k in results["device"]), None)
 dev = "cuda"

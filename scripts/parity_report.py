@@ -16,8 +16,11 @@ import torch  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
 from hf_longctx import LongCtxConfig, LongCtxForConditionalGeneration  # noqa: E402
+from hf_longctx.positions import POSITION_ENCODINGS, encoding_names  # noqa: E402
 
-PAIRS = [("sinusoidal",) * 2, ("learned",) * 2, ("relative",) * 2, ("alibi",) * 2, ("rope",) * 2, ("alibi", "none")]
+PAIRS = [(pe, pe) for pe in encoding_names(encoder_allowed=True)] + [
+    ("alibi", pe) for pe in encoding_names(encoder_allowed=False)
+]
 
 
 @dataclass
@@ -90,7 +93,7 @@ def main():
         name = pair[0] if pair[0] == pair[1] else f"{pair[0]} / {pair[1]}"
         ref_logits, ref_grads = forward_and_grads(build(pair, "eager"), inputs)
         backends = [("eager", {}, True), ("sdpa", {}, True)]
-        if "alibi" in pair or "relative" in pair:
+        if any(POSITION_ENCODINGS[pe].kind == "bias" for pe in pair):  # what the long-input path serves
             backends.append(("chunked", {"chunked_attention": "always", "chunked_attention_block_size": 3}, True))
         if args.flex:
             backends.append(("flex_attention", {}, False))

@@ -6,12 +6,13 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from hf_longctx import LongCtxConfig, LongCtxForConditionalGeneration  # noqa: E402
+from hf_longctx.positions import encoding_names  # noqa: E402
 
-# Every (encoder, decoder) encoding pair the tests sweep: each encoding in both stacks, plus a decoder
-# without positions. A new registry entry is tested by adding it here.
-ENCODINGS = ["sinusoidal", "learned", "relative", "alibi", "rope"]
-ENCODING_PAIRS = [(pe, pe) for pe in ENCODINGS] + [("alibi", "none")]
-BIAS_ENCODINGS = ["relative", "alibi"]
+# Every (encoder, decoder) encoding pair the tests sweep, read from the registry: each encoding in both stacks,
+# plus each decoder-only one (no positions) under an ALiBi encoder. A new registry entry is swept by itself.
+ENCODINGS = list(encoding_names(encoder_allowed=True))
+ENCODING_PAIRS = [(pe, pe) for pe in ENCODINGS] + [("alibi", pe) for pe in encoding_names(encoder_allowed=False)]
+BIAS_ENCODINGS = list(encoding_names(kind="bias"))
 # alibi carries `relative_bias` (T5's learned buckets on the scores) by default and rope does not; the sweeps above
 # test the defaults, these the other choice.
 OTHER_SETUPS = {

@@ -19,8 +19,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 import hf_longctx.attention as attention_module
 from hf_longctx import POSITION_ENCODINGS, LongCtxForConditionalGeneration, LongCtxModel
-from hf_longctx.configuration_longctx import POSITION_EMBEDDING_TYPES
-from hf_longctx.positions import ALIBI_CUT_BIAS, alibi_slopes
+from hf_longctx.positions import ALIBI_CUT_BIAS, OffsetBias, alibi_slopes, register_position_encoding
 
 ATOL = 1e-5
 
@@ -47,8 +46,12 @@ def assert_same(a, b, atol=ATOL):
     assert diff <= atol, f"max abs diff {diff:.3g} > {atol}"
 
 
-def test_registry_matches_config_names():
-    assert tuple(POSITION_ENCODINGS) == POSITION_EMBEDDING_TYPES
+def test_the_registry_is_where_the_config_reads_its_names():
+    for name in POSITION_ENCODINGS:
+        field = "position_embedding_type" if POSITION_ENCODINGS[name].encoder_allowed else "decoder_position_embedding_type"
+        assert getattr(tiny_config(**{field: name}), field) == name
+    with pytest.raises(ValueError, match=r"`position_embedding_type`='kerple' is not a known .* valid values: " + ", ".join(POSITION_ENCODINGS)):
+        tiny_config(position_embedding_type="kerple")
 
 
 # ---------------------------------------------------------------- backends agree (forward and gradients)
@@ -833,3 +836,60 @@ def test_relative_bias_adds_t5_buckets_to_the_scores(pe, causal):
     assert both.encoder.relative_bias is not None and both.decoder.relative_bias is not None
     for plain in ("relative", "sinusoidal", "learned", "rope"):
         assert tiny_model(position_embedding_type=plain).model.encoder.relative_bias is None
+
+
+# ---------------------------------------------------------------- an encoding registered from outside the package
+class _LogDistanceBias(OffsetBias):
+    """A KERPLE-like log penalty with one learned weight per head: score += -softplus(w_h) * log(1 + |i - j|)."""
+
+    description = "A test's log-distance bias."
+
+    def __init__(self, config, causal):
+        super().__init__(config, causal)
+        self.weight = torch.nn.Parameter(torch.ones(config.num_heads))
+
+    def bias_by_offset(self, lowest, count, device):
+        distance = torch.arange(lowest, lowest + count, device=device).abs().float()
+        return -torch.nn.functional.softplus(self.weight)[:, None] * torch.log1p(distance)
+
+
+@pytest.fixture
+def logdistance():
+    register_position_encoding("logdistance", _LogDistanceBias)
+    yield "logdistance"
+    del POSITION_ENCODINGS["logdistance"]
+
+
+def test_an_encoding_registered_from_outside_trains_saves_reloads_and_generates(logdistance, tmp_path):
+    model = tiny_model(position_embedding_type=logdistance).train()
+    batch = random_batch()
+    model(**batch).loss.backward()
+    assert model.model.encoder.position.weight.grad.abs().sum() > 0, "the outside encoding is in the graph"
+    model.eval()
+    with torch.no_grad():
+        before = model(**batch).logits
+        model.model.encoder.position.weight.fill_(3.0)
+        dense = model(**batch).logits
+        assert not torch.allclose(dense, before), "its weights shape the output"
+        model.config.chunked_attention, model.config.chunked_attention_block_size = "always", 3
+        assert_same(model(**batch).logits, dense)  # the long-input path serves it block by block
+        model.config.chunked_attention = "auto"
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    cached = loaded.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert torch.equal(cached, loaded.generate(**inputs, max_new_tokens=5, do_sample=False, use_cache=False))
+
+
+@pytest.mark.parametrize(
+    "name,cls,error,pattern",
+    [
+        ("alibi", _LogDistanceBias, ValueError, r"'alibi' is registered already \(AlibiPositions\)"),
+        ("", _LogDistanceBias, ValueError, r"`name` must be a non-empty string"),
+        ("mine", torch.nn.Linear, TypeError, r"must be a subclass of hf_longctx.positions.PositionEncoding"),
+    ],
+)
+def test_register_position_encoding_refuses_what_it_cannot_use(name, cls, error, pattern):
+    with pytest.raises(error, match=pattern):
+        register_position_encoding(name, cls)
