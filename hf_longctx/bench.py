@@ -54,8 +54,8 @@ class BenchArguments:
     """What to train and evaluate; shrink `encodings`, `steps`, `num_eval`, `lengths` for a smoke run."""
 
     encodings: list[str] = field(
-        default_factory=lambda: ["alibi", "relative", "sinusoidal", "learned", "rope"],
-        metadata={"help": "Encodings trained on passkey (each a row).", "choices": encoding_names()},
+        default_factory=lambda: list(encoding_names(encoder_allowed=True)),
+        metadata={"help": "Encodings trained on passkey (each a row; default: every registered one).", "choices": encoding_names()},
     )
     rope_scalings: list[str] = field(
         default_factory=lambda: list(ROPE_SCALINGS),

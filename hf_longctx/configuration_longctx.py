@@ -504,10 +504,10 @@ class LongCtxConfig(PreTrainedConfig):
         if any(self.has_relative_bias(encoding) for encoding in used):
             used.add("relative")  # its bucket options shape `relative_bias` too
         fields = {f.name: f for f in dataclasses.fields(self)}
-        for encoding, names in ENCODING_OPTIONS.items():
+        for encoding, cls in _position_encodings().items():
             if encoding in used:
                 continue
-            for name in names:
+            for name in cls.options:
                 default = fields[name].default
                 if getattr(self, name) != default:
                     logger.warning_once(
@@ -528,12 +528,6 @@ class LongCtxConfig(PreTrainedConfig):
             )
 
 
-# Options only one encoding reads (`rope_parameters` is compared with its filled-in default).
-ENCODING_OPTIONS = {
-    "relative": ("relative_attention_num_buckets", "relative_attention_max_distance"),
-    "alibi": ("alibi_max_penalty",),
-    "sinusoidal": ("sinusoidal_layout", "sinusoidal_scale"),
-}
 DEFAULT_ROPE_PARAMETERS = {"rope_type": "default", "rope_theta": 10000.0}
 
 

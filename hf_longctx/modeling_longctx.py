@@ -325,10 +325,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
         self.position.check_length(int(positions[-1]) + 1 if positions.numel() else 0, side)
-        hidden_states = inputs_embeds
-        if self.position.kind == "additive":
-            hidden_states = hidden_states + self.position.embed(positions).to(hidden_states.dtype)
-        hidden_states = self.embedding_norm(hidden_states)
+        hidden_states = self.embedding_norm(self.position.add_to_embeddings(inputs_embeds, positions))
         return inputs_embeds, F.dropout(hidden_states, p=self.dropout, training=self.training)
 
     def _check_tokens(self, input_ids, inputs_embeds, ids_name: str, embeds_name: str) -> torch.Tensor:
@@ -344,7 +341,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
 
     def _score_biases(self) -> list[OffsetBias]:
         """What adds to this stack's self-attention scores: a bias encoding, `relative_bias`, both or neither."""
-        return [module for module in (self.position, self.relative_bias) if module is not None and module.kind == "bias"]
+        return [module for module in (self.position, self.relative_bias) if module is not None and module.adds_score_bias]
 
     def _position_bias(self, q_positions, k_positions) -> torch.Tensor:
         """(1, H, Lq, Lk): the sum of `_score_biases`."""
@@ -362,7 +359,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
         """The bias of every offset k - q of consecutive positions, once for all layers and blocks (see
         `BlockwiseBias.offset_values`); None where positions are not consecutive or the bias is not an offset's."""
         biases = self._score_biases()
-        if first_positions is None or not all(isinstance(module, OffsetBias) for module in biases):
+        if first_positions is None or not all(module.bias_is_offset_only for module in biases):
             return None
         q_len = len(q_positions)
         lowest = first_positions[1] - (first_positions[0] + q_len - 1)
@@ -374,9 +371,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
     ):
         """(attention_mask, position_bias, position_embeddings) for this forward, computed once for all layers.
         `first_positions` = (first query, first key) says the positions are consecutive from there."""
-        rotary = None
-        if self.position.kind == "rotary":
-            rotary = tuple(t.to(dtype) for t in self.position.rotary(q_positions))
+        rotary = self.position.rotary_inputs(q_positions, dtype)
         output_attentions = kwargs.get("output_attentions") or self.config.output_attentions
         if self._use_chunked(len(k_positions), output_attentions):
             key_padding, full_mask = None, None

@@ -18,6 +18,7 @@ card, `extend.py` and the tests read both from here. `register_position_encoding
 defined elsewhere, which `LongCtxConfig(position_embedding_type=name)` then accepts.
 """
 
+import dataclasses
 import math
 from typing import ClassVar
 
@@ -42,6 +43,7 @@ class PositionEncoding(nn.Module):
     relative_bias_by_default: ClassVar[bool] = False  # ... and is on by default (`relative_bias=None`)
     encoder_allowed: ClassVar[bool] = True  # False: decoder only
     extension_methods: ClassVar[tuple[str, ...]] = ("none",)  # `extend.extend_context` methods it takes
+    options: ClassVar[tuple[str, ...]] = ()  # LongCtxConfig fields only it reads (set without it: a warning)
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__()
@@ -53,6 +55,22 @@ class PositionEncoding(nn.Module):
 
     def init_buffers(self) -> None:
         """Recompute the deterministic non-persistent buffers (after loading on the meta device)."""
+
+    # What the stack calls, whatever the encoding (each kind overrides its own):
+    def add_to_embeddings(self, embeddings: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The first layer's input from the token embeddings (B, L, D): they are returned unchanged here."""
+        return embeddings
+
+    def rotary_inputs(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(cos, sin) by which the attention rotates queries and keys; None: no rotation."""
+        return None
+
+    @property
+    def adds_score_bias(self) -> bool:
+        """Whether `bias(q_positions, k_positions) -> (1, H, Lq, Lk)` goes on the self-attention scores."""
+        return self.kind == "bias"
+
+    bias_is_offset_only: ClassVar[bool] = False  # True: the bias is `bias_by_offset(k - q)` (Toeplitz blocks)
 
 
 def fp32_table(buffer: torch.Tensor, compute) -> torch.Tensor:
@@ -71,7 +89,19 @@ class NoPositions(PositionEncoding):
     extension_methods = ()
 
 
-class SinusoidalPositions(PositionEncoding):
+class AdditivePositions(PositionEncoding):
+    """An "additive" encoding: `embed(positions) -> (L, D)` is added to the token embeddings."""
+
+    kind = "additive"
+
+    def embed(self, positions: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def add_to_embeddings(self, embeddings: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return embeddings + self.embed(positions).to(embeddings.dtype)
+
+
+class SinusoidalPositions(AdditivePositions):
     """PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(pos / 10000^(2i/D)) (Vaswani et al. 2017).
 
     The angles are computed in float64 and the table returned in float32, as HF's Marian builds its table: fp32
@@ -79,7 +109,7 @@ class SinusoidalPositions(PositionEncoding):
     converted checkpoint. No buffer: the D/2 frequencies cost nothing to recompute, and a cast of the model (bf16)
     or loading on the meta device cannot degrade them."""
 
-    kind = "additive"
+    options = ("sinusoidal_layout", "sinusoidal_scale")
     description = (
         "Fixed sinusoids PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) are added to the token "
         "embeddings; no weights, any length runs."
@@ -103,10 +133,9 @@ class SinusoidalPositions(PositionEncoding):
         return table_LD[:, : self.d_model].float() * self.scale
 
 
-class LearnedPositions(PositionEncoding):
+class LearnedPositions(AdditivePositions):
     """A trained table of `max_position_embeddings` rows; it has nothing to offer past its last row."""
 
-    kind = "additive"
     description = (
         "A learned table of `max_position_embeddings` rows is added to the token embeddings; inputs longer than the "
         "table raise a `ValueError`, and rows past the longest training input were never trained."
@@ -152,6 +181,7 @@ class OffsetBias(PositionEncoding):
     and gathers, and the long-input path builds each block as a strided (Toeplitz) view of the same values."""
 
     kind = "bias"
+    bias_is_offset_only = True
 
     def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
         """(H, count): the bias of the offsets k - q = lowest, ..., lowest + count - 1."""
@@ -176,6 +206,7 @@ class RelativePositions(OffsetBias):
         "head and bucket, added to the attention scores; one table per stack, shared by its layers."
     )
     takes_relative_bias = False  # it is that bias
+    options = ("relative_attention_num_buckets", "relative_attention_max_distance")
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
@@ -225,6 +256,7 @@ class AlibiPositions(OffsetBias):
         "the decoder), slopes m_h = 2^(-8h/H); no weights."
     )
     relative_bias_by_default = True  # measured: `relative_bias` in LongCtxConfig's docstring
+    options = ("alibi_max_penalty",)
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
@@ -285,6 +317,9 @@ class RotaryPositions(PositionEncoding):
     def init_buffers(self) -> None:
         self.inv_freq.copy_(self._compute(seq_len=None)[0])
 
+    def rotary_inputs(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(t.to(dtype) for t in self.rotary(positions))
+
     def rotary(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.rope_type == "dynamic":  # the base grows with the current length once it passes the trained one
             inv_freq = self._compute(seq_len=int(positions.max()) + 1)[0].to(positions.device)
@@ -322,6 +357,13 @@ def register_position_encoding(name: str, cls: type[PositionEncoding]) -> None:
         raise TypeError(f"`cls` must be a subclass of hf_longctx.positions.PositionEncoding, got {cls!r}.")
     if cls.kind not in KINDS:
         raise ValueError(f"{cls.__name__}.kind={cls.kind!r} is not one of {', '.join(KINDS)}.")
+    needs = {"additive": "add_to_embeddings", "rotary": "rotary_inputs", "bias": "bias"}.get(cls.kind)
+    if needs and getattr(cls, needs, None) is getattr(PositionEncoding, needs, None):
+        base = {"additive": "AdditivePositions", "rotary": "RotaryPositions", "bias": "OffsetBias"}[cls.kind]
+        raise TypeError(f"{cls.__name__} has kind={cls.kind!r} but no `{needs}`: subclass {base} (or implement it).")
+    unknown = [option for option in cls.options if option not in {f.name for f in dataclasses.fields(LongCtxConfig)}]
+    if unknown:
+        raise ValueError(f"{cls.__name__}.options names {', '.join(unknown)}, which are not LongCtxConfig fields.")
     POSITION_ENCODINGS[name] = cls
 
 

@@ -19,7 +19,13 @@ from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 import hf_longctx.attention as attention_module
 from hf_longctx import POSITION_ENCODINGS, LongCtxForConditionalGeneration, LongCtxModel
-from hf_longctx.positions import ALIBI_CUT_BIAS, OffsetBias, alibi_slopes, register_position_encoding
+from hf_longctx.positions import (
+    ALIBI_CUT_BIAS,
+    OffsetBias,
+    PositionEncoding,
+    alibi_slopes,
+    register_position_encoding,
+)
 
 ATOL = 1e-5
 
@@ -888,6 +894,9 @@ def test_an_encoding_registered_from_outside_trains_saves_reloads_and_generates(
         ("alibi", _LogDistanceBias, ValueError, r"'alibi' is registered already \(AlibiPositions\)"),
         ("", _LogDistanceBias, ValueError, r"`name` must be a non-empty string"),
         ("mine", torch.nn.Linear, TypeError, r"must be a subclass of hf_longctx.positions.PositionEncoding"),
+        ("mine", type("Half", (PositionEncoding,), {"kind": "bias"}), TypeError, r"Half has kind='bias' but no `bias`: subclass OffsetBias"),
+        ("mine", type("Odd", (PositionEncoding,), {"kind": "odd"}), ValueError, r"Odd.kind='odd' is not one of none, additive, bias, rotary"),
+        ("mine", type("Opt", (OffsetBias,), {"options": ("kerple_r1",)}), ValueError, r"Opt.options names kerple_r1, which are not LongCtxConfig fields"),
     ],
 )
 def test_register_position_encoding_refuses_what_it_cannot_use(name, cls, error, pattern):
