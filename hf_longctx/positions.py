@@ -274,6 +274,30 @@ class AlibiPositions(OffsetBias):
             bias_HN.masked_fill_(bias_HN < -self.max_penalty, ALIBI_CUT_BIAS)
         return bias_HN
 
+class KerplePositions(OffsetBias):
+    """KERPLE, logarithmic variant (Chi et al. 2022, arXiv 2205.09921): score(i, j) += -r1_h * log(1 + r2_h * |i - j|),
+    r1_h, r2_h > 0 learned per head, one pair per stack shared by its layers. Symmetric in the encoder; in the
+    decoder the causal mask keeps j <= i. Positivity by softplus of a free weight (the paper's code clamps the
+    weights after each step instead). Starts at r1 = 1 and r2 = ALiBi's slopes, so the heads start with different
+    reaches, as ALiBi's do; with r2 small the penalty is about r1 * r2 * |i - j|, ALiBi itself."""
+
+    description = (
+        "KERPLE (logarithmic): a learned penalty -r1_h * log(1 + r2_h * |i - j|) on the attention scores, two "
+        "positive weights per head and stack (symmetric in the encoder, causal in the decoder); any length runs."
+    )
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        inverse_softplus = lambda x: x + torch.log(-torch.expm1(-x))  # noqa: E731
+        self.strength = nn.Parameter(inverse_softplus(torch.ones(config.num_heads)))  # r1
+        self.rate = nn.Parameter(inverse_softplus(torch.tensor(alibi_slopes(config.num_heads))))  # r2
+
+    def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
+        distance_N = torch.arange(lowest, lowest + count, device=device).abs().float()
+        r1_H1, r2_H1 = nn.functional.softplus(self.strength)[:, None], nn.functional.softplus(self.rate)[:, None]
+        return -r1_H1 * torch.log1p(r2_H1 * distance_N)
+
+
 class RotaryPositions(PositionEncoding):
     """RoPE (Su et al. 2021) with HF's scalings for context extension (`transformers.modeling_rope_utils`):
     linear = position interpolation (Chen et al. 2023), dynamic = NTK-aware base growth past the trained length,
@@ -338,6 +362,7 @@ POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {
     "relative": RelativePositions,
     "alibi": AlibiPositions,
     "rope": RotaryPositions,
+    "kerple": KerplePositions,
     "none": NoPositions,
 }
 
