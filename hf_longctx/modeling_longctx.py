@@ -198,9 +198,11 @@ class LongCtxEncoderLayer(GradientCheckpointingLayer):
         self, hidden_states, attention_mask=None, position_bias=None, position_embeddings=None, token_mask=None, **kwargs
     ):
         attention = self.self_attn
-        if self.token_conv is not None:
-            def attention(x, **kw):
-                return self.self_attn(self.token_conv(x, token_mask), **kw)
+        if self.token_conv is not None:  # the convolution mixes the attention's (normalised) input
+
+            def attention(inputs, **attention_kwargs):
+                return self.self_attn(self.token_conv(inputs, token_mask), **attention_kwargs)
+
         hidden_states = self.self_attn_residual(
             hidden_states,
             attention,
@@ -427,9 +429,10 @@ class LongCtxEncoder(LongCtxStack):
             kwargs,
             first_positions,
         )
-        token_mask = None
+        token_mask = None  # (B, L, 1): the encoder convolution reads padded slots as zeros
         if attention_mask is not None and self.config.encoder_conv_kernel:
-            token_mask = attention_mask[:, :, None].to(hidden_states.dtype)
+            keys = attended_keys(attention_mask) if attention_mask.dim() == 4 else attention_mask
+            token_mask = keys[:, :, None].to(hidden_states.dtype)
         for layer in self.layers:
             hidden_states = layer(hidden_states, mask, bias, rotary, token_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=self.final_norm(hidden_states))

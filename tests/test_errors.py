@@ -253,11 +253,12 @@ def test_bad_inputs_get_a_value_error_naming_the_argument(inputs, pattern):
         tiny_model()(**inputs)
 
 
-def test_model_accepts_the_4d_mask_the_encoder_accepts():
+@pytest.mark.parametrize("conv", [0, 3])  # the encoder convolution reads the padding from the 4-D mask too
+def test_model_accepts_the_4d_mask_the_encoder_accepts(conv):
     from hf_longctx import LongCtxModel
 
     torch.manual_seed(0)
-    model = LongCtxModel(tiny_config()).eval()
+    model = LongCtxModel(tiny_config(encoder_conv_kernel=conv)).eval()
     batch = random_batch(pad_last=True)
     mask_2d = batch["attention_mask"].bool()
     mask_4d = mask_2d[:, None, None, :] & mask_2d[:, None, :, None]  # (B, 1, S, S)
