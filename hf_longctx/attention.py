@@ -212,13 +212,13 @@ class LongCtxAttention(nn.Module):
         attention_mask: torch.Tensor | None = None,
         position_bias: torch.Tensor | BlockwiseBias | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-        query_scale: torch.Tensor | None = None,
+        logn_scale: torch.Tensor | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         is_cross_attention = key_value_states is not None
         query = self._heads(self.q_proj(hidden_states))
-        if query_scale is not None:  # (B, 1, 1, 1): log-length scaling of the cross-attention
-            query = query * query_scale
+        if logn_scale is not None:  # (B, 1, 1, 1): log-length scaling of the cross-attention
+            query = query * logn_scale
 
         layer_cache, reuse_cross = cache, False
         if isinstance(cache, EncoderDecoderCache):

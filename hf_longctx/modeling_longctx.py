@@ -233,7 +233,7 @@ class LongCtxDecoderLayer(GradientCheckpointingLayer):
         position_bias=None,
         position_embeddings=None,
         cache: Cache | None = None,
-        cross_attention_scale: torch.Tensor | None = None,
+        logn_scale: torch.Tensor | None = None,
         **kwargs,
     ):
         hidden_states = self.self_attn_residual(
@@ -252,7 +252,7 @@ class LongCtxDecoderLayer(GradientCheckpointingLayer):
                 key_value_states=encoder_hidden_states,
                 attention_mask=encoder_attention_mask,
                 cache=cache,
-                query_scale=cross_attention_scale,
+                logn_scale=logn_scale,
                 **kwargs,
             )
         return self.ffn_residual(hidden_states, self.ffn)
@@ -499,7 +499,7 @@ class LongCtxDecoder(LongCtxStack):
             hidden_states.dtype,
             kwargs,
         )
-        cross_scale = self._cross_attention_scale(encoder_hidden_states, encoder_attention_mask, hidden_states.dtype)
+        logn_scale = self._logn_scale(encoder_hidden_states, encoder_attention_mask, hidden_states.dtype)
         encoder_attention_mask = create_bidirectional_mask(
             self.config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
         )
@@ -512,12 +512,12 @@ class LongCtxDecoder(LongCtxStack):
                 bias,
                 rotary,
                 cache=cache,
-                cross_attention_scale=cross_scale,
+                logn_scale=logn_scale,
                 **kwargs,
             )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.final_norm(hidden_states), cache=cache)
 
-    def _cross_attention_scale(self, encoder_hidden_states, encoder_attention_mask, dtype) -> torch.Tensor | None:
+    def _logn_scale(self, encoder_hidden_states, encoder_attention_mask, dtype) -> torch.Tensor | None:
         """(B, 1, 1, 1) = max(1, log(n) / log(`cross_attention_logn_length`)), n = each example's unpadded encoder
         tokens (so a padded batch decodes as each example alone); None when the option is off."""
         trained = self.config.cross_attention_logn_length

@@ -780,10 +780,10 @@ def test_cross_attention_logn_scaling_counts_each_examples_own_tokens(pe):
     mask_2d = batch["attention_mask"]
     mask_4d = mask_2d[:, None, None, :].bool().expand(3, 1, 5, 14)
     additive = torch.zeros(3, 1, 5, 14).masked_fill(~mask_4d, torch.finfo(torch.float32).min)
-    expected = decoder._cross_attention_scale(states, mask_2d, torch.float32)
+    expected = decoder._logn_scale(states, mask_2d, torch.float32)
     assert len(set(expected.flatten().tolist())) == 3, "three different unpadded lengths, three scales"
     for mask in (mask_4d, additive):
-        assert_same(decoder._cross_attention_scale(states, mask, torch.float32), expected, atol=0)
+        assert_same(decoder._logn_scale(states, mask, torch.float32), expected, atol=0)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
     cached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=True)
     uncached = model.generate(**inputs, max_new_tokens=6, do_sample=False, use_cache=False)
