@@ -100,12 +100,15 @@ class LongCtxConfig(PreTrainedConfig):
             "On Layer Normalization in the Transformer Architecture").
         norm_type (`"layernorm"` or `"rmsnorm"`), layer_norm_eps.
 
-    Positions (`position_embedding_type`, one of `sinusoidal | learned | relative | alibi | rope | none`):
+    Positions (`position_embedding_type`: a name of `hf_longctx.POSITION_ENCODINGS`, whose classes say what each
+    one is; built in: `sinusoidal | learned | relative | alibi | kerple | rope | none`):
         sinusoidal: the fixed formula of "Attention Is All You Need", added to the embeddings, any length.
         learned: a table of `max_position_embeddings` rows, added to the embeddings; cannot run longer inputs.
         relative: T5 buckets (`relative_attention_num_buckets`, `relative_attention_max_distance`), a learned
             bias per head on the attention scores; bidirectional in the encoder, causal in the decoder.
         alibi: a fixed linear distance penalty per head, symmetric in the encoder, causal in the decoder.
+        kerple: a learned logarithmic distance penalty, -r1 * log(1 + r2 * |i - j|) with two weights per head
+            (Chi et al. 2022); symmetric in the encoder, causal in the decoder.
         relative_bias (`bool | None`, defaults to `None`): T5's learned bucket bias (`relative_attention_num_buckets`,
             `relative_attention_max_distance`; one value per head and bucket, one table per stack shared by its
             layers) added to a stack's self-attention scores on top of its encoding. `True`: on every stack encoded
