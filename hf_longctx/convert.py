@@ -35,7 +35,7 @@ from .positions import SinusoidalPositions
 logger = logging.get_logger(__name__)
 
 # Tokenizer files copied next to the converted weights when the source folder has them.
-TOKENIZER_FILES = (
+COPIED_TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
@@ -375,7 +375,7 @@ def convert_folder(source_dir: str | Path, output_dir: str | Path) -> LongCtxFor
     source = AutoModelForSeq2SeqLM.from_pretrained(source_dir, local_files_only=True).eval()
     model = convert_model(source)
     model.save_pretrained(output_dir)
-    copied = [name for name in TOKENIZER_FILES if (source_dir / name).is_file()]
+    copied = [name for name in COPIED_TOKENIZER_FILES if (source_dir / name).is_file()]
     for name in copied:
         shutil.copy2(source_dir / name, output_dir / name)
     if not copied:

@@ -34,7 +34,7 @@ logger = logging.get_logger(__name__)
 MODEL_TYPE = "longctx"
 REQUIRED_AUTO_CLASSES = ("AutoConfig", "AutoModel", "AutoModelForSeq2SeqLM")
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+REQUIRED_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 GENERATION_CONFIG = "generation_config.json"
 # Not uploaded: Trainer checkpoints and logs, pickles (training_args.bin, optimizer/scheduler/RNG states: the hub
 # flags pickles, and the card records the training arguments), caches and hidden files. Only top-level files go up:
@@ -278,13 +278,13 @@ def _code_problems(folder: Path, auto_class: str, reference: str) -> list[str]:
 
 
 def _tokenizer_problems(folder: Path) -> list[str]:
-    missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
+    missing = [name for name in REQUIRED_TOKENIZER_FILES if not (folder / name).is_file()]
     if missing:
         return [
             f"missing {', '.join(missing)} (the tokenizer; `tokenizer.save_pretrained(folder)`, which the Trainer "
             "does when given `processing_class`)"
         ]
-    return [p for name in TOKENIZER_FILES for p in _json_problems(folder / name)]
+    return [p for name in REQUIRED_TOKENIZER_FILES for p in _json_problems(folder / name)]
 
 
 def _json_problems(path: Path) -> list[str]:
