@@ -19,11 +19,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import extend_context  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 
+from hf_longctx.cli import extend_main  # noqa: E402
 from hf_longctx.positions import POSITION_ENCODINGS  # noqa: E402
 
 
@@ -49,7 +48,7 @@ def run(folder, method, target, steps, args, workdir) -> float:
     ]  # fmt: skip
     if steps:  # training flags only with a fine-tune (extend_context.py refuses them otherwise)
         argv += ["--per_device_train_batch_size", str(args.batch_size), "--warmup_steps", str(steps // 10)]
-    extend_context.main(argv)
+    extend_main(argv)
     return json.loads((out / "results.json").read_text())["eval"][str(target)]["exact_match"]
 
 
