@@ -321,21 +321,14 @@ class RotaryPositions(PositionEncoding):
         config.rope_parameters = {"rope_type": "default", "rope_theta": 10000.0, **config.rope_parameters}
         self.config = config
         self.rope_type = config.rope_parameters["rope_type"]
-        # HF's meaning of the dict: dynamic NTK switches on past `max_position_embeddings`
-        self.trained_length = config.max_position_embeddings
         inv_freq, self.attention_scaling = self._compute(seq_len=None)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
     def _compute(self, seq_len: int | None) -> tuple[torch.Tensor, float]:
-        parameters = self.config.rope_parameters
-        if self.rope_type in ("default", "dynamic"):
-            dim, theta = self.config.head_dim, parameters["rope_theta"]
-            if self.rope_type == "dynamic" and seq_len is not None and seq_len > self.trained_length:
-                # NTK-aware growth of the base (the formula of HF's `_compute_dynamic_ntk_parameters`)
-                factor = parameters["factor"]
-                theta = theta * ((factor * seq_len / self.trained_length) - (factor - 1)) ** (dim / (dim - 2))
-            inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
-            return inv_freq, 1.0
+        if self.rope_type == "default":  # HF 5 keeps the plain frequencies in each model, not in the registry
+            dim, theta = self.config.head_dim, self.config.rope_parameters["rope_theta"]
+            return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)), 1.0
+        # linear, yarn, and dynamic NTK (whose base grows once seq_len passes `max_position_embeddings`)
         return ROPE_INIT_FUNCTIONS[self.rope_type](self.config, None, seq_len=seq_len)
 
     def init_buffers(self) -> None:
