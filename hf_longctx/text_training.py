@@ -19,12 +19,10 @@ from pathlib import Path
 import numpy as np
 from transformers import (
     AutoTokenizer,
-    DataCollatorForSeq2Seq,
     EvalPrediction,
     PreTrainedTokenizerBase,
     Seq2SeqTrainingArguments,
     TrainerCallback,
-    set_seed,
 )
 from transformers.utils import logging
 
@@ -41,17 +39,7 @@ from .text_data import (
     span_counts,
     train_bpe_tokenizer,
 )
-from .training import (
-    RESULTS_JSON,
-    LongCtxSeq2SeqTrainer,
-    ModelArguments,
-    StopOnNonFinite,
-    build_model,
-    check_launch,
-    checkpoint_to_resume,
-    load_metric,
-    save_final_model,
-)
+from .training import RESULTS_JSON, ModelArguments, build_model, fit, load_metric, start_run
 
 logger = logging.get_logger(__name__)
 CHRF_KEYS = ("chrf", "bleu")  # the chrf module also echoes its settings (char_order, ...)
@@ -247,11 +235,7 @@ def train_text(
     callbacks: list[TrainerCallback] | None = None,
 ) -> dict:
     """Train a fresh model on `text_args`' text, evaluate on the held-out examples, save model + results.json."""
-    if training_args.output_dir is None:
-        raise ValueError("`output_dir` is required: the model folder and results are written there.")
-    check_launch(training_args)
-    resume_from_checkpoint = checkpoint_to_resume(training_args)
-    set_seed(training_args.seed)
+    resume_from_checkpoint = start_run(training_args)
 
     tokenizer, examples = build_text_examples(text_args)
     if len(examples) <= text_args.num_eval_examples:
@@ -277,18 +261,10 @@ def train_text(
         f"{model.num_parameters():,} parameters, {model_args.position_embedding_type} positions"
     )
 
-    trainer = LongCtxSeq2SeqTrainer(  # Seq2SeqTrainer, with exact distributed evaluation
-        model=model,
-        args=training_args,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
-        train_dataset=train_set,
-        eval_dataset=eval_set if training_args.eval_strategy != "no" else None,
-        processing_class=tokenizer,
-        compute_metrics=make_text_compute_metrics(tokenizer) if training_args.predict_with_generate else None,
-        callbacks=[StopOnNonFinite(), *(callbacks or [])],
+    compute_metrics = make_text_compute_metrics(tokenizer) if training_args.predict_with_generate else None
+    trainer, train_output = fit(
+        model, tokenizer, training_args, train_set, eval_set, compute_metrics, callbacks, resume_from_checkpoint
     )
-    train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    save_final_model(trainer, training_args.output_dir)
 
     eval_kwargs = {"max_length": longest_target + 1, "num_beams": 1} if training_args.predict_with_generate else {}
     scores = trainer.evaluate(eval_set, metric_key_prefix="heldout", **eval_kwargs)

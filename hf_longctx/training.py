@@ -418,11 +418,7 @@ def train(
         raise ValueError(
             "`predict_with_generate` must be True: exact match is measured on generated sequences (greedy)."
         )
-    if training_args.output_dir is None:
-        raise ValueError("`output_dir` is required: the model folder and results are written there.")
-    check_launch(training_args)
-    resume_from_checkpoint = checkpoint_to_resume(training_args)  # fail on a bad value before any work
-    set_seed(training_args.seed)  # the model is built before Trainer seeds anything
+    resume_from_checkpoint = start_run(training_args)
 
     tokenizer = build_tokenizer()
     task = functools.partial(make_task, data_args.task, num_records=data_args.num_records)
@@ -445,18 +441,16 @@ def train(
         f"train lengths {data_args.train_min_len}-{data_args.train_max_len}, eval lengths {data_args.eval_lengths}"
     )
 
-    trainer = LongCtxSeq2SeqTrainer(
-        model=model,
-        args=training_args,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
-        train_dataset=tokenize(train_raw, tokenizer),
-        eval_dataset=tokenize(in_dist_raw, tokenizer) if training_args.eval_strategy != "no" else None,
-        processing_class=tokenizer,
-        compute_metrics=make_compute_metrics(tokenizer),
-        callbacks=[StopOnNonFinite(), *(callbacks or [])],
+    trainer, train_output = fit(
+        model,
+        tokenizer,
+        training_args,
+        tokenize(train_raw, tokenizer),
+        tokenize(in_dist_raw, tokenizer),
+        make_compute_metrics(tokenizer),
+        callbacks,
+        resume_from_checkpoint,
     )
-    train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    save_final_model(trainer, training_args.output_dir)
 
     results = {
         "task": data_args.task,
@@ -481,6 +475,36 @@ def train(
         if isinstance(model.config, LongCtxConfig):  # the card describes LongCtx models; a reference gets none
             write_model_card(output_dir, results, training_args=training_args)  # README.md: metadata + results
     return results
+
+
+def start_run(training_args: Seq2SeqTrainingArguments) -> str | None:
+    """What every training run checks before any work (the output folder, the launch, the resume value), then the
+    seed (the model is built before Trainer seeds anything); returns the checkpoint to resume from."""
+    if training_args.output_dir is None:
+        raise ValueError("`output_dir` is required: the model folder and results are written there.")
+    check_launch(training_args)
+    resume_from_checkpoint = checkpoint_to_resume(training_args)
+    set_seed(training_args.seed)
+    return resume_from_checkpoint
+
+
+def fit(model, tokenizer, training_args, train_dataset, eval_dataset, compute_metrics, callbacks, resume_from_checkpoint):
+    """Train with `LongCtxSeq2SeqTrainer` (Seq2SeqTrainer with exact distributed evaluation; a non-finite loss stops
+    the run) and save the final model; `eval_dataset` is the in-training check unless `eval_strategy` is "no".
+    Returns (trainer, train() output)."""
+    trainer = LongCtxSeq2SeqTrainer(
+        model=model,
+        args=training_args,
+        data_collator=DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100),
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset if training_args.eval_strategy != "no" else None,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        callbacks=[StopOnNonFinite(), *(callbacks or [])],
+    )
+    train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    save_final_model(trainer, training_args.output_dir)
+    return trainer, train_output
 
 
 def check_launch(training_args: Seq2SeqTrainingArguments) -> None:
