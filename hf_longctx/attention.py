@@ -7,8 +7,10 @@ with `eager_attention_forward` below as the fallback). A bias encoding passes it
 keyword, which HF's sdpa and flex functions take; it is never merged into the padding mask upstream.
 
 For long inputs the bias encodings take `chunked_attention_forward` instead (Rabe & Staats 2021,
-arXiv 2112.05682): queries are cut into blocks of C rows, each block builds its own (B, H, C, Lk) bias and mask
-from the positions, attends with SDPA, and is checkpointed, so memory grows with C * Lk rather than Lq * Lk.
+arXiv 2112.05682), registered in the same interface as `CHUNKED_ATTENTION`: queries are cut into blocks of C rows,
+each block builds its own (B, H, C, Lk) bias and mask from a `ChunkedAttentionPlan`, attends with SDPA, and is
+checkpointed, so memory grows with C * Lk rather than Lq * Lk. The stack decides, once per forward, whether its
+self-attention takes that path (`LongCtxStack._use_chunked`) and hands the layers the plan instead of a dense bias.
 """
 
 from collections.abc import Callable
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.cache_utils import Cache, EncoderDecoderCache
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from .configuration_longctx import LongCtxConfig
@@ -28,9 +30,12 @@ from .configuration_longctx import LongCtxConfig
 BLOCK_SCORE_ELEMENTS = 2**24
 
 
+CHUNKED_ATTENTION = "longctx_chunked"  # its name in transformers' attention interface
+
+
 @dataclass
-class BlockwiseBias:
-    """What the chunked path needs to build the bias and mask of any block of queries by itself."""
+class ChunkedAttentionPlan:
+    """What the chunked long-input path needs to build the bias and mask of any block of queries by itself."""
 
     bias_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (q_positions, k_positions) -> (1, H, C, Lk)
     q_positions: torch.Tensor  # (Lq,)
@@ -96,7 +101,7 @@ def _attend_block(
     key: torch.Tensor,
     value: torch.Tensor,
     q_positions: torch.Tensor,
-    plan: BlockwiseBias,
+    plan: ChunkedAttentionPlan,
     scaling: float,
     dropout: float,
     block_mask: torch.Tensor | None = None,
@@ -139,11 +144,20 @@ def chunked_attention_forward(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
-    plan: BlockwiseBias,
+    attention_mask: torch.Tensor | None,
     scaling: float,
     dropout: float = 0.0,
+    chunked_plan: ChunkedAttentionPlan | None = None,
+    **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """Query-chunked attention with the bias built per block; memory O(B * H * C * Lk)."""
+    """Query-chunked attention with the bias built per block; memory O(B * H * C * Lk). The mask is the plan's
+    (`attention_mask` is None on this path)."""
+    if chunked_plan is None:
+        raise ValueError(
+            f"attn_implementation={CHUNKED_ATTENTION!r} is hf_longctx's long-input path, which its stacks choose by "
+            "themselves (`chunked_attention`); set attn_implementation to 'sdpa', 'eager' or 'flex_attention'."
+        )
+    plan = chunked_plan
     batch, heads, q_len, _ = query.shape
     k_len = key.shape[2]
     nothing_to_mask = plan.key_padding_mask is None and plan.full_mask is None and not plan.causal
@@ -178,9 +192,13 @@ def chunked_attention_forward(
     return output_BHLqDh.transpose(1, 2).contiguous(), None
 
 
+AttentionInterface.register(CHUNKED_ATTENTION, chunked_attention_forward)
+
+
 class LongCtxAttention(nn.Module):
-    """Self- or cross-attention. Positions reach it as `position_bias` (a dense tensor or a `BlockwiseBias`)
-    or as rotary `position_embeddings` (cos, sin); cross-attention gets neither."""
+    """Self- or cross-attention. Positions reach it as a dense `position_bias`, a `chunked_plan` (the long-input
+    path, which then builds the bias block by block) or rotary `position_embeddings` (cos, sin); cross-attention
+    gets none of them."""
 
     def __init__(self, config: LongCtxConfig, layer_idx: int, is_causal: bool = False):
         super().__init__()
@@ -210,9 +228,10 @@ class LongCtxAttention(nn.Module):
         key_value_states: torch.Tensor | None = None,
         cache: Cache | None = None,
         attention_mask: torch.Tensor | None = None,
-        position_bias: torch.Tensor | BlockwiseBias | None = None,
+        position_bias: torch.Tensor | None = None,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         logn_scale: torch.Tensor | None = None,
+        chunked_plan: ChunkedAttentionPlan | None = None,
         **kwargs,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         is_cross_attention = key_value_states is not None
@@ -240,17 +259,15 @@ class LongCtxAttention(nn.Module):
                     cache.is_updated[self.layer_idx] = True
 
         dropout = self.dropout if self.training else 0.0
-        if isinstance(position_bias, BlockwiseBias):
-            output, weights = chunked_attention_forward(self, query, key, value, position_bias, self.scaling, dropout)
-        else:
-            if position_bias is not None and self.config._attn_implementation == "flex_attention":
+        implementation = CHUNKED_ATTENTION if chunked_plan is not None else self.config._attn_implementation
+        extra = {"chunked_plan": chunked_plan} if chunked_plan is not None else {}
+        if position_bias is not None:
+            if implementation == "flex_attention":
                 position_bias = position_bias.expand(query.shape[0], -1, -1, -1)  # flex indexes bias[batch]
-            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-                self.config._attn_implementation, eager_attention_forward
-            )
-            extra = {"position_bias": position_bias} if position_bias is not None else {}
-            output, weights = attention_interface(
-                self, query, key, value, attention_mask, dropout=dropout, scaling=self.scaling, **extra, **kwargs
-            )
+            extra["position_bias"] = position_bias
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(implementation, eager_attention_forward)
+        output, weights = attention_interface(
+            self, query, key, value, attention_mask, dropout=dropout, scaling=self.scaling, **extra, **kwargs
+        )
         output = self.o_proj(output.reshape(*hidden_states.shape[:-1], -1))
         return output, weights

@@ -32,7 +32,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .attention import BlockwiseBias, LongCtxAttention
+from .attention import ChunkedAttentionPlan, LongCtxAttention
 from .configuration_longctx import LongCtxConfig
 from .positions import OffsetBias, PositionEncoding, RelativePositions, build_position_encoding
 
@@ -195,7 +195,14 @@ class LongCtxEncoderLayer(GradientCheckpointingLayer):
     # Position inputs are positional arguments: gradient checkpointing (reentrant or not) then treats the shared
     # bias as an input of each layer, and backward does not run through its graph once per layer.
     def forward(
-        self, hidden_states, attention_mask=None, position_bias=None, position_embeddings=None, token_mask=None, **kwargs
+        self,
+        hidden_states,
+        attention_mask=None,
+        position_bias=None,
+        position_embeddings=None,
+        token_mask=None,
+        chunked_plan=None,
+        **kwargs,
     ):
         attention = self.self_attn
         if self.token_conv is not None:  # the convolution mixes the attention's (normalised) input
@@ -209,6 +216,7 @@ class LongCtxEncoderLayer(GradientCheckpointingLayer):
             attention_mask=attention_mask,
             position_bias=position_bias,
             position_embeddings=position_embeddings,
+            chunked_plan=chunked_plan,
             **kwargs,
         )
         return self.ffn_residual(hidden_states, self.ffn)
@@ -234,6 +242,7 @@ class LongCtxDecoderLayer(GradientCheckpointingLayer):
         position_embeddings=None,
         cache: Cache | None = None,
         logn_scale: torch.Tensor | None = None,
+        chunked_plan=None,
         **kwargs,
     ):
         hidden_states = self.self_attn_residual(
@@ -243,6 +252,7 @@ class LongCtxDecoderLayer(GradientCheckpointingLayer):
             position_bias=position_bias,
             position_embeddings=position_embeddings,
             cache=cache,
+            chunked_plan=chunked_plan,
             **kwargs,
         )
         if encoder_hidden_states is not None:  # a decoder run alone (as BART allows) has nothing to attend to
@@ -359,7 +369,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
 
     def _offset_values(self, q_positions, k_len, first_positions, dtype) -> torch.Tensor | None:
         """The bias of every offset k - q of consecutive positions, once for all layers and blocks (see
-        `BlockwiseBias.offset_values`); None where positions are not consecutive or the bias is not an offset's."""
+        `ChunkedAttentionPlan.offset_values`); None where positions are not consecutive or the bias is not an offset's."""
         biases = self._score_biases()
         if first_positions is None or not all(module.bias_is_offset_only for module in biases):
             return None
@@ -371,8 +381,9 @@ class LongCtxStack(LongCtxPreTrainedModel):
     def _self_attention_inputs(
         self, q_positions, k_positions, padding_mask, make_dense_mask, dtype, kwargs, first_positions=None
     ):
-        """(attention_mask, position_bias, position_embeddings) for this forward, computed once for all layers.
-        `first_positions` = (first query, first key) says the positions are consecutive from there."""
+        """(attention_mask, position_bias, position_embeddings, chunked_plan) for this forward, computed once for all
+        layers: the one place that chooses between the dense bias and the long-input path, whose plan then replaces
+        the mask and the bias. `first_positions` = (first query, first key) says the positions are consecutive."""
         rotary = self.position.rotary_inputs(q_positions, dtype)
         output_attentions = kwargs.get("output_attentions") or self.config.output_attentions
         if self._use_chunked(len(k_positions), output_attentions):
@@ -382,7 +393,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
             elif padding_mask is not None and not bool(padding_mask.all()):
                 # a static cache has more key slots than mask columns: the slots past the mask are not attended
                 key_padding = F.pad(padding_mask.bool(), (0, len(k_positions) - padding_mask.shape[1]))
-            plan = BlockwiseBias(
+            plan = ChunkedAttentionPlan(
                 self._position_bias,
                 q_positions,
                 k_positions,
@@ -392,9 +403,9 @@ class LongCtxStack(LongCtxPreTrainedModel):
                 full_mask,
                 offset_values=self._offset_values(q_positions, len(k_positions), first_positions, dtype),
             )
-            return None, plan, rotary
+            return None, None, rotary, plan
         bias = self._position_bias(q_positions, k_positions).to(dtype) if self._score_biases() else None
-        return make_dense_mask(), bias, rotary
+        return make_dense_mask(), bias, rotary, None
 
 
 class LongCtxEncoder(LongCtxStack):
@@ -420,7 +431,7 @@ class LongCtxEncoder(LongCtxStack):
             positions, first_positions = torch.randperm(bound, device=device)[:length].sort().values, None
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions, "encoder")
 
-        mask, bias, rotary = self._self_attention_inputs(
+        mask, bias, rotary, plan = self._self_attention_inputs(
             positions,
             positions,
             attention_mask,
@@ -434,7 +445,7 @@ class LongCtxEncoder(LongCtxStack):
             keys = attended_keys(attention_mask) if attention_mask.dim() == 4 else attention_mask
             token_mask = keys[:, :, None].to(hidden_states.dtype)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, mask, bias, rotary, token_mask, **kwargs)
+            hidden_states = layer(hidden_states, mask, bias, rotary, token_mask, chunked_plan=plan, **kwargs)
         return BaseModelOutput(last_hidden_state=self.final_norm(hidden_states))
 
 
@@ -491,7 +502,7 @@ class LongCtxDecoder(LongCtxStack):
         side = "generation" if past_length > 0 else "decoder"
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, q_positions, side)
 
-        mask, bias, rotary = self._self_attention_inputs(
+        mask, bias, rotary, plan = self._self_attention_inputs(
             q_positions,
             k_positions,
             attention_mask,
@@ -513,6 +524,7 @@ class LongCtxDecoder(LongCtxStack):
                 rotary,
                 cache=cache,
                 logn_scale=logn_scale,
+                chunked_plan=plan,
                 **kwargs,
             )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.final_norm(hidden_states), cache=cache)

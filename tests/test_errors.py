@@ -360,3 +360,10 @@ def test_from_pretrained_keyword_arguments_meet_the_same_checks(kwargs, check, t
         AutoConfig.from_pretrained(tmp_path, **kwargs)
     assert AutoConfig.from_pretrained(tmp_path, num_layers=3).encoder_layers == 3
     assert AutoConfig.from_pretrained(tmp_path, cross_attention_logn_length=64).cross_attention_logn_length == 64
+
+
+def test_the_long_input_path_is_not_an_attn_implementation_to_choose():
+    model = tiny_model(attn_implementation="sdpa")
+    model.config._attn_implementation = "longctx_chunked"  # what set_attn_implementation would accept by name
+    with pytest.raises(ValueError, match=r"'longctx_chunked' is hf_longctx's long-input path, which its stacks choose"):
+        model(**random_batch())

@@ -364,11 +364,11 @@ def test_push_refuses_to_upload_offline(trained, monkeypatch):
 def test_console_commands_point_at_library_mains():
     # `make test` installs the package (`pip install -e ".[dev]"`), so the entry points are in its metadata.
     commands = {ep.name: ep for ep in entry_points(group="console_scripts") if ep.name.startswith("hf-longctx-")}
-    assert set(commands) == {"hf-longctx-train", "hf-longctx-train-text", "hf-longctx-push"}
     assert {name: ep.value for name, ep in commands.items()} == {
         "hf-longctx-train": "hf_longctx.cli:train_main",
         "hf-longctx-train-text": "hf_longctx.cli:train_text_main",
         "hf-longctx-push": "hf_longctx.cli:push_main",
+        "hf-longctx-extend": "hf_longctx.cli:extend_main",
     }
     assert all(callable(ep.load()) for ep in commands.values())
 

@@ -15,7 +15,7 @@ from conftest import (
     tiny_config,
     tiny_model,
 )
-from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from transformers import AttentionInterface, AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 import hf_longctx.attention as attention_module
 from hf_longctx import POSITION_ENCODINGS, LongCtxForConditionalGeneration, LongCtxModel
@@ -153,8 +153,11 @@ def test_single_call_bias_is_a_small_view_in_the_query_dtype_and_dropout_goes_by
 def test_chunked_path_is_chosen_automatically_at_long_length(setup, monkeypatch):
     calls = []
     original = attention_module.chunked_attention_forward
-    monkeypatch.setattr(
-        attention_module, "chunked_attention_forward", lambda *a, **k: calls.append(1) or original(*a, **k)
+    # the stacks reach the long-input path through transformers' attention interface, under its registered name
+    monkeypatch.setitem(
+        AttentionInterface._global_mapping,
+        attention_module.CHUNKED_ATTENTION,
+        lambda *a, **k: calls.append(1) or original(*a, **k),
     )
     model = tiny_model(**setup, chunked_attention_min_length=40)
     short = random_batch(src_len=20, pad_last=False)
