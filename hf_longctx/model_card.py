@@ -109,7 +109,9 @@ def write_model_card(
     model_id = model_id or str(output_dir)
     card_data = build_card_data(results, config, model_id, license)
     template_kwargs = template_values(results, config, training_args, command, model_id, example_source)
-    template_kwargs["benchmark"] = benchmark_values(BENCHMARK_DIR, output_dir)
+    # The project's passkey benchmark is context for a passkey model only: any other card describes its own model.
+    passkey = results.get("task") == "passkey"
+    template_kwargs["benchmark"] = benchmark_values(BENCHMARK_DIR, output_dir) if passkey else None
 
     if MODEL_CARD_TEMPLATE.is_file():
         card = ModelCard.from_template(card_data, template_path=str(MODEL_CARD_TEMPLATE), **template_kwargs)

@@ -119,6 +119,14 @@ def test_card_shows_the_project_benchmark_table_and_plot(trained, tmp_path, monk
     assert "Made by `python scripts/bench_extrapolation.py` (hf_longctx commit abc1234)" in card.text
     assert "greedy exact match on 50 examples per length" in card.text
 
+    # a model trained on something else describes itself: no passkey table, no plot
+    other = tmp_path / "other"
+    shutil.copytree(folder, other)
+    (other / "accuracy_vs_length.png").unlink(missing_ok=True)
+    card = write_model_card(other, {**results, "task": "kv_recall"}, command="hf-longctx-train")
+    assert "| alibi+logn | 1.00 | 1.00 |" not in card.text and "scripts/bench_extrapolation.py" not in card.text
+    assert not (other / "accuracy_vs_length.png").exists()
+
 
 def test_text_training_writes_a_card_with_the_held_out_scores(tmp_path):
     args = text_args(num_eval_examples=8, max_train_examples=32)
