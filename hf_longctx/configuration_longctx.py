@@ -403,9 +403,9 @@ class LongCtxConfig(PreTrainedConfig):
                 )
         if not encodings[self.position_embedding_type].encoder_allowed:
             raise ValueError(
-                f"`position_embedding_type`={self.position_embedding_type!r} would make the encoder order-blind (a "
-                "bag of tokens). Give the encoder an encoding (e.g. 'alibi' or 'relative') and set "
-                f"`decoder_position_embedding_type`={self.position_embedding_type!r} for a decoder without positions."
+                f"`position_embedding_type`={self.position_embedding_type!r} is a decoder-only encoding (for 'none': the "
+                "encoder would be order-blind, a bag of tokens). Give the encoder an encoding (e.g. 'alibi' or "
+                f"'relative') and set `decoder_position_embedding_type`={self.position_embedding_type!r} for the decoder."
             )
         if self.relative_bias and not any(self.has_relative_bias(e) for e in self.stack_encodings().values()):
             raise ValueError(
@@ -507,10 +507,12 @@ class LongCtxConfig(PreTrainedConfig):
         if any(self.has_relative_bias(encoding) for encoding in used):
             used.add("relative")  # its bucket options shape `relative_bias` too
         fields = {f.name: f for f in dataclasses.fields(self)}
-        for encoding, cls in _position_encodings().items():
+        encodings = _position_encodings()
+        read = {name for encoding in used if encoding in encodings for name in encodings[encoding].options}
+        for encoding, cls in encodings.items():
             if encoding in used:
                 continue
-            for name in cls.options:
+            for name in (option for option in cls.options if option not in read):  # another encoding may read it
                 default = fields[name].default
                 if getattr(self, name) != default:
                     logger.warning_once(

@@ -17,7 +17,7 @@ from torch import nn
 
 from .configuration_longctx import LongCtxConfig
 from .modeling_longctx import LongCtxForConditionalGeneration
-from .positions import POSITION_ENCODINGS, build_position_encoding
+from .positions import POSITION_ENCODINGS, LearnedPositions, RotaryPositions
 
 
 def grow_table(table: torch.Tensor, length: int, method: str) -> torch.Tensor:
@@ -50,11 +50,17 @@ def extend_context(
                 "as it is); drop it."
             )
         return model
-    if encoding == "learned" and method in ("copy", "interpolate"):
+    cls = POSITION_ENCODINGS[encoding]  # what the methods do depends on what the encoding is, not on its name
+    if issubclass(cls, LearnedPositions) and method in ("copy", "interpolate"):
         return _grow_learned(model, target_length, method, trained_length)
-    if encoding == "learned":
+    if issubclass(cls, LearnedPositions) and method in ("alibi", "relative"):
         return _switch_encoding(model, method)
-    return _scale_rope(model, target_length, method, trained_length)
+    if issubclass(cls, RotaryPositions) and method in ("linear", "dynamic", "yarn"):
+        return _scale_rope(model, target_length, method, trained_length)
+    raise NotImplementedError(
+        f"{cls.__name__} lists `extension_methods` {methods}, but extend.py implements {method!r} only for learned "
+        "tables (copy, interpolate, alibi, relative) and RoPE (linear, dynamic, yarn)."
+    )
 
 
 def _grow_learned(model, target_length: int, method: str, trained_length: int | None):
@@ -148,6 +154,6 @@ def _scale_rope(model, target_length: int, method: str, trained_length: int | No
         config.max_position_embeddings = trained_length
     config.rope_parameters = parameters
     for stack in (model.model.encoder, model.model.decoder):
-        if stack.position.kind == "rotary":
-            stack.position = build_position_encoding("rope", config, causal=stack.causal).to(model.device)
+        if stack.position.kind == "rotary":  # rebuilt with the new `rope_parameters`, of the class it had
+            stack.position = type(stack.position)(config, causal=stack.causal).to(model.device)
     return model

@@ -192,8 +192,10 @@ class LongCtxEncoderLayer(GradientCheckpointingLayer):
         self.ffn = LongCtxFeedForward(config)
         self.ffn_residual = Residual(config)
 
-    # Position inputs are positional arguments: gradient checkpointing (reentrant or not) then treats the shared
-    # bias as an input of each layer, and backward does not run through its graph once per layer.
+    # Position inputs are positional arguments: gradient checkpointing then treats the shared bias as an input of
+    # each layer, and backward does not run through its graph once per layer. (HF's default, non-reentrant
+    # checkpointing; with `use_reentrant=True` a learned bias on the long-input path, whose plan is not a positional
+    # tensor, fails in backward.)
     def forward(
         self,
         hidden_states,
@@ -287,6 +289,7 @@ class LongCtxPreTrainedModel(PreTrainedModel):
         if isinstance(module, PositionEncoding):
             with torch.no_grad():
                 module.init_buffers()  # deterministic tables are not in checkpoints (T4)
+                module.init_parameters()
         if isinstance(module, LongCtxForConditionalGeneration) and module.config.final_logits_bias:
             init.zeros_(module.final_logits_bias)
 

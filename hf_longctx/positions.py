@@ -24,6 +24,7 @@ from typing import ClassVar
 
 import torch
 from torch import nn
+from transformers import initialization as init
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 from transformers.models.t5.modeling_t5 import T5Attention
 
@@ -55,6 +56,11 @@ class PositionEncoding(nn.Module):
 
     def init_buffers(self) -> None:
         """Recompute the deterministic non-persistent buffers (after loading on the meta device)."""
+
+    def init_parameters(self) -> None:
+        """Give this encoding's own `nn.Parameter`s their initial values (`_init_weights` calls it for a fresh model
+        and for weights a checkpoint lacks; Linear and Embedding submodules are initialised by HF's rules). Write
+        with `transformers.initialization`'s functions (`init.copy_`, ...), which leave loaded parameters alone."""
 
     # What the stack calls, whatever the encoding (each kind overrides its own):
     def add_to_embeddings(self, embeddings: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
@@ -288,9 +294,17 @@ class KerplePositions(OffsetBias):
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)
-        inverse_softplus = lambda x: x + torch.log(-torch.expm1(-x))  # noqa: E731
-        self.strength = nn.Parameter(inverse_softplus(torch.ones(config.num_heads)))  # r1
-        self.rate = nn.Parameter(inverse_softplus(torch.tensor(alibi_slopes(config.num_heads))))  # r2
+        self.strength = nn.Parameter(torch.empty(config.num_heads))  # r1 = softplus(strength)
+        self.rate = nn.Parameter(torch.empty(config.num_heads))  # r2 = softplus(rate)
+        self.init_parameters()
+
+    def init_parameters(self) -> None:
+        def inverse_softplus(x):
+            return x + torch.log(-torch.expm1(-x))
+
+        # HF's guarded copy: a parameter the checkpoint held keeps its loaded value
+        init.copy_(self.strength, inverse_softplus(torch.ones(self.strength.shape)))
+        init.copy_(self.rate, inverse_softplus(torch.tensor(alibi_slopes(self.rate.numel()))))
 
     def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
         distance_N = torch.arange(lowest, lowest + count, device=device).abs().float()
@@ -379,6 +393,9 @@ def register_position_encoding(name: str, cls: type[PositionEncoding]) -> None:
     if needs and getattr(cls, needs, None) is getattr(PositionEncoding, needs, None):
         base = {"additive": "AdditivePositions", "rotary": "RotaryPositions", "bias": "OffsetBias"}[cls.kind]
         raise TypeError(f"{cls.__name__} has kind={cls.kind!r} but no `{needs}`: subclass {base} (or implement it).")
+    for base, method in ((OffsetBias, "bias_by_offset"), (AdditivePositions, "embed")):  # what these bases leave open
+        if issubclass(cls, base) and getattr(cls, method) is getattr(base, method):
+            raise TypeError(f"{cls.__name__} subclasses {base.__name__} but does not implement `{method}`.")
     unknown = [option for option in cls.options if option not in {f.name for f in dataclasses.fields(LongCtxConfig)}]
     if unknown:
         raise ValueError(f"{cls.__name__}.options names {', '.join(unknown)}, which are not LongCtxConfig fields.")

@@ -48,7 +48,6 @@ from transformers.utils import logging
 from .configuration_longctx import LongCtxConfig
 from .data import TASKS, make_task
 from .model_card import launched_by, write_model_card
-from .positions import encoding_names
 from .tokenization import build_tokenizer
 
 logger = logging.get_logger(__name__)
@@ -71,7 +70,9 @@ class ModelArguments:
     d_ff: int = field(default=256, metadata={"help": "Feed-forward width."})
     position_embedding_type: str = field(
         default="alibi",
-        metadata={"help": "Encoder (and default decoder) positions.", "choices": encoding_names()},
+        # no argparse `choices`: LongCtxConfig checks the name against the registry when the model is built, which
+        # also knows encodings registered after this module was imported
+        metadata={"help": "Encoder (and default decoder) positions: a name of hf_longctx.POSITION_ENCODINGS."},
     )
     decoder_position_embedding_type: str | None = field(
         default=None, metadata={"help": "Decoder positions; defaults to position_embedding_type."}

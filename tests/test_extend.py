@@ -208,3 +208,18 @@ def test_extend_script_evaluates_the_task_the_source_was_trained_on(tmp_path):
     assert json.loads((tmp_path / "o" / "results.json").read_text())["extension"]["task"] == "multikey"
     with pytest.raises(ValueError, match=r"`trained_length`=64 means nothing to method 'none'"):
         extend_context(tiny_model(position_embedding_type="alibi"), 128, "none", 64)
+
+
+def test_a_registered_subclass_extends_as_its_base_does():
+    """extend.py reads what an encoding is (its class), not its name: a registered learned table grows too."""
+    from hf_longctx.positions import POSITION_ENCODINGS, LearnedPositions, register_position_encoding
+
+    register_position_encoding("mytable", type("MyTable", (LearnedPositions,), {}))
+    try:
+        model = tiny_model(position_embedding_type="mytable", max_position_embeddings=16)
+        extended = extend_context(model, 64, "copy", trained_length=16)
+        assert extended.config.max_position_embeddings == 64
+        assert extended.model.encoder.position.embeddings.num_embeddings == 64
+        assert extended.config.rope_parameters.get("rope_type") == "default", "the rope settings are untouched"
+    finally:
+        del POSITION_ENCODINGS["mytable"]

@@ -16,6 +16,7 @@ from conftest import (
     tiny_model,
 )
 from transformers import AttentionInterface, AutoConfig, AutoModel, AutoModelForSeq2SeqLM
+from transformers import initialization as hf_init
 
 import hf_longctx.attention as attention_module
 from hf_longctx import POSITION_ENCODINGS, LongCtxForConditionalGeneration, LongCtxModel
@@ -855,7 +856,11 @@ class _LogDistanceBias(OffsetBias):
 
     def __init__(self, config, causal):
         super().__init__(config, causal)
-        self.weight = torch.nn.Parameter(torch.ones(config.num_heads))
+        self.weight = torch.nn.Parameter(torch.empty(config.num_heads))
+        self.init_parameters()
+
+    def init_parameters(self):
+        hf_init.ones_(self.weight)
 
     def bias_by_offset(self, lowest, count, device):
         distance = torch.arange(lowest, lowest + count, device=device).abs().float()
@@ -899,7 +904,8 @@ def test_an_encoding_registered_from_outside_trains_saves_reloads_and_generates(
         ("mine", torch.nn.Linear, TypeError, r"must be a subclass of hf_longctx.positions.PositionEncoding"),
         ("mine", type("Half", (PositionEncoding,), {"kind": "bias"}), TypeError, r"Half has kind='bias' but no `bias`: subclass OffsetBias"),
         ("mine", type("Odd", (PositionEncoding,), {"kind": "odd"}), ValueError, r"Odd.kind='odd' is not one of none, additive, bias, rotary"),
-        ("mine", type("Opt", (OffsetBias,), {"options": ("kerple_r1",)}), ValueError, r"Opt.options names kerple_r1, which are not LongCtxConfig fields"),
+        ("mine", type("Opt", (OffsetBias,), {"options": ("kerple_r1",), "bias_by_offset": lambda *a: None}), ValueError, r"Opt.options names kerple_r1, which are not LongCtxConfig fields"),
+        ("mine", type("NoOffsets", (OffsetBias,), {}), TypeError, r"NoOffsets subclasses OffsetBias but does not implement `bias_by_offset`"),
     ],
 )
 def test_register_position_encoding_refuses_what_it_cannot_use(name, cls, error, pattern):

@@ -115,3 +115,20 @@ def test_a_config_saved_before_the_defaults_changed_loads_as_it_was_made(tmp_pat
         assert torch.equal(loaded(**batch).logits, model(**batch).logits)
     fresh = LongCtxConfig.from_dict({"position_embedding_type": "alibi", "d_model": 64, "initializer": "fan_in"})
     assert fresh.relative_bias is None and fresh.has_relative_bias("alibi") and fresh.decoder_output_scale == 64**-0.5
+
+
+def test_an_encodings_own_parameters_load_trained_or_initialised_never_as_garbage(tmp_path):
+    """KERPLE's weights are plain `nn.Parameter`s: `_init_weights` gives them their initial values where a checkpoint
+    lacks them (not whatever memory the meta-device load left), and a checkpoint's values win where it has them."""
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model(position_embedding_type="kerple")
+    fresh = model.model.encoder.position.strength.detach().clone()
+    with torch.no_grad():
+        model.model.encoder.position.rate.fill_(-3.0)  # "trained"
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if "strength" not in k}, tmp_path / "model.safetensors", {"format": "pt"})
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert torch.equal(loaded.model.encoder.position.strength, fresh)
+    assert torch.equal(loaded.model.encoder.position.rate, torch.full((4,), -3.0))
