@@ -111,8 +111,9 @@ class LongCtxConfig(PreTrainedConfig):
             (Chi et al. 2022); symmetric in the encoder, causal in the decoder.
         relative_bias (`bool | None`, defaults to `None`): T5's learned bucket bias (`relative_attention_num_buckets`,
             `relative_attention_max_distance`; one value per head and bucket, one table per stack shared by its
-            layers) added to a stack's self-attention scores on top of its encoding. `True`: on every stack encoded
-            with sinusoidal, learned, alibi or rope (`relative` is that bias alone, `none` has no positions);
+            layers) added to a stack's self-attention scores on top of its encoding. `True`: on every stack whose
+            encoding takes it (built in: sinusoidal, learned, alibi, kerple, rope; `relative` is that bias alone,
+            `none` has no positions);
             `None`: on the alibi stacks only; `False`: on none. Past `relative_attention_max_distance` the table is
             one constant, so lengths beyond it are the encoding's to handle. Why it is on for ALiBi: on the
             multi-key needle (two records `KEY k k = d d d d d`, a query `? k k`; `scripts/ablate_trunk.py`, results/trunk-ablation/: d_model 64, 2+2 layers, batch 64,

@@ -36,7 +36,8 @@ def extend_context(
 ) -> LongCtxForConditionalGeneration:
     config: LongCtxConfig = model.config
     encoding = config.position_embedding_type
-    methods = POSITION_ENCODINGS[encoding].extension_methods  # what each encoding's class says it takes
+    cls = POSITION_ENCODINGS[encoding]  # what the methods do depends on what the encoding is, not on its name
+    methods = cls.extension_methods
     if method not in methods:
         raise ValueError(
             f"`method`={method!r} does not apply to position_embedding_type={encoding!r}; valid: {', '.join(methods)}."
@@ -50,7 +51,6 @@ def extend_context(
                 "as it is); drop it."
             )
         return model
-    cls = POSITION_ENCODINGS[encoding]  # what the methods do depends on what the encoding is, not on its name
     if issubclass(cls, LearnedPositions) and method in ("copy", "interpolate"):
         return _grow_learned(model, target_length, method, trained_length)
     if issubclass(cls, LearnedPositions) and method in ("alibi", "relative"):

@@ -379,7 +379,7 @@ def _relative_bias_text(config: dict) -> str:
 
 
 def _encoder_conv_text(config: dict) -> str:
-    kernel = config.get("encoder_conv_kernel", SAVED_BEFORE.get("encoder_conv_kernel", 0))
+    kernel = config.get("encoder_conv_kernel", 0)  # a config saved before the field had none
     if not kernel:
         return ""
     return (

@@ -34,7 +34,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .attention import ChunkedAttentionPlan, LongCtxAttention
 from .configuration_longctx import LongCtxConfig
-from .positions import OffsetBias, PositionEncoding, RelativePositions, build_position_encoding
+from .positions import PositionEncoding, RelativePositions, build_position_encoding
 
 logger = logging.get_logger(__name__)
 
@@ -354,7 +354,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
         check_inputs(inputs_embeds, embeds_name, is_ids=False)
         return inputs_embeds
 
-    def _score_biases(self) -> list[OffsetBias]:
+    def _score_biases(self) -> list[PositionEncoding]:
         """What adds to this stack's self-attention scores: a bias encoding, `relative_bias`, both or neither."""
         return [module for module in (self.position, self.relative_bias) if module is not None and module.adds_score_bias]
 

@@ -34,7 +34,8 @@ KINDS = ("none", "additive", "bias", "rotary")
 
 
 class PositionEncoding(nn.Module):
-    """Base class. `kind` says which of `embed`, `bias` or `rotary` the stack calls; the other class attributes are
+    """Base class. The stack calls `add_to_embeddings`, `rotary_inputs` and, where `adds_score_bias`, `bias`; `kind`
+    ("additive", "bias", "rotary" or "none") says which of them does something, and the other class attributes are
     what the rest of the package knows about the encoding."""
 
     kind: ClassVar[str] = "none"
@@ -377,9 +378,9 @@ POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {
 def register_position_encoding(name: str, cls: type[PositionEncoding]) -> None:
     """Make `cls` usable as `LongCtxConfig(position_embedding_type=name)` (and `decoder_position_embedding_type`).
 
-    `cls` subclasses `PositionEncoding` (or `OffsetBias` for a bias of the offset, which the long-input path then
-    serves block by block), sets `kind` and implements what that kind calls (`embed`, `bias` or `rotary`); its
-    other class attributes say how the package treats it. Registration lives in this process: a model saved with
+    `cls` subclasses `PositionEncoding`, or better the base of its kind: `AdditivePositions` (implement `embed`),
+    `OffsetBias` (implement `bias_by_offset`; the long-input path then serves it block by block) or
+    `RotaryPositions`; its other class attributes say how the package treats it. Registration lives in this process: a model saved with
     an outside encoding loads where the same registration has run first, not through remote code alone."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"`name` must be a non-empty string, got {name!r}.")
