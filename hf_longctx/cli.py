@@ -23,14 +23,14 @@ import transformers
 import yaml
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, HfArgumentParser, Seq2SeqTrainingArguments
 
-from .bench import evaluate_length
-from .extend import extend_context, write_extension_card
-from .hub import DEFAULT_COMMIT_MESSAGE, IncompleteModelFolderError, push_model_folder
-from .model_card import invocation_command
+from .bench.extrapolation import exact_match_at_length
+from .conversion.extend import extend_context, write_extension_card
+from .data.tokenization import build_tokenizer
+from .hub.model_card import invocation_command
+from .hub.push import DEFAULT_COMMIT_MESSAGE, IncompleteModelFolderError, push_model_folder
 from .positions import POSITION_ENCODINGS
-from .text_training import TextDataArguments, train_text
-from .tokenization import build_tokenizer
-from .training import RESULTS_JSON, RESULTS_TABLE, DataArguments, ModelArguments, NonFiniteTrainingError, train
+from .training.text import TextDataArguments, train_text
+from .training.trainer import RESULTS_JSON, RESULTS_TABLE, DataArguments, ModelArguments, NonFiniteTrainingError, train
 
 logger = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ def extend_main(argv: list[str] | None = None) -> None:
         model.eval()
         batch = training_args.per_device_eval_batch_size
         evaluated = {
-            str(n): evaluate_length(model, tokenizer, args.task, n, args.num_eval, (args.eval_seed or 4321) + i, batch)
+            str(n): exact_match_at_length(model, tokenizer, args.task, n, args.num_eval, (args.eval_seed or 4321) + i, batch)
             for i, n in enumerate(args.eval_lengths)
         }
         results = {"eval": evaluated}

@@ -71,7 +71,7 @@ class LongCtxConfig(PreTrainedConfig):
         (inside the feed-forward), activation_function (any key of `transformers.activations.ACT2FN`).
 
     Layer options (the defaults are the classic Transformer; checkpoint families need some of them, see
-    `hf_longctx.convert`):
+    `hf_longctx.conversion.convert`):
         attention_bias / ffn_bias: biases in the attention projections / the feed-forward (T5 has none).
         attention_scale: multiplier of q.k; `None` is 1/sqrt(head_dim), T5 uses 1.0 (its init absorbs it).
         gated_ffn: FFN(x) = fc2(act(fc1 x) * fc1_linear x) (T5 v1.1 "gated-gelu", GLU variants).

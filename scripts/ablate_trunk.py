@@ -4,7 +4,7 @@
     python scripts/ablate_trunk.py --variants t5 default/alibi t5trunk/alibi --learning_rates 2e-3 1e-3 --seeds 42 1 2
 
 Rows already in `output_dir/rows/` are skipped, so a sweep can be split over two processes (one per core) or
-resumed. The table is `output_dir/results.md`; see `hf_longctx/ablation.py` for the variants.
+resumed. The table is `output_dir/results.md`; see `hf_longctx/bench/ablation.py` for the variants.
 """
 
 import os
@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from hf_longctx.ablation import AblationArguments, run_ablation  # noqa: E402
+from hf_longctx.bench.ablation import AblationArguments, run_ablation  # noqa: E402
 
 if __name__ == "__main__":
     (args,) = HfArgumentParser(AblationArguments).parse_args_into_dataclasses()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Length-extrapolation benchmark: every position encoding trained on passkey at 16-64 tokens, exact match to 2048.
 
-    python scripts/bench_extrapolation.py                                   # the full protocol (see hf_longctx/bench.py)
+    python scripts/bench_extrapolation.py                                   # the full protocol (see hf_longctx/bench/extrapolation.py)
     python scripts/bench_extrapolation.py --randomized rope sinusoidal      # + randomized position training rows
     python scripts/bench_extrapolation.py --encodings alibi --steps 20 --num_eval 4 --lengths 32 128 \
         --second_task None --output_dir /tmp/smoke --work_dir /tmp/smoke/runs   # smoke version (CI, < 60 s)
@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
 from transformers.utils import logging  # noqa: E402
 
-from hf_longctx.bench import BenchArguments, run_benchmark  # noqa: E402
+from hf_longctx.bench.extrapolation import BenchArguments, run_benchmark  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:

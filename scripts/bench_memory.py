@@ -15,34 +15,39 @@ from transformers import HfArgumentParser
 
 SIZES = dict(d_model=256, num_heads=4, layers=4, d_ff=1024, vocab_size=8000)
 
-CHILD = r"""
-import json, resource, sys, time, torch
-spec = json.loads(sys.argv[1])
-torch.set_num_threads(spec["threads"])
-torch.manual_seed(0)
-s = spec["sizes"]
-if spec["model"] == "t5":
-    from transformers import T5Config, T5EncoderModel
-    config = T5Config(vocab_size=s["vocab_size"], d_model=s["d_model"], d_kv=s["d_model"] // s["num_heads"],
-                      d_ff=s["d_ff"], num_layers=s["layers"], num_heads=s["num_heads"], dropout_rate=0.0)
-    encoder = T5EncoderModel(config).eval()
-    encoder.set_attn_implementation("sdpa")
-else:
-    from hf_longctx import LongCtxConfig, LongCtxModel
-    config = LongCtxConfig(vocab_size=s["vocab_size"], d_model=s["d_model"], num_heads=s["num_heads"],
-                           d_ff=s["d_ff"], encoder_layers=s["layers"], decoder_layers=1, dropout=0.0,
-                           position_embedding_type=spec["model"], max_position_embeddings=spec["length"])
-    encoder = LongCtxModel(config).eval().get_encoder()
-input_ids = torch.randint(2, s["vocab_size"], (1, spec["length"]))
-baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-start = time.perf_counter()
-with torch.no_grad():
-    out = encoder(input_ids=input_ids).last_hidden_state
-seconds = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"seconds": seconds, "peak_mb": peak / 1024, "pass_mb": (peak - baseline) / 1024,
-                  "finite": bool(torch.isfinite(out).all())}))
-"""
+def child(spec: dict) -> dict:
+    """One encoder pass in this (fresh) process: wall time and peak RSS, before and after the pass."""
+    import resource
+    import time
+
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    s = spec["sizes"]
+    if spec["model"] == "t5":
+        from transformers import T5Config, T5EncoderModel
+
+        config = T5Config(vocab_size=s["vocab_size"], d_model=s["d_model"], d_kv=s["d_model"] // s["num_heads"],
+                          d_ff=s["d_ff"], num_layers=s["layers"], num_heads=s["num_heads"], dropout_rate=0.0)
+        encoder = T5EncoderModel(config).eval()
+        encoder.set_attn_implementation("sdpa")
+    else:
+        from hf_longctx import LongCtxConfig, LongCtxModel
+
+        config = LongCtxConfig(vocab_size=s["vocab_size"], d_model=s["d_model"], num_heads=s["num_heads"],
+                               d_ff=s["d_ff"], encoder_layers=s["layers"], decoder_layers=1, dropout=0.0,
+                               position_embedding_type=spec["model"], max_position_embeddings=spec["length"])
+        encoder = LongCtxModel(config).eval().get_encoder()
+    input_ids = torch.randint(2, s["vocab_size"], (1, spec["length"]))
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = encoder(input_ids=input_ids).last_hidden_state
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": seconds, "peak_mb": peak / 1024, "pass_mb": (peak - baseline) / 1024,
+            "finite": bool(torch.isfinite(out).all())}  # fmt: skip
 
 
 @dataclass
@@ -56,7 +61,7 @@ class Arguments:
 
 def measure(model: str, length: int, threads: int) -> dict:
     spec = {"model": model, "length": length, "threads": threads, "sizes": SIZES}
-    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True)
     if done.returncode != 0:
         return {"model": model, "length": length, "error": done.stderr.strip().splitlines()[-1]}
     return {"model": model, "length": length, **json.loads(done.stdout.strip().splitlines()[-1])}
@@ -83,4 +88,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:  # one measurement, in the fresh process `measure` started
+        print(json.dumps(child(json.loads(sys.argv[2]))))
+    else:
+        main()

@@ -344,7 +344,7 @@ def main():
         for name in models
     }
     result["wall_seconds"] = time.perf_counter() - started
-    from hf_longctx.bench import environment
+    from hf_longctx.bench.environment import environment
 
     result["environment"] = environment()  # torch, threads, machine, git commit
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)

@@ -7,7 +7,7 @@ SOURCE_DIR is what `save_pretrained` writes (config.json + weights, tokenizer fi
 model.safetensors, config.json with the modeling code (`AutoModelForSeq2SeqLM.from_pretrained(OUTPUT_DIR)` after
 `import hf_longctx`, or with `trust_remote_code=True`), generation_config.json, the source's tokenizer files and a
 model card naming the source. An unsupported source setting stops with an error naming the field. The mapping and
-its checks live in `hf_longctx/convert.py`.
+its checks live in `hf_longctx/conversion/convert.py`.
 """
 
 import argparse
@@ -16,7 +16,7 @@ import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder in, a local folder out
 
-from hf_longctx.convert import convert_folder  # noqa: E402
+from hf_longctx.conversion.convert import convert_folder  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

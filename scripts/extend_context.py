@@ -18,9 +18,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # The arguments and main live in the library (`hf_longctx.cli`), shared with the console command.
-from hf_longctx import cli  # noqa: E402
-
-ExtendArguments, check_flags, main = cli.ExtendArguments, cli.check_extend_flags, cli.extend_main
+from hf_longctx.cli import extend_main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    extend_main()

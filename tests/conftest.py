@@ -8,6 +8,9 @@ import torch  # noqa: E402
 from hf_longctx import LongCtxConfig, LongCtxForConditionalGeneration  # noqa: E402
 from hf_longctx.positions import encoding_names  # noqa: E402
 
+if os.environ.get("HF_LONGCTX_TEST_DEVICE"):  # e.g. "cuda": scripts/gpu_check.sh runs the unchanged suite on a GPU
+    torch.set_default_device(os.environ["HF_LONGCTX_TEST_DEVICE"])
+
 # Every (encoder, decoder) encoding pair the tests sweep, read from the registry: each encoding in both stacks,
 # plus each decoder-only one (no positions) under an ALiBi encoder. A new registry entry is swept by itself.
 ENCODINGS = list(encoding_names(encoder_allowed=True))

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hf_longctx.bench import BenchArguments, StopAtAccuracy, markdown, plan, rope_parameters_for
+from hf_longctx.bench.extrapolation import BenchArguments, StopAtAccuracy, plan, rope_parameters_for
+from hf_longctx.bench.report import markdown
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
@@ -125,7 +126,7 @@ def test_smoke_benchmark_writes_json_markdown_and_plots(tmp_path, monkeypatch):
     assert "| rope+linear | passkey |" in table and "Command: `python scripts/bench_extrapolation.py" in table
     for png in ("accuracy_vs_length.png", "accuracy_vs_length_kv_recall.png", "depth_heatmap.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sys.modules["bench_extrapolation"]  # the script stays importable (thin wrapper over hf_longctx.bench)
+    assert sys.modules["bench_extrapolation"]  # the script stays importable (thin wrapper over hf_longctx.bench.extrapolation)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +155,7 @@ def test_profile_scripts_print_their_tables(script, argv, expected, monkeypatch,
 def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
     import json
 
-    from hf_longctx.ablation import VARIANTS, AblationArguments, run_ablation
+    from hf_longctx.bench.ablation import VARIANTS, AblationArguments, run_ablation
 
     args = AblationArguments(
         variants=["t5", "t5trunk/alibi"], steps=4, eval_every=2, num_eval=4, batch_size=8, d_model=32, d_ff=64,
@@ -200,7 +201,7 @@ def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
 def test_trunk_ablation_sizes_reference_tables_for_its_lengths_and_refuses_longer(tmp_path):
     """BART's learned table (and Marian's sinusoids) hold `max_position_embeddings` rows: a row is built with as
     many as its longest evaluation; asked later for a longer one, it says so instead of an IndexError."""
-    from hf_longctx.ablation import AblationArguments, run_ablation
+    from hf_longctx.bench.ablation import AblationArguments, run_ablation
 
     args = AblationArguments(
         variants=["bart", "marian"], task="passkey", steps=2, eval_every=2, num_eval=2, batch_size=4, d_model=32,

@@ -28,7 +28,7 @@ from transformers import (
 )
 
 from hf_longctx import LongCtxForConditionalGeneration
-from hf_longctx.convert import convert_model, convert_pretrained
+from hf_longctx.conversion.convert import convert_model, convert_pretrained
 
 CONVERT_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "convert.py"
 VOCAB = 99

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments, TrainerCallback
 
-from hf_longctx.training import DataArguments, ModelArguments, train
+from hf_longctx.training.trainer import DataArguments, ModelArguments, train
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_PY = [sys.executable, "scripts/train.py"]

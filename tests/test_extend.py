@@ -5,7 +5,8 @@ import torch
 from conftest import random_batch, tiny_model
 
 from hf_longctx import LongCtxForConditionalGeneration
-from hf_longctx.extend import extend_context, grow_table
+from hf_longctx.cli import extend_main
+from hf_longctx.conversion.extend import extend_context, grow_table
 
 
 def test_grow_table_copy_tiles_and_interpolate_keeps_the_ends():
@@ -71,22 +72,17 @@ def test_wrong_method_or_missing_trained_length_is_a_value_error():
 
 def test_extend_script_extends_fine_tunes_and_evaluates(tmp_path):
     import json
-    import sys
-    from pathlib import Path
 
-    from hf_longctx.tokenization import build_tokenizer
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import extend_context as script
+    from hf_longctx.data.tokenization import build_tokenizer
 
     tokenizer = build_tokenizer()
     model = tiny_model(position_embedding_type="learned", max_position_embeddings=32, vocab_size=len(tokenizer))
     model.save_pretrained(tmp_path / "short")
     with pytest.raises(ValueError, match="has no tokenizer"):
-        script.main(["--model", str(tmp_path / "short"), "--output_dir", str(tmp_path / "x"), "--target_length", "48", "--method", "copy"])
+        extend_main(["--model", str(tmp_path / "short"), "--output_dir", str(tmp_path / "x"), "--target_length", "48", "--method", "copy"])
     tokenizer.save_pretrained(tmp_path / "short")
     out = tmp_path / "long"
-    script.main(
+    extend_main(
         ["--model", str(tmp_path / "short"), "--output_dir", str(out), "--target_length", "48", "--method", "copy",
          "--finetune_steps", "2", "--eval_lengths", "48", "--num_eval", "4", "--per_device_train_batch_size", "2"]
     )  # fmt: skip
@@ -112,27 +108,17 @@ def test_rope_parameters_given_at_load_time_keep_their_defaults(tmp_path):
     assert torch.isfinite(model(**random_batch(src_len=40)).logits).all()
 
 
-def _script():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
-    import extend_context as script
-
-    return script
-
-
 def test_extend_script_without_fine_tuning_records_no_training_and_keeps_the_tokenizer(tmp_path):
     import json
 
-    from hf_longctx.tokenization import build_tokenizer
+    from hf_longctx.data.tokenization import build_tokenizer
 
     tokenizer = build_tokenizer()
     model = tiny_model(position_embedding_type="learned", max_position_embeddings=32, vocab_size=len(tokenizer))
     model.save_pretrained(tmp_path / "short")
     tokenizer.save_pretrained(tmp_path / "short")
     out = tmp_path / "long"
-    _script().main(
+    extend_main(
         ["--model", str(tmp_path / "short"), "--output_dir", str(out), "--target_length", "48", "--method", "copy",
          "--eval_lengths", "48", "--num_eval", "4"]
     )  # fmt: skip
@@ -143,7 +129,7 @@ def test_extend_script_without_fine_tuning_records_no_training_and_keeps_the_tok
     assert "not fine-tuned" in card and "`copy`" in card and str(tmp_path) not in card
     assert (out / "tokenizer.json").read_bytes() == (tmp_path / "short" / "tokenizer.json").read_bytes()
     # save only: a card too
-    _script().main(["--model", str(tmp_path / "short"), "--output_dir", str(tmp_path / "saved"), "--target_length", "64", "--method", "copy"])
+    extend_main(["--model", str(tmp_path / "short"), "--output_dir", str(tmp_path / "saved"), "--target_length", "64", "--method", "copy"])
     assert "extended to 64 tokens" in (tmp_path / "saved" / "README.md").read_text()
 
 
@@ -158,9 +144,9 @@ def test_extend_script_keeps_a_converted_models_tokenizer_and_refuses_synthetic_
     model.save_pretrained(tmp_path / "converted")
     own.save_pretrained(tmp_path / "converted")
     with pytest.raises(ValueError, match=r"vocabulary the tokenizer .* does not have"):
-        _script().main(["--model", str(tmp_path / "converted"), "--output_dir", str(tmp_path / "x"), "--target_length", "64",
+        extend_main(["--model", str(tmp_path / "converted"), "--output_dir", str(tmp_path / "x"), "--target_length", "64",
                         "--method", "copy", "--finetune_steps", "2"])  # fmt: skip
-    _script().main(["--model", str(tmp_path / "converted"), "--output_dir", str(tmp_path / "y"), "--target_length", "64", "--method", "copy"])
+    extend_main(["--model", str(tmp_path / "converted"), "--output_dir", str(tmp_path / "y"), "--target_length", "64", "--method", "copy"])
     assert (tmp_path / "y" / "tokenizer.json").read_bytes() == (tmp_path / "converted" / "tokenizer.json").read_bytes()
 
 
@@ -185,25 +171,25 @@ def test_a_target_that_extends_nothing_is_refused(make, target, method, trained,
     ],
 )
 def test_extend_script_refuses_flags_it_would_not_use(extra, pattern, tmp_path):
-    from hf_longctx.tokenization import build_tokenizer
+    from hf_longctx.data.tokenization import build_tokenizer
 
     tokenizer = build_tokenizer()
     tiny_model(position_embedding_type="learned", max_position_embeddings=32, vocab_size=len(tokenizer)).save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     with pytest.raises(ValueError, match=pattern):
-        _script().main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o"), "--target_length", "48", "--method", "copy", *extra])
+        extend_main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o"), "--target_length", "48", "--method", "copy", *extra])
 
 
 def test_extend_script_evaluates_the_task_the_source_was_trained_on(tmp_path):
     import json
 
-    from hf_longctx.tokenization import build_tokenizer
+    from hf_longctx.data.tokenization import build_tokenizer
 
     tokenizer = build_tokenizer()
     tiny_model(position_embedding_type="alibi", vocab_size=len(tokenizer)).save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
     (tmp_path / "m" / "results.json").write_text(json.dumps({"task": "multikey"}))
-    _script().main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o"), "--target_length", "48",
+    extend_main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o"), "--target_length", "48",
                     "--method", "none", "--eval_lengths", "48", "--num_eval", "2"])  # fmt: skip
     assert json.loads((tmp_path / "o" / "results.json").read_text())["extension"]["task"] == "multikey"
     with pytest.raises(ValueError, match=r"`trained_length`=64 means nothing to method 'none'"):

@@ -20,11 +20,12 @@ from test_text_data import TINY_MODEL, text_args, tiny_training_args
 from test_training import tiny_run_args
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from hf_longctx import cli, hub, model_card
-from hf_longctx.data import make_task
-from hf_longctx.model_card import build_card_data, check_model_card, write_model_card
-from hf_longctx.text_training import train_text
-from hf_longctx.training import ModelArguments, train
+from hf_longctx import cli
+from hf_longctx.data.tasks import make_task
+from hf_longctx.hub import model_card, push
+from hf_longctx.hub.model_card import build_card_data, check_model_card, write_model_card
+from hf_longctx.training.text import train_text
+from hf_longctx.training.trainer import ModelArguments, train
 
 REPO = Path(__file__).resolve().parent.parent
 PUSH_SCRIPT = [sys.executable, str(REPO / "scripts" / "push_to_hub.py")]
@@ -235,8 +236,8 @@ def test_incomplete_folder_fails_naming_what_is_missing(trained, tmp_path, remov
         remove(folder)
     else:
         (folder / remove).unlink()
-    with pytest.raises(hub.IncompleteModelFolderError, match=message):
-        hub.push_model_folder(folder, REPO_ID, dry_run=True, staging_dir=tmp_path / "staging")
+    with pytest.raises(push.IncompleteModelFolderError, match=message):
+        push.push_model_folder(folder, REPO_ID, dry_run=True, staging_dir=tmp_path / "staging")
     assert not (tmp_path / "staging").exists(), "nothing is staged from an incomplete folder"
 
 
@@ -286,7 +287,7 @@ def _copy_of(folder: Path, tmp_path: Path) -> Path:
 
 
 def test_logs_and_training_arguments_are_not_staged(trained, tmp_path):
-    from hf_longctx.hub import files_to_upload
+    from hf_longctx.hub.push import files_to_upload
 
     folder = _copy_of(trained[0], tmp_path)
     for name in ("train.log", "nohup.out", "run.err"):
@@ -298,7 +299,7 @@ def test_logs_and_training_arguments_are_not_staged(trained, tmp_path):
 
 
 def test_a_link_leaving_the_folder_is_not_followed(trained, tmp_path, caplog):
-    from hf_longctx.hub import files_to_upload
+    from hf_longctx.hub.push import files_to_upload
 
     folder = _copy_of(trained[0], tmp_path)
     secret = tmp_path / "secret.txt"
@@ -312,7 +313,7 @@ def test_a_link_leaving_the_folder_is_not_followed(trained, tmp_path, caplog):
 
 
 def test_a_file_with_a_hub_token_is_refused_naming_it(trained, tmp_path):
-    from hf_longctx.hub import stage_model_folder
+    from hf_longctx.hub.push import stage_model_folder
 
     folder = _copy_of(trained[0], tmp_path)
     (folder / "notes.txt").write_text("token = hf_" + "aB3" * 12 + "\n")
@@ -323,7 +324,7 @@ def test_a_file_with_a_hub_token_is_refused_naming_it(trained, tmp_path):
 def test_a_hub_token_in_the_weights_metadata_is_refused_too(trained, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from hf_longctx.hub import files_to_upload
+    from hf_longctx.hub.push import files_to_upload
 
     folder = _copy_of(trained[0], tmp_path)
     weights = load_file(folder / "model.safetensors")
@@ -333,7 +334,7 @@ def test_a_hub_token_in_the_weights_metadata_is_refused_too(trained, tmp_path):
 
 
 def test_the_model_card_names_no_absolute_path_of_this_machine(tmp_path, monkeypatch):
-    from hf_longctx.model_card import invocation_command
+    from hf_longctx.hub.model_card import invocation_command
 
     monkeypatch.chdir(REPO)
     command = invocation_command([str(REPO / "scripts" / "train.py"), "--output_dir", str(REPO / "runs" / "x"), f"--logging_dir={REPO}/logs"])
@@ -347,7 +348,7 @@ def test_push_creates_the_repo_and_uploads_the_staged_folder(trained, monkeypatc
     RecordingApi.calls = []
     monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    result = hub.push_model_folder(trained[0], REPO_ID, private=True, commit_message="tiny")
+    result = push.push_model_folder(trained[0], REPO_ID, private=True, commit_message="tiny")
 
     (create, repo_id, create_kwargs), (upload, _, upload_kwargs) = RecordingApi.calls
     assert (create, repo_id, upload) == ("create_repo", REPO_ID, "upload_folder")
@@ -363,7 +364,7 @@ def test_push_refuses_to_upload_offline(trained, monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(RuntimeError, match="HF_HUB_OFFLINE"):
-        hub.push_model_folder(trained[0], REPO_ID)
+        push.push_model_folder(trained[0], REPO_ID)
 
 
 # ----------------------------------------------------------------------------------------- console commands

@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq, Seq2SeqTrainingArguments
 
-from hf_longctx.text_data import (
+from hf_longctx.data.text import (
     FILE_BUILDERS,
     check_target_length,
     chunk_token_ids,
@@ -26,9 +26,9 @@ from hf_longctx.text_data import (
     train_bpe_tokenizer,
     uncorrupt,
 )
-from hf_longctx.text_training import TextDataArguments, build_text_examples, train_text
-from hf_longctx.tokenization import build_tokenizer
-from hf_longctx.training import ModelArguments
+from hf_longctx.data.tokenization import build_tokenizer
+from hf_longctx.training.text import TextDataArguments, build_text_examples, train_text
+from hf_longctx.training.trainer import ModelArguments
 
 REPO = Path(__file__).resolve().parent.parent
 CORPUS_TXT = REPO / "data" / "devils_dictionary.txt"

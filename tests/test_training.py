@@ -14,9 +14,9 @@ import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, GenerationConfig, Seq2SeqTrainingArguments
 
 from hf_longctx import LongCtxConfig
-from hf_longctx.data import DIGITS, LETTERS, TASKS, make_task
-from hf_longctx.tokenization import build_tokenizer
-from hf_longctx.training import DataArguments, ModelArguments, train
+from hf_longctx.data.tasks import DIGITS, LETTERS, TASKS, make_task
+from hf_longctx.data.tokenization import build_tokenizer
+from hf_longctx.training.trainer import DataArguments, ModelArguments, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -156,14 +156,14 @@ def no_network(monkeypatch):
 
 
 def test_metrics_load_by_path_offline(no_network, monkeypatch):
-    monkeypatch.chdir(REPO)  # the documented call: evaluate.load("hf_longctx/metrics/<name>") from the repository root
-    exact_match = evaluate.load("hf_longctx/metrics/exact_match")
+    monkeypatch.chdir(REPO)  # the documented call from the repository root: evaluate.load("hf_longctx/training/metrics/<name>")
+    exact_match = evaluate.load("hf_longctx/training/metrics/exact_match")
     assert exact_match.compute(predictions=["1 2 3", " 4  5 ", "x"], references=["1 2 3", "4 5", "y"]) == {
         "exact_match": pytest.approx(2 / 3)
     }
     assert exact_match.compute(predictions=["A b"], references=["a B"], ignore_case=True)["exact_match"] == 1.0
 
-    token_accuracy = evaluate.load("hf_longctx/metrics/token_accuracy")
+    token_accuracy = evaluate.load("hf_longctx/training/metrics/token_accuracy")
     # 2 of 3 positions, then 1 of max(1, 2) positions: (2 + 1) / (3 + 2); the missing "y" counts as an error
     refs = [["a", "b", "d"], ["x", "y"]]
     assert token_accuracy.compute(predictions=[["a", "b", "c"], ["x"]], references=refs)["token_accuracy"] == 0.6
@@ -171,7 +171,7 @@ def test_metrics_load_by_path_offline(no_network, monkeypatch):
         2 / 3
     )
 
-    chrf = evaluate.load(str(REPO / "hf_longctx" / "metrics" / "chrf"))  # an absolute path works from anywhere
+    chrf = evaluate.load(str(REPO / "hf_longctx" / "training" / "metrics" / "chrf"))  # an absolute path works from anywhere
     scores = chrf.compute(predictions=["the cat sat on the mat"], references=["the cat sat on the mat"])
     assert scores["chrf"] == pytest.approx(100.0) and scores["bleu"] == pytest.approx(100.0)
     assert chrf.compute(predictions=["xyz"], references=[["the cat", "a dog"]])["chrf"] < 10
@@ -229,7 +229,7 @@ def test_train_writes_a_loadable_folder_and_results(tmp_path):
     with torch.no_grad():
         generated = model.generate(**batch, max_length=7)
     predictions = tokenizer.batch_decode(generated, skip_special_tokens=True)
-    token_accuracy = evaluate.load(str(REPO / "hf_longctx" / "metrics" / "token_accuracy"))
+    token_accuracy = evaluate.load(str(REPO / "hf_longctx" / "training" / "metrics" / "token_accuracy"))
     score = token_accuracy.compute(
         predictions=[p.split() for p in predictions], references=[t.split() for t in raw["target"]]
     )["token_accuracy"]
@@ -245,7 +245,7 @@ def test_final_folder_holds_training_arguments_as_json_not_a_pickle(tmp_path):
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     from safetensors.torch import load_file
 
-    from hf_longctx.training import NonFiniteTrainingError
+    from hf_longctx.training.trainer import NonFiniteTrainingError
 
     args = tiny_run_args(tmp_path, learning_rate=1e30, max_steps=6, save_strategy="steps", save_steps=1, eval_strategy="no")
     with pytest.raises(NonFiniteTrainingError, match=r"Training stopped at step \d+: the gradient norm is (nan|inf).*`learning_rate` \(now 1e\+30\)"):
@@ -318,7 +318,7 @@ def test_flags_that_cancel_each_other_are_refused(argv, pattern, tmp_path):
 
 
 def test_resume_last_skips_a_half_written_checkpoint(tmp_path, caplog):
-    from hf_longctx.training import checkpoint_to_resume
+    from hf_longctx.training.trainer import checkpoint_to_resume
 
     for step, complete in ((2, True), (4, True), (6, False), (10, False)):
         folder = tmp_path / f"checkpoint-{step}"
@@ -385,8 +385,8 @@ def test_script_demo_defaults_and_overrides(train_script, tmp_path):
 
 
 def test_build_model_sizes_positions_by_encoding():
-    from hf_longctx.tokenization import build_tokenizer
-    from hf_longctx.training import ModelArguments, build_model
+    from hf_longctx.data.tokenization import build_tokenizer
+    from hf_longctx.training.trainer import ModelArguments, build_model
 
     tokenizer = build_tokenizer()
     learned = build_model(ModelArguments(position_embedding_type="learned"), tokenizer, 2048, trained_length=64)
@@ -422,7 +422,7 @@ def test_a_non_editable_install_trains_and_writes_its_card(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert install.returncode == 0, install.stderr
-    assert (target / "hf_longctx" / "metrics" / "exact_match" / "exact_match.py").is_file()
+    assert (target / "hf_longctx" / "training" / "metrics" / "exact_match" / "exact_match.py").is_file()
     out = tmp_path / "run"
     run = subprocess.run(
         [sys.executable, "-c", "import sys, hf_longctx.cli as c; sys.stderr.write('FROM ' + c.__file__ + chr(10)); c.train_main()",
@@ -447,7 +447,7 @@ def test_a_non_editable_install_trains_and_writes_its_card(tmp_path):
     ],
 )
 def test_reference_models_have_the_same_sizes(reference, cls, kwargs):
-    from hf_longctx.training import build_model
+    from hf_longctx.training.trainer import build_model
 
     tokenizer = build_tokenizer()
     model = build_model(ModelArguments(d_model=32, num_heads=4, d_ff=64, reference=reference, **kwargs), tokenizer, 256)
@@ -469,7 +469,7 @@ def test_reference_models_have_the_same_sizes(reference, cls, kwargs):
     ],
 )
 def test_longctx_options_with_a_reference_model_are_refused(kwargs, named):
-    from hf_longctx.training import build_model
+    from hf_longctx.training.trainer import build_model
 
     with pytest.raises(ValueError, match=rf"`reference`='t5' builds HF's model .*{named}"):
         build_model(ModelArguments(reference="t5", **kwargs), build_tokenizer(), 256)
@@ -484,7 +484,7 @@ def test_longctx_options_with_a_reference_model_are_refused(kwargs, named):
     ],
 )
 def test_config_overrides_reach_the_config(overrides, expected):
-    from hf_longctx.training import build_model
+    from hf_longctx.training.trainer import build_model
 
     model = build_model(ModelArguments(config_overrides=overrides), build_tokenizer(), 256, trained_length=64)
     for name, value in expected.items():
@@ -493,7 +493,7 @@ def test_config_overrides_reach_the_config(overrides, expected):
 
 @pytest.mark.parametrize("overrides, pattern", [("norm_typ=rmsnorm", "did you mean `norm_type`"), ("rmsnorm", "is not `field=value`")])
 def test_bad_config_overrides_are_refused(overrides, pattern):
-    from hf_longctx.training import build_model
+    from hf_longctx.training.trainer import build_model
 
     with pytest.raises(ValueError, match=pattern):
         build_model(ModelArguments(config_overrides=overrides), build_tokenizer(), 256)
@@ -507,14 +507,14 @@ def test_bad_config_overrides_are_refused(overrides, pattern):
     ],
 )
 def test_config_overrides_name_only_fields(overrides, pattern):
-    from hf_longctx.training import build_model
+    from hf_longctx.training.trainer import build_model
 
     with pytest.raises(ValueError, match=pattern):
         build_model(ModelArguments(config_overrides=overrides), build_tokenizer(), 256)
 
 
 def test_config_overrides_replace_the_built_values_and_take_dicts():
-    from hf_longctx.training import build_model
+    from hf_longctx.training.trainer import build_model
 
     model = build_model(
         ModelArguments(position_embedding_type="rope", config_overrides='d_model=128,attention_scale=1,rope_parameters={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64}'),
@@ -527,7 +527,7 @@ def test_config_overrides_replace_the_built_values_and_take_dicts():
 def test_a_default_training_model_warns_about_no_unused_option(caplog):
     import logging
 
-    from hf_longctx.training import build_model
+    from hf_longctx.training.trainer import build_model
 
     logging.Logger.warning_once.cache_clear()
     for encoding in ("alibi", "relative", "rope", "learned", "sinusoidal"):

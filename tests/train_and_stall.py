@@ -35,7 +35,7 @@ def main() -> None:
     spec = importlib.util.spec_from_file_location("train_script", REPO / "scripts" / "train.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)  # sets the script's environment defaults (threads, offline)
-    from hf_longctx.training import train
+    from hf_longctx.training.trainer import train
 
     train(*script.parse_args(argv), callbacks=[StallAtStep(stall_step)])
 

@@ -42,6 +42,7 @@ LETTERS = list(string.ascii_lowercase)
 SYMBOLS = LETTERS + DIGITS  # alphabet of copy / reverse
 KEY_MARKER, KV_SEP, QUERY_MARKER, FILLER = "KEY", "=", "?", "."
 MARKERS = [KEY_MARKER, KV_SEP, QUERY_MARKER, FILLER]
+DEPTH_BINS = 5  # exact match by needle depth: [0, 0.2), [0.2, 0.4), ..., [0.8, 1.0]
 
 PASSKEY_DIGITS = 5
 KV_KEY_LETTERS, KV_VALUE_DIGITS = 2, 3
@@ -196,3 +197,16 @@ def make_task(
 
 
 __all__ = ["TASKS", "make_task", "DIGITS", "LETTERS", "SYMBOLS", "MARKERS"]
+
+
+def depth_bin_labels() -> list[str]:
+    """The DEPTH_BINS equal bins of needle depth, as tables and plots label them ("0.0-0.2", ...)."""
+    return [f"{i / DEPTH_BINS:.1f}-{(i + 1) / DEPTH_BINS:.1f}" for i in range(DEPTH_BINS)]
+
+
+def exact_match_by_depth(predictions: list[str], references: list[str], depths: list[float]) -> list[float | None]:
+    """Exact match in DEPTH_BINS equal bins of needle depth (None for an empty bin)."""
+    hits = [[] for _ in range(DEPTH_BINS)]
+    for prediction, reference, depth in zip(predictions, references, depths, strict=True):
+        hits[min(int(depth * DEPTH_BINS), DEPTH_BINS - 1)].append(prediction.split() == reference.split())
+    return [sum(h) / len(h) if h else None for h in hits]

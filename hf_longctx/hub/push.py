@@ -73,7 +73,7 @@ def check_model_folder(folder: str | os.PathLike) -> None:
     try:
         check_model_card(folder / MODEL_CARD)
     except ValueError as error:
-        problems.append(f"model card: {error} (`hf_longctx.model_card.write_model_card(folder, results)`)")
+        problems.append(f"model card: {error} (`hf_longctx.hub.model_card.write_model_card(folder, results)`)")
     if problems:
         raise IncompleteModelFolderError(
             f"{folder} is not a complete hf_longctx model folder:\n"

@@ -5,7 +5,7 @@
   (`hf_longctx`, the position encodings, the task), datasets (a hub dataset only where one was used: the synthetic
   tasks are generated, not downloaded), metrics, and the evaluation results as `eval_results` (the model-index:
   one entry per evaluation length and metric);
-- the body is `hf_longctx/model_card_template.md` (Jinja) filled from `results` (what `train` returns) and the folder's
+- the body is `hf_longctx/hub/model_card_template.md` (Jinja) filled from `results` (what `train` returns) and the folder's
   `config.json`: architecture and position encoding, training data and lengths, the results table, how to load it,
   limitations and the command that produced it.
 
@@ -23,8 +23,9 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.utils import logging
 
-from .configuration_longctx import SAVED_BEFORE, has_relative_bias
-from .positions import POSITION_ENCODINGS, PositionEncoding
+from ..configuration_longctx import SAVED_BEFORE, has_relative_bias
+from ..data.tasks import depth_bin_labels
+from ..positions import POSITION_ENCODINGS, PositionEncoding
 
 logger = logging.get_logger(__name__)
 
@@ -33,7 +34,7 @@ logger = logging.get_logger(__name__)
 # The project's committed length-extrapolation benchmark (`scripts/bench_extrapolation.py`): where a source checkout
 # has it, every card shows its table and plot next to the model's own evaluation.
 BENCHMARK_DIR = Path(
-    os.environ.get("HF_LONGCTX_BENCHMARK_DIR", Path(__file__).resolve().parent.parent / "results" / "extrapolation")
+    os.environ.get("HF_LONGCTX_BENCHMARK_DIR", Path(__file__).resolve().parents[2] / "results" / "extrapolation")
 )
 BENCHMARK_PLOT = "accuracy_vs_length.png"
 MODEL_CARD_TEMPLATE = Path(
@@ -43,7 +44,6 @@ MODEL_CARD_TEMPLATE = Path(
 )
 MODEL_CARD = "README.md"
 PIPELINE_TAG = "text2text-generation"  # the hub's task for encoder-decoder generation (transformers 5 has no pipeline)
-DEPTH_BINS = 5  # as training.DEPTH_BINS (not imported: training imports this module)
 TEXT_METRICS = (("loss", "Loss"), ("exact_match", "Exact match"), ("token_accuracy", "Token accuracy"),
                 ("chrf", "chrF"), ("bleu", "BLEU"))  # fmt: skip
 
@@ -118,7 +118,7 @@ def write_model_card(
     else:
         logger.warning(
             f"No model card template at {MODEL_CARD_TEMPLATE}: writing huggingface_hub's generic card. Run from a "
-            "source checkout of hf_longctx or set HF_LONGCTX_MODEL_CARD_TEMPLATE to `hf_longctx/model_card_template.md`."
+            "source checkout of hf_longctx or set HF_LONGCTX_MODEL_CARD_TEMPLATE to `hf_longctx/hub/model_card_template.md`."
         )
         card = ModelCard.from_template(card_data, model_id=model_id, model_summary=template_kwargs["summary"])
     path = output_dir / MODEL_CARD
@@ -133,7 +133,7 @@ def check_model_card(path: str | os.PathLike, expected: ModelCardData | None = N
     (with `expected`) round-trips to it. `ModelCard.validate` checks the same on the hub, which needs the network."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"No model card at {path}: write one with `hf_longctx.model_card.write_model_card`.")
+        raise ValueError(f"No model card at {path}: write one with `hf_longctx.hub.model_card.write_model_card`.")
     text = path.read_text(encoding="utf-8")
     if not text.startswith("---"):
         raise ValueError(f"{path} has no YAML metadata block (a model card starts with `---`).")
@@ -237,7 +237,7 @@ def is_synthetic(results: dict) -> bool:
 
 
 def template_values(results, config, training_args, command, model_id, example_source) -> dict:
-    """The Jinja variables of `hf_longctx/model_card_template.md`."""
+    """The Jinja variables of `hf_longctx/hub/model_card_template.md`."""
     encoder_pe, decoder_pe = _stack_encodings(config).values()
     values = {
         "model_id": model_id,
@@ -290,7 +290,7 @@ def _synthetic_values(results: dict, example_source: str | None) -> dict:
             values = ["-" if v is None else f"{v:.2f}" for v in scores["exact_match_by_depth"]]
             depth_rows.append({"length": length, "bins": values})
     if example_source is None:
-        from .data import make_task  # the generator of the training data: a real input of the task
+        from ..data.tasks import make_task  # the generator of the training data: a real input of the task
 
         min_len = data_args["train_min_len"]
         example_source = make_task(task, 1, min_len, min_len, seed=data_args["dataset_seed"])[0]["source"]
@@ -306,7 +306,7 @@ def _synthetic_values(results: dict, example_source: str | None) -> dict:
         "dataset_seed": data_args["dataset_seed"],
         "eval_rows": rows,
         "depth_rows": depth_rows,
-        "depth_bins": [f"{i / DEPTH_BINS:.1f}-{(i + 1) / DEPTH_BINS:.1f}" for i in range(DEPTH_BINS)],
+        "depth_bins": depth_bin_labels(),
         "example_source": repr(example_source),
     }
 
@@ -540,7 +540,7 @@ def _versions() -> dict:
     import torch
     import transformers
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "hf_longctx_version": __version__,

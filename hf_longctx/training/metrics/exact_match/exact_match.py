@@ -1,7 +1,7 @@
 """Exact match: the share of predictions equal to their reference, as strings (an `evaluate` module).
 
 Same layout as the hub's metrics (`<name>/<name>.py` holding one `evaluate.Metric`), shipped with hf_longctx so that
-`evaluate.load("hf_longctx/metrics/exact_match")` works offline (by path, no hub lookup).
+`evaluate.load("hf_longctx/training/metrics/exact_match")` works offline (by path, no hub lookup).
 """
 
 import datasets
@@ -22,7 +22,7 @@ Args:
 Returns:
     exact_match (`float`): in [0, 1]; 1.0 means every prediction matched.
 Examples:
-    >>> exact_match = evaluate.load("hf_longctx/metrics/exact_match")
+    >>> exact_match = evaluate.load("hf_longctx/training/metrics/exact_match")
     >>> exact_match.compute(predictions=["1 2 3", "4 5"], references=["1 2 3", "4 6"])
     {'exact_match': 0.5}
 """

@@ -1,6 +1,6 @@
 """Convert BART, T5 (original and v1.1) and Marian checkpoints into hf_longctx, with the same outputs.
 
-    from hf_longctx.convert import convert_pretrained
+    from hf_longctx.conversion.convert import convert_pretrained
     model = convert_pretrained("path/to/bart-folder")       # or convert_model(BartForConditionalGeneration(...))
     python scripts/convert.py SOURCE_DIR OUTPUT_DIR         # a loadable folder: weights, code, tokenizer, model card
 
@@ -28,9 +28,9 @@ from torch import nn
 from transformers import AutoModelForSeq2SeqLM, PreTrainedModel
 from transformers.utils import logging
 
-from .configuration_longctx import LongCtxConfig
-from .modeling_longctx import LongCtxForConditionalGeneration
-from .positions import SinusoidalPositions
+from ..configuration_longctx import LongCtxConfig
+from ..modeling_longctx import LongCtxForConditionalGeneration
+from ..positions import SinusoidalPositions
 
 logger = logging.get_logger(__name__)
 
@@ -412,7 +412,7 @@ def write_conversion_card(output_dir: Path, source: PreTrainedModel, source_dir:
             f'model = AutoModelForSeq2SeqLM.from_pretrained("{output_dir.name}")',
             "```",
             "",
-            "Produced by `scripts/convert.py`; see `hf_longctx/convert.py` for the mapping.",
+            "Produced by `scripts/convert.py`; see `hf_longctx/conversion/convert.py` for the mapping.",
             "",
         ]
     )

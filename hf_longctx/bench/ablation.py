@@ -21,9 +21,10 @@ from pathlib import Path
 
 from transformers.utils import logging
 
-from .bench import StopAtAccuracy, environment, evaluate_length, load_model, recipe_training_args
-from .tokenization import build_tokenizer
-from .training import DataArguments, ModelArguments, train
+from ..data.tokenization import build_tokenizer
+from ..training.trainer import DataArguments, ModelArguments, train
+from .environment import environment
+from .extrapolation import StopAtAccuracy, exact_match_at_length, load_model, recipe_training_args
 
 logger = logging.get_logger(__name__)
 
@@ -299,7 +300,7 @@ def extrapolate(args: AblationArguments, row: dict) -> bool:
                 f"({max(lengths)}); train the row again with these `lengths` (its table is sized from them)."
             )
         for n in lengths:
-            scores = evaluate_length(
+            scores = exact_match_at_length(
                 model, tokenizer, row["protocol"]["task"], n, args.num_eval, 10_000 + n, args.batch_size,
                 num_records=row["protocol"].get("num_records"),
             )  # fmt: skip

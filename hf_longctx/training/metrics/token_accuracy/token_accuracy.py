@@ -1,7 +1,7 @@
 """Token accuracy of generated sequences: position-wise matches against the reference (an `evaluate` module).
 
 Same layout as the hub's metrics (`<name>/<name>.py` holding one `evaluate.Metric`), shipped with hf_longctx so that
-`evaluate.load("hf_longctx/metrics/token_accuracy")` works offline (by path, no hub lookup).
+`evaluate.load("hf_longctx/training/metrics/token_accuracy")` works offline (by path, no hub lookup).
 """
 
 import datasets
@@ -21,7 +21,7 @@ Args:
 Returns:
     token_accuracy (`float`): in [0, 1] (0.0 when every sequence is empty).
 Examples:
-    >>> token_accuracy = evaluate.load("hf_longctx/metrics/token_accuracy")
+    >>> token_accuracy = evaluate.load("hf_longctx/training/metrics/token_accuracy")
     >>> token_accuracy.compute(predictions=[["a", "b", "c"], ["x"]], references=[["a", "b", "d"], ["x", "y"]])
     {'token_accuracy': 0.6}
 """

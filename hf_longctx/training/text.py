@@ -26,8 +26,7 @@ from transformers import (
 )
 from transformers.utils import logging
 
-from .model_card import write_model_card
-from .text_data import (
+from ..data.text import (
     check_columns,
     check_target_length,
     chunk_token_ids,
@@ -39,7 +38,8 @@ from .text_data import (
     span_counts,
     train_bpe_tokenizer,
 )
-from .training import RESULTS_JSON, ModelArguments, build_model, fit, load_metric, start_run
+from ..hub.model_card import write_model_card
+from .trainer import RESULTS_JSON, ModelArguments, build_model, fit, load_metric, start_run
 
 logger = logging.get_logger(__name__)
 CHRF_KEYS = ("chrf", "bleu")  # the chrf module also echoes its settings (char_order, ...)

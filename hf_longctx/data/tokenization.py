@@ -12,7 +12,7 @@ The tokenizer is a plain `PreTrainedTokenizerFast`: `save_pretrained(folder)` wr
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-from .data import DIGITS, LETTERS, MARKERS
+from .tasks import DIGITS, LETTERS, MARKERS
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 SPECIAL_TOKENS = [PAD, EOS, UNK]  # ids 0, 1, 2

@@ -1,7 +1,7 @@
 """chrF (and chrF++) with corpus BLEU alongside, both computed by `sacrebleu` (an `evaluate` module).
 
 Same layout as the hub's metrics (`<name>/<name>.py` holding one `evaluate.Metric`), shipped with hf_longctx so that
-`evaluate.load("hf_longctx/metrics/chrf")` works offline (by path, no hub lookup).
+`evaluate.load("hf_longctx/training/metrics/chrf")` works offline (by path, no hub lookup).
 """
 
 import datasets
@@ -24,7 +24,7 @@ Args:
 Returns:
     chrf (`float`), bleu (`float`): corpus scores in [0, 100]; char_order, word_order, beta: the settings used.
 Examples:
-    >>> chrf = evaluate.load("hf_longctx/metrics/chrf")
+    >>> chrf = evaluate.load("hf_longctx/training/metrics/chrf")
     >>> chrf.compute(predictions=["the cat sat"], references=["the cat sat"])["chrf"]
     100.0
 """

@@ -25,9 +25,6 @@ and `depth_heatmap.png` (depth x length for the best variant). The JSON is rewri
 """
 
 import json
-import math
-import os
-import platform
 import shlex
 import sys
 import time
@@ -38,15 +35,16 @@ import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments, TrainerCallback
 from transformers.utils import logging
 
-from .data import make_task
-from .positions import encoding_names
-from .training import DEPTH_BINS, DataArguments, ModelArguments, exact_match_by_depth, train
+from ..data.tasks import exact_match_by_depth, make_task
+from ..positions import encoding_names
+from ..training.trainer import RESULTS_JSON, RESULTS_TABLE, DataArguments, ModelArguments, load_metric, train
+from .environment import environment
+from .report import markdown, plot
 
 logger = logging.get_logger(__name__)
 
 ROPE_SCALINGS = ("linear", "dynamic", "yarn")
 DYNAMIC_FACTOR = 1.0  # NTK-aware base growth keyed on the current length: base * (L / trained)^(d / (d - 2))
-RESULTS_JSON, RESULTS_TABLE = "results.json", "results.md"
 
 
 @dataclass
@@ -232,7 +230,7 @@ def load_model(folder: Path, rope_parameters: dict | None, logn_length: int | No
 
 
 @torch.no_grad()
-def evaluate_length(
+def exact_match_at_length(
     model, tokenizer, task: str, length: int, num_eval: int, seed: int, batch_size: int, num_records: int | None = None
 ) -> dict:
     """Greedy exact match on `num_eval` examples of one source length (equal lengths: no padding), by depth too."""
@@ -245,10 +243,9 @@ def evaluate_length(
         encoded = tokenizer(raw["source"][i : i + batch_size], return_tensors="pt")
         generated = model.generate(**encoded, max_length=max_length, do_sample=False, num_beams=1)
         predictions += tokenizer.batch_decode(generated, skip_special_tokens=True)
-    hits = [p.split() == r.split() for p, r in zip(predictions, raw["target"], strict=True)]
     result = {
-        "exact_match": sum(hits) / len(hits),
-        "num_samples": len(hits),
+        **load_metric("exact_match").compute(predictions=predictions, references=list(raw["target"])),
+        "num_samples": len(predictions),
         "seconds": round(time.perf_counter() - start, 1),
     }
     if min(raw["depth"]) >= 0:
@@ -341,7 +338,7 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
             trained[key] = train_variant(args, spec["task"], spec["encoding"], spec["randomized"], spec["seed"], folder)
         lengths = args.lengths if spec["task"] == "passkey" else (args.second_task_lengths or args.lengths)
         row = {**spec, "training": trained[key], "eval": {}}
-        from .tokenization import build_tokenizer
+        from ..data.tokenization import build_tokenizer
 
         tokenizer = build_tokenizer()
         model, loaded_with = None, "unset"
@@ -353,7 +350,7 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
                 if model.config.cross_attention_logn_length != logn_length:
                     raise RuntimeError(f"cross_attention_logn_length={logn_length} did not reach the model config.")
             try:
-                scores = evaluate_length(
+                scores = exact_match_at_length(
                     model, tokenizer, spec["task"], length, args.num_eval, 10_000 + i, args.batch_size
                 )
             except ValueError as error:  # e.g. `learned` past its table
@@ -372,38 +369,6 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
     return results
 
 
-def _training_key(row: dict, default_seed: int) -> tuple:
-    """Rows with the same key share one trained model (the rope scalings reuse the rope model)."""
-    return row["task"], row["encoding"], row["randomized"], row.get("seed", default_seed)
-
-
-def environment() -> dict:
-    """Where a result was made: torch, threads, machine and the checkout's commit."""
-    return {
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "git_commit": _git_commit(),
-    }
-
-
-def _git_commit() -> str | None:
-    """HEAD of the checkout the benchmark runs from, with `+dirty` when tracked files differ (None outside git)."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        )
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "hf_longctx"], cwd=root).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip() + ("+dirty" if dirty else "")
-
-
 def write_outputs(results: dict, output_dir: Path, plots: bool = True) -> None:
     (output_dir / RESULTS_JSON).write_text(json.dumps(results, indent=1) + "\n")
     (output_dir / RESULTS_TABLE).write_text(markdown(results))
@@ -411,146 +376,9 @@ def write_outputs(results: dict, output_dir: Path, plots: bool = True) -> None:
         plot(results, output_dir)
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _training_key(row: dict, default_seed: int) -> tuple:
+    """Rows with the same key share one trained model (the rope scalings reuse the rope model)."""
+    return row["task"], row["encoding"], row["randomized"], row.get("seed", default_seed)
 
 
-def best_row(rows: list[dict], train_max: int) -> dict:
-    """The passkey row with the highest mean exact match past the training length (ties: the first)."""
-    candidates = [r for r in rows if r["task"] == "passkey"] or rows
-
-    def score(row):
-        long = [v["exact_match"] or 0.0 for k, v in row["eval"].items() if int(k) > train_max]
-        return sum(long) / len(long) if long else 0.0
-
-    return max(candidates, key=score)
-
-
-def markdown(results: dict) -> str:
-    p = results["protocol"]
-    rows = results["rows"]
-    lengths = sorted({int(k) for r in rows for k in r["eval"]})
-    lines = [
-        f"# Length extrapolation: passkey retrieval, trained at {p['train_min_len']}-{p['train_max_len']} tokens",
-        "",
-        "Command: " + "; then ".join(f"`{c}`" for c in results.get("commands", [results["command"]])),
-        "",
-        f"Protocol: d_model {p['d_model']}, {p['layers']}+{p['layers']} layers, 4 heads, batch {p['batch_size']}, "
-        f"AdamW lr {p['learning_rate']} cosine, {p['steps']} steps"
-        + (f" or until in-distribution exact match >= {p['target_accuracy']}" if p.get("stop_at_target") else "")
-        + f"; '>=target at' = first check (every {p['eval_every']} steps, {p['num_eval']} examples) with "
-        f"in-distribution exact match >= {p['target_accuracy']}; greedy exact "
-        f"match on {p['num_eval']} examples per length (x = multiple of the longest training length). "
-        f"rope+linear/yarn: factor = length/{p['train_max_len']} past {p['train_max_len']}; rope+dynamic: NTK base "
-        f"growth (factor {DYNAMIC_FACTOR}); all on the trained rope weights. +logn: the same trained model with the "
-        f"cross-attention queries scaled by max(1, log n / log {p['train_max_len']}) at inference "
-        f"(`cross_attention_logn_length`). +randomized: positions sampled below "
-        f"{max(p['lengths'])} in training. Environment: {results['environment']}. Wall time "
-        f"{results.get('wall_seconds', 0) / 60:.1f} min.",
-        "",
-        *[f"- {note}" for note in results.get("notes", [])],
-        *([""] if results.get("notes") else []),
-        "| variant | task | steps | >=target at | in-dist EM | "
-        + " | ".join(f"{n} ({n / p['train_max_len']:g}x)" for n in lengths)
-        + " |",
-        "|---|---|---:|---:|---:|" + "---:|" * len(lengths),
-    ]
-    for r in rows:
-        t = r["training"]
-        cells = [_fmt(r["eval"].get(str(n), {}).get("exact_match")) for n in lengths]
-        lines.append(
-            f"| {r['name']} | {r['task']} | {t['steps']} | {t['solved_at'] or 'not reached'} | "
-            f"{_fmt(t['in_distribution_exact_match'])} | " + " | ".join(cells) + " |"
-        )
-    lines += seed_summary(rows, lengths, p["train_max_len"])
-    best = best_row(rows, p["train_max_len"]) if rows else None
-    if best is not None and any("exact_match_by_depth" in v for v in best["eval"].values()):
-        bins = [f"{i / DEPTH_BINS:.1f}-{(i + 1) / DEPTH_BINS:.1f}" for i in range(DEPTH_BINS)]
-        lines += [
-            "",
-            f"Exact match by needle depth, best variant ({best['name']}):",
-            "",
-            "| length | " + " | ".join(bins) + " |",
-            "|---:|" + "---:|" * DEPTH_BINS,
-        ]
-        for n, v in best["eval"].items():
-            lines.append(
-                f"| {n} | " + " | ".join(_fmt(x) for x in v.get("exact_match_by_depth", [None] * DEPTH_BINS)) + " |"
-            )
-    return "\n".join(lines) + "\n"
-
-
-def seed_summary(rows: list[dict], lengths: list[int], train_max: int) -> list[str]:
-    """Markdown lines: per variant trained with several seeds, the mean and (worst seed) exact match per length."""
-    by_variant: dict[str, list[dict]] = {}
-    for row in rows:
-        by_variant.setdefault(row.get("variant", row["name"]), []).append(row)
-    repeated = {name: group for name, group in by_variant.items() if len(group) > 1}
-    if not repeated:
-        return []
-    lines = [
-        "",
-        "Across seeds: mean (worst seed) exact match.",
-        "",
-        "| variant | seeds | reached target | " + " | ".join(f"{n} ({n / train_max:g}x)" for n in lengths) + " |",
-        "|---|---|---:|" + "---:|" * len(lengths),
-    ]
-    for name, group in repeated.items():
-        cells = []
-        for n in lengths:
-            scores = [r["eval"].get(str(n), {}).get("exact_match") for r in group]
-            scores = [x for x in scores if x is not None]
-            cells.append(f"{sum(scores) / len(scores):.2f} ({min(scores):.2f})" if scores else "-")
-        seeds = ", ".join(str(r.get("seed")) for r in group)
-        reached = sum(r["training"]["solved_at"] is not None for r in group)
-        lines.append(f"| {name} | {seeds} | {reached}/{len(group)} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def plot(results: dict, output_dir: Path) -> None:
-    """accuracy_vs_length.png (passkey; one per extra task) and depth_heatmap.png for the best passkey variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows, train_max = results["rows"], results["protocol"]["train_max_len"]
-    for task in dict.fromkeys(r["task"] for r in rows):
-        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-        for r in (r for r in rows if r["task"] == task):
-            points = [(int(k), v["exact_match"]) for k, v in r["eval"].items() if v["exact_match"] is not None]
-            style = "-." if r.get("logn") else ("--" if r["scaling"] else (":" if r["randomized"] else "-"))
-            ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=r["name"])
-        ax.axvline(train_max, color="grey", linewidth=0.8)
-        ax.set_xscale("log", base=2)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("source length (tokens); grey line: longest training length")
-        ax.set_ylabel("exact match (greedy)")
-        ax.set_title(f"{task}: trained at {results['protocol']['train_min_len']}-{train_max} tokens")
-        ax.legend(fontsize=7, loc="lower left")
-        fig.tight_layout()
-        fig.savefig(output_dir / ("accuracy_vs_length.png" if task == "passkey" else f"accuracy_vs_length_{task}.png"))
-        plt.close(fig)
-
-    best = best_row(rows, train_max)
-    depth = [(k, v["exact_match_by_depth"]) for k, v in best["eval"].items() if v.get("exact_match_by_depth")]
-    if depth:
-        grid = [[math.nan if x is None else x for x in bins] for _, bins in depth]
-        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-        image = ax.imshow(
-            list(map(list, zip(*grid, strict=True))), vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower"
-        )
-        ax.set_xticks(range(len(depth)), [k for k, _ in depth])
-        ax.set_yticks(
-            range(DEPTH_BINS), [f"{i / DEPTH_BINS:.1f}-{(i + 1) / DEPTH_BINS:.1f}" for i in range(DEPTH_BINS)]
-        )
-        ax.set_xlabel("source length (tokens)")
-        ax.set_ylabel("needle depth")
-        ax.set_title(f"exact match by depth: {best['name']} ({best['task']})")
-        fig.colorbar(image, ax=ax)
-        fig.tight_layout()
-        fig.savefig(output_dir / "depth_heatmap.png")
-        plt.close(fig)
-
-
-__all__ = ["BenchArguments", "StopAtAccuracy", "run_benchmark", "plan", "markdown", "rope_parameters_for"]
+__all__ = ["BenchArguments", "StopAtAccuracy", "run_benchmark", "plan", "rope_parameters_for"]

@@ -15,9 +15,9 @@ import copy
 import torch
 from torch import nn
 
-from .configuration_longctx import LongCtxConfig
-from .modeling_longctx import LongCtxForConditionalGeneration
-from .positions import POSITION_ENCODINGS, LearnedPositions, RotaryPositions
+from ..configuration_longctx import LongCtxConfig
+from ..modeling_longctx import LongCtxForConditionalGeneration
+from ..positions import POSITION_ENCODINGS, LearnedPositions, RotaryPositions
 
 
 def grow_table(table: torch.Tensor, length: int, method: str) -> torch.Tensor:
@@ -99,7 +99,7 @@ def write_extension_card(output_dir, source: str, record: dict, results: dict | 
         f"# {Path(output_dir).name}",
         "",
         f"`{source}` extended to {record['target_length']} tokens with the `{record['method']}` method of "
-        f"`hf_longctx.extend` ({record['position_embedding_type']} positions"
+        f"`hf_longctx.conversion.extend` ({record['position_embedding_type']} positions"
         + (f", trained at up to {record['trained_length']} tokens" if record.get("trained_length") else "")
         + "), "
         + (f"then fine-tuned for {tuned} steps on `{record['task']}`." if tuned else "not fine-tuned: the weights are the source's."),

@@ -8,7 +8,7 @@
 3. trains with `Seq2SeqTrainer` + `DataCollatorForSeq2Seq` (labels padded with -100; the model honours
    `num_items_in_batch`, so gradient accumulation reports the right loss, ARCHITECTURE.md T8);
 4. evaluates each length with `predict_with_generate` (greedy) and `compute_metrics` (exact match and token accuracy
-   from the shipped `evaluate` modules in `hf_longctx/metrics/`), plus exact match by needle depth;
+   from the shipped `evaluate` modules in `hf_longctx/training/metrics/`), plus exact match by needle depth;
 5. saves the model folder (safetensors weights, config + modeling code, tokenizer, generation config) to
    `output_dir`, with `results.json`, a markdown table `results.md` and the model card README.md (`model_card.py`).
 
@@ -45,18 +45,17 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.training_args import ParallelMode
 from transformers.utils import logging
 
-from .configuration_longctx import LongCtxConfig
-from .data import TASKS, make_task
-from .model_card import launched_by, write_model_card
-from .tokenization import build_tokenizer
+from ..configuration_longctx import LongCtxConfig
+from ..data.tasks import DEPTH_BINS, TASKS, depth_bin_labels, exact_match_by_depth, make_task
+from ..data.tokenization import build_tokenizer
+from ..hub.model_card import launched_by, write_model_card
 
 logger = logging.get_logger(__name__)
 
-# The metric modules ship inside the package (`hf_longctx/metrics/<name>/<name>.py`, package data), so an installed
+# The metric modules ship inside the package (`hf_longctx/training/metrics/<name>/<name>.py`, package data), so an installed
 # wheel has them too; `HF_LONGCTX_METRICS_DIR` points elsewhere.
 METRICS_DIR = Path(os.environ.get("HF_LONGCTX_METRICS_DIR", Path(__file__).resolve().parent / "metrics"))
 RESULTS_JSON, RESULTS_TABLE = "results.json", "results.md"
-DEPTH_BINS = 5  # exact match by needle depth: [0, 0.2), [0.2, 0.4), ..., [0.8, 1.0]
 
 
 @dataclass
@@ -345,14 +344,6 @@ def decode_pairs(tokenizer, predictions, label_ids) -> tuple[list[str], list[str
     )
 
 
-def exact_match_by_depth(predictions: list[str], references: list[str], depths: list[float]) -> list[float | None]:
-    """Exact match in DEPTH_BINS equal bins of needle depth (None for an empty bin)."""
-    hits = [[] for _ in range(DEPTH_BINS)]
-    for prediction, reference, depth in zip(predictions, references, depths, strict=True):
-        hits[min(int(depth * DEPTH_BINS), DEPTH_BINS - 1)].append(prediction.split() == reference.split())
-    return [sum(h) / len(h) if h else None for h in hits]
-
-
 class NonFiniteTrainingError(RuntimeError):
     """A training step produced a non-finite loss or gradient; raised before the optimizer applies it."""
 
@@ -411,7 +402,7 @@ def train(
     """Train on `data_args.task`, evaluate at every `eval_lengths`, save model + results to `output_dir`.
 
     `callbacks` are added to the Trainer's (e.g. `EarlyStoppingCallback`, or a recorder of the logged losses).
-    `model`: continue from this model (e.g. one extended by `hf_longctx.extend`) instead of a fresh one built from
+    `model`: continue from this model (e.g. one extended by `hf_longctx.conversion.extend`) instead of a fresh one built from
     `model_args`; it must use the synthetic tasks' vocabulary.
     Returns the results dict that is also written to `output_dir/results.json`.
     """
@@ -653,7 +644,7 @@ def results_table(results: dict) -> str:
     """A short markdown table of `results` (exact match per length, and by needle depth when the task has one)."""
     train_max = results["data_args"]["train_max_len"]
     with_depth = any("exact_match_by_depth" in r for r in results["eval"].values())
-    bins = [f"{i / DEPTH_BINS:.1f}-{(i + 1) / DEPTH_BINS:.1f}" for i in range(DEPTH_BINS)]
+    bins = depth_bin_labels()
     header = ["length", "x train max", "exact match", "token acc.", "n"] + (
         [f"EM depth {b}" for b in bins] if with_depth else []
     )
