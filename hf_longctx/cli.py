@@ -6,7 +6,7 @@
     hf-longctx-extend      ->  extend_main       (scripts/extend_context.py): extend a trained folder's context
 
 The training commands read their arguments from the command line or from one .json/.yaml file
-(`HfArgumentParser` over the dataclasses of `training.py` / `text_training.py` and `Seq2SeqTrainingArguments`),
+(`HfArgumentParser` over the dataclasses of `training/trainer.py` / `training/text.py` and `Seq2SeqTrainingArguments`),
 with demo defaults that the command line or the file override.
 """
 

@@ -14,7 +14,7 @@ so `_init_weights` must rebuild them; see ARCHITECTURE.md T4).
 
 Every fact about an encoding lives on its class (`kind`, `extrapolates`, `takes_relative_bias`, `description`,
 `extension_methods`, ...), and `POSITION_ENCODINGS` maps names to classes; the config's validation, the model
-card, `extend.py` and the tests read both from here. `register_position_encoding(name, cls)` adds an encoding
+card, `conversion/extend.py` and the tests read both from here. `register_position_encoding(name, cls)` adds an encoding
 defined elsewhere, which `LongCtxConfig(position_embedding_type=name)` then accepts.
 """
 
@@ -44,7 +44,7 @@ class PositionEncoding(nn.Module):
     takes_relative_bias: ClassVar[bool] = True  # `relative_bias` (T5's learned buckets) can go on top of it
     relative_bias_by_default: ClassVar[bool] = False  # ... and is on by default (`relative_bias=None`)
     encoder_allowed: ClassVar[bool] = True  # False: decoder only
-    extension_methods: ClassVar[tuple[str, ...]] = ("none",)  # `extend.extend_context` methods it takes
+    extension_methods: ClassVar[tuple[str, ...]] = ("none",)  # `conversion.extend.extend_context` methods it takes
     options: ClassVar[tuple[str, ...]] = ()  # LongCtxConfig fields only it reads (set without it: a warning)
 
     def __init__(self, config: LongCtxConfig, causal: bool):

@@ -429,7 +429,7 @@ def test_text_training_sets_logn_to_the_longest_training_source(tmp_path):
     tokenizer, examples = build_text_examples(args)
     assert config.cross_attention_logn_length == max(len(ids) for ids in examples["input_ids"]) > 1
     assert results["train"]["global_step"] == 1
-    plain = train_text(ModelArguments(**TINY_MODEL, logn_cross_attention=False), args, tiny_training_args(tmp_path / "plain", max_steps=1))
+    plain = train_text(ModelArguments(**TINY_MODEL, cross_attention_logn_length="off"), args, tiny_training_args(tmp_path / "plain", max_steps=1))
     assert plain and AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "plain").config.cross_attention_logn_length is None
 
 

@@ -394,8 +394,12 @@ def test_build_model_sizes_positions_by_encoding():
     assert learned.config.max_position_embeddings == 2048, "every evaluation length has a table row"
     assert rope.config.max_position_embeddings == 64, "dynamic NTK switches on past the trained length"
     assert learned.config.cross_attention_logn_length == rope.config.cross_attention_logn_length == 64
-    plain = build_model(ModelArguments(logn_cross_attention=False), tokenizer, 2048, trained_length=64)
+    plain = build_model(ModelArguments(cross_attention_logn_length="off"), tokenizer, 2048, trained_length=64)
     assert plain.config.cross_attention_logn_length is None
+    given = build_model(ModelArguments(cross_attention_logn_length="48"), tokenizer, 2048, trained_length=64)
+    assert given.config.cross_attention_logn_length == 48
+    with pytest.raises(ValueError, match=r"`cross_attention_logn_length`='yes' is not `trained`.*`off` or a length"):
+        build_model(ModelArguments(cross_attention_logn_length="yes"), tokenizer, 2048, trained_length=64)
     capped = build_model(
         ModelArguments(position_embedding_type="relative", relative_attention_max_distance=32), tokenizer, 2048, 64
     )
@@ -463,7 +467,7 @@ def test_reference_models_have_the_same_sizes(reference, cls, kwargs):
     "kwargs, named",
     [
         ({"config_overrides": "norm_type=rmsnorm"}, "`config_overrides`"),
-        ({"logn_cross_attention": True}, "`logn_cross_attention`"),
+        ({"cross_attention_logn_length": "64"}, "`cross_attention_logn_length`"),
         ({"position_embedding_type": "rope"}, "`position_embedding_type`"),
         ({"randomized_positions_max_length": 512}, "`randomized_positions_max_length`"),
     ],

@@ -1,6 +1,6 @@
 """Trunk ablation: which of T5's choices make a tiny encoder-decoder learn to match a query to its key.
 
-Every row trains one model with `training.train` under one recipe (AdamW, cosine schedule with warm-up, batch,
+Every row trains one model with `training.trainer.train` under one recipe (AdamW, cosine schedule with warm-up, batch,
 lengths and steps from `AblationArguments`) on a task where several keys compete (`multikey` by default, or
 `kv_recall`), checks in-distribution exact match every `eval_every` steps and stops at `target_accuracy`; the
 row's result is the first step at the target (`solved_at`, None when the budget ran out) and the history.
@@ -28,7 +28,7 @@ from .extrapolation import StopAtAccuracy, exact_match_at_length, load_model, re
 
 logger = logging.get_logger(__name__)
 
-# T5's trunk as LongCtxConfig fields (what `convert.py` sets for a T5 v1 checkpoint, with T5's initialisation):
+# T5's trunk as LongCtxConfig fields (what `conversion/convert.py` sets for a T5 v1 checkpoint, with T5's initialisation):
 # RMSNorm, no biases, no 1/sqrt(head_dim) on the scores, ReLU, output scaled by d_model**-0.5 before the tied head;
 # with another encoding than `relative`, that encoding in place of T5's learned bias (no `relative_bias`).
 T5_TRUNK = {
@@ -166,7 +166,7 @@ def model_arguments(args: AblationArguments, variant: str) -> ModelArguments:
         num_heads=args.num_heads,
         d_ff=args.d_ff,
         position_embedding_type=spec.get("encoding", "alibi"),
-        logn_cross_attention=False,  # in distribution only: the scaling changes nothing at the trained lengths
+        cross_attention_logn_length="off",  # in distribution only: the scaling changes nothing at the trained lengths
         reference=spec.get("reference"),
         # BART's learned table and Marian's sinusoid table have a fixed number of rows: as long as the longest
         # evaluation (the rows past the training lengths stay untrained, as for `learned` in the benchmark)

@@ -1,7 +1,7 @@
 """Length-extrapolation benchmark: train each position encoding short, measure greedy exact match long.
 
-Protocol (ARCHITECTURE.md, "How results are measured"): the same tiny model (`training.ModelArguments`
-defaults: d_model 64, 2+2 layers, 4 heads) is trained with `training.train` on passkey retrieval at 16-64 source
+Protocol (ARCHITECTURE.md, "How results are measured"): the same tiny model (`training.trainer.ModelArguments`
+defaults: d_model 64, 2+2 layers, 4 heads) is trained with `training.trainer.train` on passkey retrieval at 16-64 source
 tokens for `steps` steps, checking its in-distribution exact match every `eval_every` steps on `num_eval`
 held-out examples; the first step at >= `target_accuracy` is reported, so a short budget is visible instead of
 masquerading as a failure to extrapolate. Each trained folder is then evaluated at every length of
@@ -166,7 +166,7 @@ def recipe_training_args(
 
 
 def train_variant(args: BenchArguments, task: str, encoding: str, randomized: bool, seed: int, folder: Path) -> dict:
-    """Train one model with `training.train`; returns steps, the solve step and the in-distribution history."""
+    """Train one model with `training.trainer.train`; returns steps, the solve step and the in-distribution history."""
     model_args = ModelArguments(
         d_model=args.d_model,
         encoder_layers=args.layers,
@@ -176,7 +176,7 @@ def train_variant(args: BenchArguments, task: str, encoding: str, randomized: bo
         max_position_embeddings=max(args.lengths),
         randomized_positions_max_length=max(args.lengths) if randomized else None,
         relative_attention_max_distance=args.relative_attention_max_distance,
-        logn_cross_attention=False,  # the plain encoding; rows +logn switch it on at inference
+        cross_attention_logn_length="off",  # the plain encoding; rows +logn switch it on at inference
     )
     data_args = DataArguments(
         task=task,

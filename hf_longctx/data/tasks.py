@@ -1,6 +1,6 @@
 """Synthetic long-context tasks, generated from a seed and returned as `datasets.Dataset`.
 
-Every task is text: whitespace-separated words from the small vocabulary of `tokenization.py` (one word = one
+Every task is text: whitespace-separated words from the small vocabulary of `tokenization.py` (this folder) (one word = one
 token), so a `Dataset` can be inspected by eye and tokenized with the ordinary `tokenizer(source,
 text_target=target)` call.
 

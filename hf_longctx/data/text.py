@@ -16,7 +16,7 @@ a missing column (the message lists the columns there are), an empty dataset, an
 `max_target_length` (`ValueError`s naming the limit and the fix).
 
 The tokenizer (`train_bpe_tokenizer`) is a byte-level BPE trained with `tokenizers`: any text encodes without
-unknown tokens and decodes back to the same string. Ids 0/1/2 are pad/EOS/unk as in `tokenization.py` and
+unknown tokens and decodes back to the same string. Ids 0/1/2 are pad/EOS/unk as in `data/tokenization.py` and
 `LongCtxConfig`'s defaults; the sentinels `<extra_id_0>`, `<extra_id_1>`, ... follow (ids 3, 4, ...).
 """
 
@@ -131,7 +131,7 @@ def train_bpe_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on `texts`: pad=0, EOS=1, unk=2, `<extra_id_i>` = 3 + i, then merges.
 
-    Every encoded sequence ends with EOS (as in `tokenization.py`). `unk` never occurs (all 256 bytes are in the
+    Every encoded sequence ends with EOS (as in `data/tokenization.py`). `unk` never occurs (all 256 bytes are in the
     vocabulary); it is there so that the ids match `LongCtxConfig`'s defaults and other tokenizers of the project.
     """
     specials = SPECIAL_TOKENS + [sentinel_token(i) for i in range(num_sentinels)]

@@ -1,4 +1,4 @@
-"""The word-level tokenizer of the synthetic tasks (`data.py`), built with the `tokenizers` library.
+"""The word-level tokenizer of the synthetic tasks (`data/tasks.py`), built with the `tokenizers` library.
 
 One whitespace-separated word is one token. Ids 0/1/2 are pad/EOS/unk, matching `LongCtxConfig`'s defaults
 (`pad_token_id=0`, `eos_token_id=1`, `decoder_start_token_id=0`), so a model built from the config defaults and

@@ -1,6 +1,6 @@
 """The model card (README.md) of a trained model folder, with `huggingface_hub.ModelCard` / `ModelCardData`.
 
-`write_model_card(output_dir, results)` runs at the end of `training.train` and `text_training.train_text`:
+`write_model_card(output_dir, results)` runs at the end of `training.trainer.train` and `training.text.train_text`:
 - the YAML metadata is a `ModelCardData`: `library_name: transformers`, `pipeline_tag: text2text-generation`, tags
   (`hf_longctx`, the position encodings, the task), datasets (a hub dataset only where one was used: the synthetic
   tasks are generated, not downloaded), metrics, and the evaluation results as `eval_results` (the model-index:
@@ -99,7 +99,7 @@ def write_model_card(
         training_args: the run's `Seq2SeqTrainingArguments`, for the optimisation summary and the arguments block.
         command: the command line that produced the run; default: this process's (`sys.argv`).
         model_id: the name used in the card's loading snippet and the model-index; default: `output_dir` as given
-            (`hub.stage_model_folder` rewrites it to the repo id when the folder is pushed).
+            (`hub.push.stage_model_folder` rewrites it to the repo id when the folder is pushed).
         example_source: an input for the loading snippet; default: a short example of the task (synthetic runs).
         license: the card's licence (the hub shows it; change it for your data's terms).
     Returns the card; raises ValueError if README.md does not read back to the same metadata.

@@ -6,7 +6,7 @@ A folder that loads on the hub with `AutoModelForSeq2SeqLM.from_pretrained(repo,
 - `config.json` with `model_type: longctx` and an `auto_map` for AutoConfig, AutoModel and AutoModelForSeq2SeqLM,
   and the modeling files it names, with every file they import relatively (`from .positions import ...`);
 - the tokenizer (`tokenizer.json` + `tokenizer_config.json`) and `generation_config.json`;
-- a model card, README.md with YAML metadata (`model_card.write_model_card`).
+- a model card, README.md with YAML metadata (`hub.model_card.write_model_card`).
 
 `stage_model_folder` copies what is uploaded (the top-level files, without checkpoints, logs and pickles) into a
 staging folder, points the card's loading snippet and model-index at the repo id, and checks the copy: the

@@ -1,15 +1,15 @@
 """Training on real text with HF's `Seq2SeqTrainer`: denoising (T5 span corruption) or source -> target columns.
 
 `train_text(model_args, text_args, training_args)`:
-1. loads the text (`text_data.load_text_dataset`: a local .txt/.json/.jsonl/.csv/.tsv file or a datasets name)
+1. loads the text (`data.text.load_text_dataset`: a local .txt/.json/.jsonl/.csv/.tsv file or a datasets name)
    and checks it: the columns exist, rows are not all empty;
 2. loads the tokenizer from `tokenizer_name`, or trains a byte-level BPE of `tokenizer_vocab_size` on the text;
 3. builds the examples: span-corrupted chunks of `chunk_length` tokens, or tokenized (source, target) pairs, and
    refuses targets longer than `max_target_length` before any model exists;
-4. holds out `num_eval_examples` examples, builds a fresh model (`training.build_model`), trains;
+4. holds out `num_eval_examples` examples, builds a fresh model (`training.trainer.build_model`), trains;
 5. saves the model folder (weights, config + modeling code, tokenizer, generation config) to `output_dir`, and
    the held-out scores (loss; with `predict_with_generate` also exact match, token accuracy, chrF and BLEU of the
-   greedy outputs, without special tokens) in `results.json`; the model card README.md (`model_card.py`) sums up both.
+   greedy outputs, without special tokens) in `results.json`; the model card README.md (`hub/model_card.py`) sums up both.
 """
 
 import json
@@ -251,7 +251,7 @@ def train_text(
     longest_source = max(len(ids) for ids in examples["input_ids"])
     longest_target = max(len(ids) for ids in examples["labels"])
     # the longest training source is the trained length: the base of `cross_attention_logn_length` (when
-    # `logn_cross_attention`), as `train()` uses its longest training source
+    # `cross_attention_logn_length` is `trained`), as `train()` uses its longest training source
     model = build_model(model_args, tokenizer, max(longest_source, longest_target), trained_length=longest_source)
     check_model_fits(model.config, longest_source, longest_target)
     model.generation_config.max_length = longest_target + 1  # decoder start + the longest target (EOS included)

@@ -1,7 +1,7 @@
 """Training and length-extrapolation evaluation on the synthetic tasks, with HF's `Seq2SeqTrainer`.
 
 `train(model_args, data_args, training_args)`:
-1. builds the word-level tokenizer (`tokenization.py`) and the task datasets (`data.py`): a training set with
+1. builds the word-level tokenizer (`data/tokenization.py`) and the task datasets (`data/tasks.py`): a training set with
    source lengths in [train_min_len, train_max_len], an in-distribution evaluation set for evaluations during
    training, and one set per length in `eval_lengths`;
 2. builds a fresh `LongCtxForConditionalGeneration` through `AutoModelForSeq2SeqLM.from_config`;
@@ -10,7 +10,7 @@
 4. evaluates each length with `predict_with_generate` (greedy) and `compute_metrics` (exact match and token accuracy
    from the shipped `evaluate` modules in `hf_longctx/training/metrics/`), plus exact match by needle depth;
 5. saves the model folder (safetensors weights, config + modeling code, tokenizer, generation config) to
-   `output_dir`, with `results.json`, a markdown table `results.md` and the model card README.md (`model_card.py`).
+   `output_dir`, with `results.json`, a markdown table `results.md` and the model card README.md (`hub/model_card.py`).
 
 `--resume_from_checkpoint <folder>` (or `last`: the newest `checkpoint-*` in `output_dir`) continues an interrupted
 run; with `--save_strategy steps` the checkpoints hold model.safetensors, optimizer, scheduler and RNG states, so a
@@ -56,6 +56,25 @@ logger = logging.get_logger(__name__)
 # wheel has them too; `HF_LONGCTX_METRICS_DIR` points elsewhere.
 METRICS_DIR = Path(os.environ.get("HF_LONGCTX_METRICS_DIR", Path(__file__).resolve().parent / "metrics"))
 RESULTS_JSON, RESULTS_TABLE = "results.json", "results.md"
+
+
+TRAINED, OFF = "trained", "off"  # the words `ModelArguments.cross_attention_logn_length` takes besides a length
+
+
+def logn_length(model_args: "ModelArguments", trained_length: int | None) -> int | None:
+    """`LongCtxConfig.cross_attention_logn_length` for `model_args.cross_attention_logn_length`."""
+    value = str(model_args.cross_attention_logn_length).strip().lower()
+    if value == TRAINED:
+        return trained_length
+    if value == OFF:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"`cross_attention_logn_length`={model_args.cross_attention_logn_length!r} is not `{TRAINED}` (the "
+            f"longest training source), `{OFF}` or a length (an integer >= 2)."
+        ) from None
 
 
 @dataclass
@@ -107,13 +126,13 @@ class ModelArguments:
             "the training length every bucket is trained."
         },
     )
-    logn_cross_attention: bool | None = field(
-        default=None,
+    cross_attention_logn_length: str = field(
+        default=TRAINED,
         metadata={
-            "help": "Set `cross_attention_logn_length` to the longest training source: over longer inputs the "
-            "cross-attention queries are scaled by log n / log(trained length), which keeps retrieval as sharp as in "
-            "training (see LongCtxConfig); no effect at the trained lengths. Default (unset): on for LongCtx models; "
-            "an HF `reference` has no such option."
+            "help": "The model's `cross_attention_logn_length` (see LongCtxConfig): over longer inputs than this the "
+            "cross-attention queries are scaled by log n / log(this length), which keeps retrieval as sharp as in "
+            f"training; no effect at or below it. `{TRAINED}` (default): the longest training source; an integer: "
+            f"that length; `{OFF}`: no scaling. An HF `reference` has no such option."
         },
     )
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager | sdpa | flex_attention."})
@@ -137,7 +156,7 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    """Which synthetic task, at which lengths (encoder tokens, EOS included; see `data.py`)."""
+    """Which synthetic task, at which lengths (encoder tokens, EOS included; see `data/tasks.py`)."""
 
     task: str = field(default="passkey", metadata={"help": "Synthetic task.", "choices": list(TASKS)})
     train_min_len: int = field(default=16, metadata={"help": "Shortest training source."})
@@ -186,7 +205,7 @@ def build_model(
 
     `max_position_embeddings` is the table size for `learned` (`max_length`, every evaluation runs) and the
     trained length otherwise (`trained_length`): rope's dynamic NTK scaling switches on past it, as in HF. The
-    trained length is also `cross_attention_logn_length` when `model_args.logn_cross_attention`."""
+    trained length is also the default `cross_attention_logn_length` (`logn_length`)."""
     if model_args.reference is not None:
         return build_reference_model(model_args, tokenizer, max_length)
     table = max_length if model_args.position_embedding_type == "learned" or trained_length is None else trained_length
@@ -204,7 +223,7 @@ def build_model(
         attention_dropout=model_args.attention_dropout,
         max_position_embeddings=model_args.max_position_embeddings or table,
         randomized_positions_max_length=model_args.randomized_positions_max_length,
-        cross_attention_logn_length=trained_length if model_args.logn_cross_attention is not False else None,
+        cross_attention_logn_length=logn_length(model_args, trained_length),
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id,
@@ -278,8 +297,8 @@ def build_reference_model(model_args: ModelArguments, tokenizer: PreTrainedToken
     unused += ["attention_dropout", "max_position_embeddings"] if model_args.reference == "t5" else []
     unused += ["relative_attention_max_distance"] if model_args.reference != "t5" else []
     given = [name for name in unused if getattr(model_args, name) != getattr(defaults, name)]
-    if model_args.logn_cross_attention:  # unset (None) or off is fine: HF's models have no such option
-        given.append("logn_cross_attention")
+    if model_args.cross_attention_logn_length not in (TRAINED, OFF):  # the default, or off: HF's models have neither
+        given.append("cross_attention_logn_length")
     if model_args.position_embedding_type not in (defaults.position_embedding_type, own_encoding):
         given.append("position_embedding_type")
     if given:
