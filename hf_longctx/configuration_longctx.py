@@ -70,16 +70,21 @@ class LongCtxConfig(PreTrainedConfig):
         dropout (residual and embeddings), attention_dropout (attention probabilities), activation_dropout
         (inside the feed-forward), activation_function (any key of `transformers.activations.ACT2FN`).
 
-    Layer options (the defaults are the classic Transformer; checkpoint families need some of them, see
-    `hf_longctx.conversion.convert`):
+    Layer options (the defaults are the classic Transformer):
         attention_bias / ffn_bias: biases in the attention projections / the feed-forward (T5 has none).
-        attention_scale: multiplier of q.k; `None` is 1/sqrt(head_dim), T5 uses 1.0 (its init absorbs it).
         gated_ffn: FFN(x) = fc2(act(fc1 x) * fc1_linear x) (T5 v1.1 "gated-gelu", GLU variants).
+
+    Checkpoint compatibility (what `hf_longctx.conversion.convert` sets so that BART / T5 / Marian weights compute
+    what they computed in their own classes; a fresh model leaves them at their defaults, the trunk ablation varies
+    `attention_scale`):
+        attention_scale: multiplier of q.k; `None` is 1/sqrt(head_dim), T5 uses 1.0 (its init absorbs it).
         embedding_norm: a norm on embeddings + positions before the first layer (BART's layernorm_embedding).
         final_logits_bias: a fixed (buffer) bias added to the logits (BART, Marian).
         decoder_output_scale (`float | None`): multiplies the decoder output before the LM head (original T5:
             d_model**-0.5). `None` (the default): d_model**-0.5 with `initializer="fan_in"` and tied embeddings
             (T5's pairing), else 1.0.
+        sinusoidal_layout: "interleaved" puts sin at 2i and cos at 2i+1 (the paper); "halves" puts all sines
+            then all cosines (Marian, fairseq).
 
     Initialisation:
         initializer (`"normal"` or `"fan_in"`): `"normal"` draws every Linear and Embedding from N(0, init_std), as
@@ -146,8 +151,6 @@ class LongCtxConfig(PreTrainedConfig):
         rope: rotary q/k; `rope_parameters` selects the scaling used to run past the trained length:
             `{"rope_type": "default" | "linear" | "dynamic" | "yarn", "rope_theta": 10000.0, "factor": 4.0,
             "original_max_position_embeddings": 64}` (the same dict as HF's decoder-only models).
-        sinusoidal_layout: "interleaved" puts sin at 2i and cos at 2i+1 (the paper); "halves" puts all sines
-            then all cosines (Marian, fairseq).
         sinusoidal_scale: amplitude of the sinusoid table (1.0: the formula, as checkpoints such as Marian use it).
             A row of the table has norm sqrt(d_model / 2) while N(0, init_std) token embeddings have about
             init_std * sqrt(d_model): at d_model 64 the positions are ~35x larger and a fresh passkey model did not
@@ -206,12 +209,8 @@ class LongCtxConfig(PreTrainedConfig):
     norm_type: str = "layernorm"
     layer_norm_eps: float = 1e-5
     attention_bias: bool = True
-    attention_scale: float | None = None
     ffn_bias: bool = True
     gated_ffn: bool = False
-    embedding_norm: bool = False
-    final_logits_bias: bool = False
-    decoder_output_scale: float | None = None
     init_std: float = 0.02
     initializer: str = "normal"
 
@@ -225,9 +224,15 @@ class LongCtxConfig(PreTrainedConfig):
     encoder_conv_kernel: int = 0
     cross_attention_logn_length: int | None = None
     rope_parameters: dict | None = None
-    sinusoidal_layout: str = "interleaved"
     sinusoidal_scale: float = 1.0
     randomized_positions_max_length: int | None = None
+
+    # checkpoint compatibility (see the docstring): set by conversion, defaults for a fresh model
+    attention_scale: float | None = None
+    embedding_norm: bool = False
+    final_logits_bias: bool = False
+    decoder_output_scale: float | None = None
+    sinusoidal_layout: str = "interleaved"
 
     chunked_attention: str = "auto"
     chunked_attention_min_length: int = 2048
