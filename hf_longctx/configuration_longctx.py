@@ -109,6 +109,11 @@ class LongCtxConfig(PreTrainedConfig):
     one is; built in: `sinusoidal | learned | relative | alibi | kerple | rope | none`):
         sinusoidal: the fixed formula of "Attention Is All You Need", added to the embeddings, any length.
         learned: a table of `max_position_embeddings` rows, added to the embeddings; cannot run longer inputs.
+        max_position_embeddings: HF's meaning, the longest position the model handles as built: the rows of a
+            `learned` table, and for `rope` the trained length past which `rope_type="dynamic"` grows its base (as
+            in HF's decoders; `rope_parameters["original_max_position_embeddings"]` is what `yarn` reads). No other
+            encoding reads it. `scripts/train.py` sets it to the longest training source, or for a table to the
+            longest evaluation length.
         relative: T5 buckets (`relative_attention_num_buckets`, `relative_attention_max_distance`), a learned
             bias per head on the attention scores; bidirectional in the encoder, causal in the decoder.
         alibi: a fixed linear distance penalty per head, symmetric in the encoder, causal in the decoder.

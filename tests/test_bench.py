@@ -120,6 +120,9 @@ def test_smoke_benchmark_writes_json_markdown_and_plots(tmp_path, monkeypatch):
     # rope+linear is the trained rope folder rescaled only past the training length
     assert "rope_parameters" not in results["rows"][3]["eval"]["32"]
     assert results["rows"][3]["eval"]["128"]["rope_parameters"]["factor"] == 2.0
+    # max_position_embeddings has HF's one meaning: rope's trained length (dynamic NTK scales past it), a table's rows
+    rope_config = json.loads((tmp_path / "runs" / "passkey-rope" / "config.json").read_text())
+    assert rope_config["max_position_embeddings"] == results["protocol"]["train_max_len"]
 
     table = (out / "results.md").read_text()
     assert table == markdown(results)

@@ -36,7 +36,7 @@ from transformers import AutoConfig, AutoModelForSeq2SeqLM, Seq2SeqTrainingArgum
 from transformers.utils import logging
 
 from ..data.tasks import exact_match_by_depth, make_task
-from ..positions import encoding_names
+from ..positions import POSITION_ENCODINGS, LearnedPositions, encoding_names
 from ..training.trainer import RESULTS_JSON, RESULTS_TABLE, DataArguments, ModelArguments, load_metric, train
 from .environment import environment
 from .report import markdown, plot
@@ -172,8 +172,9 @@ def train_variant(args: BenchArguments, task: str, encoding: str, randomized: bo
         encoder_layers=args.layers,
         decoder_layers=args.layers,
         position_embedding_type=encoding,
-        # `learned` gets a table as long as the longest evaluation (rows past the training lengths stay untrained)
-        max_position_embeddings=max(args.lengths),
+        # a table (`learned`) gets rows up to the longest evaluation (past the training lengths they stay untrained);
+        # the others keep build_model's trained length, where rope's dynamic NTK starts to scale (HF's meaning)
+        max_position_embeddings=max(args.lengths) if issubclass(POSITION_ENCODINGS[encoding], LearnedPositions) else None,
         randomized_positions_max_length=max(args.lengths) if randomized else None,
         relative_attention_max_distance=args.relative_attention_max_distance,
         cross_attention_logn_length="off",  # the plain encoding; rows +logn switch it on at inference
@@ -218,9 +219,6 @@ def load_model(folder: Path, rope_parameters: dict | None, logn_length: int | No
         saved = AutoConfig.from_pretrained(folder).rope_parameters
         rope_parameters = {**saved, **rope_parameters}
         kwargs["rope_parameters"] = rope_parameters
-        # as in HF, dynamic NTK treats `max_position_embeddings` as the trained length (the benchmark sizes it to the
-        # longest evaluation for `learned`); rope has no table, so give it the trained length
-        kwargs["max_position_embeddings"] = rope_parameters["original_max_position_embeddings"]
     model = AutoModelForSeq2SeqLM.from_pretrained(folder, **kwargs).eval()
     if rope_parameters is not None:  # the position modules are built from the config; make sure it took
         encoder_rope = model.get_encoder().position
