@@ -37,9 +37,9 @@ CHUNKED_ATTENTION = "longctx_chunked"  # its name in transformers' attention int
 class ChunkedAttentionPlan:
     """What the chunked long-input path needs to build the bias and mask of any block of queries by itself."""
 
-    bias_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (q_positions, k_positions) -> (1, H, C, Lk)
-    q_positions: torch.Tensor  # (Lq,)
-    k_positions: torch.Tensor  # (Lk,)
+    bias_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (q_positions, k_positions) -> (1 or B, H, C, Lk)
+    q_positions: torch.Tensor  # (Lq,), or (B, Lq) given per example
+    k_positions: torch.Tensor  # (Lk,), or (B, Lk)
     key_padding_mask: torch.Tensor | None  # (B, Lk) bool, True = attend
     causal: bool
     block_size: int | None = None
@@ -48,6 +48,9 @@ class ChunkedAttentionPlan:
     # k - q from (first key - last query) up (`positions.OffsetBias.bias_by_offset`), computed once per forward for
     # every layer and block, which then read them as Toeplitz views instead of calling `bias_fn`.
     offset_values: torch.Tensor | None = None
+    # The causal mask is by token order, not by position (positions given explicitly need not increase): the first
+    # query is key number `first_query_index` (the cache length), query i of a block sees keys up to its own.
+    first_query_index: int = 0
 
 
 def _toeplitz_block_bias(
@@ -125,7 +128,9 @@ def _attend_block(
     if plan.key_padding_mask is not None:
         allowed = plan.key_padding_mask[:, None, None, :]
     if plan.causal:
-        causal_CLk = plan.k_positions[None, :] <= q_positions[:, None]
+        rows, k_len = query_BHCDh.shape[2], key.shape[2]
+        first = plan.first_query_index + start
+        causal_CLk = torch.arange(k_len, device=key.device) <= torch.arange(first, first + rows, device=key.device)[:, None]
         allowed = causal_CLk if allowed is None else allowed & causal_CLk
     if block_mask is not None:
         if block_mask.dtype == torch.bool:
@@ -183,7 +188,7 @@ def chunked_attention_forward(
     for start in range(0, q_len, chunk):
         rows = slice(start, start + chunk)
         block_mask = plan.full_mask[:, :, rows] if plan.full_mask is not None else None
-        args = (query[:, :, rows], key, value, plan.q_positions[rows], plan, scaling, dropout, block_mask, start)
+        args = (query[:, :, rows], key, value, plan.q_positions[..., rows], plan, scaling, dropout, block_mask, start)
         if needs_grad:  # recompute the block's scores in backward instead of keeping them
             block = checkpoint(_attend_block, *args, use_reentrant=False)
         else:

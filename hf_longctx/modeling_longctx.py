@@ -87,17 +87,27 @@ def attended_keys(mask_B1QK: torch.Tensor) -> torch.Tensor:
     return allowed[:, 0].any(-2)
 
 
-POSITION_ID_NAMES = ("position_ids", "decoder_position_ids")
-
-
-def refuse_position_ids(kwargs: dict) -> None:
-    """Explicit positions are not an input: passed, they would reach `**kwargs` and be ignored."""
-    for name in POSITION_ID_NAMES:
-        if kwargs.get(name) is not None:
-            raise ValueError(
-                f"`{name}` is not an input of hf_longctx models: each stack numbers its tokens 0, 1, 2, ... (the decoder from "
-                "its cache length), and explicit positions (e.g. for packing) are not supported yet; remove it."
-            )
+def check_position_ids(
+    positions: torch.Tensor, tokens_shape: tuple[int, ...], name: str, tokens_name: str
+) -> torch.Tensor:
+    """Explicit positions, (L,) shared by the batch or (B or 1, L) one row per example, as non-negative integers;
+    anything else gets a ValueError naming the argument. Returns them as (L,) or (B or 1, L)."""
+    if positions.dim() not in (1, 2):
+        raise ValueError(
+            f"`{name}` must have shape (length,) or (batch or 1, length), got {tuple(positions.shape)}."
+        )
+    if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
+        raise ValueError(f"`{name}` must hold integer positions, got dtype {positions.dtype}; pass `{name}.long()`.")
+    batch, length = tokens_shape[:2]
+    if positions.shape[-1] != length or (positions.dim() == 2 and positions.shape[0] not in (1, batch)):
+        raise ValueError(
+            f"`{name}` has shape {tuple(positions.shape)} but `{tokens_name}` has shape {(batch, length)}: give one "
+            "position per token, shared by the batch (length,) or one row per example (batch, length)."
+        )
+    lowest = int(positions.min())
+    if lowest < 0:
+        raise ValueError(f"`{name}` holds negative positions (lowest {lowest}); positions count from 0.")
+    return positions
 
 
 def check_mask_shape(mask: torch.Tensor | None, expected: tuple[int, int], mask_name: str, ids_name: str) -> None:
@@ -339,7 +349,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
     def _embed(self, input_ids, inputs_embeds, positions, side: str):
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        self.position.check_length(int(positions[-1]) + 1 if positions.numel() else 0, side)
+        self.position.check_length(int(positions.max()) + 1 if positions.numel() else 0, side)
         hidden_states = self.embedding_norm(self.position.add_to_embeddings(inputs_embeds, positions))
         return inputs_embeds, F.dropout(hidden_states, p=self.dropout, training=self.training)
 
@@ -359,7 +369,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
         return [module for module in (self.position, self.relative_bias) if module is not None and module.adds_score_bias]
 
     def _position_bias(self, q_positions, k_positions) -> torch.Tensor:
-        """(1, H, Lq, Lk): the sum of `_score_biases`."""
+        """(1 or B, H, Lq, Lk): the sum of `_score_biases` (B: positions given per example)."""
         return sum(module.bias(q_positions, k_positions) for module in self._score_biases())
 
     def _use_chunked(self, key_length: int, output_attentions: bool) -> bool:
@@ -382,20 +392,20 @@ class LongCtxStack(LongCtxPreTrainedModel):
         return values.to(dtype).contiguous()
 
     def _self_attention_inputs(
-        self, q_positions, k_positions, padding_mask, make_dense_mask, dtype, kwargs, first_positions=None
+        self, q_positions, k_positions, padding_mask, make_dense_mask, dtype, kwargs, first_positions=None, past_length=0
     ):
         """(attention_mask, position_bias, position_embeddings, chunked_plan) for this forward, computed once for all
         layers: the one place that chooses between the dense bias and the long-input path, whose plan then replaces
         the mask and the bias. `first_positions` = (first query, first key) says the positions are consecutive."""
         rotary = self.position.rotary_inputs(q_positions, dtype)
         output_attentions = kwargs.get("output_attentions") or self.config.output_attentions
-        if self._use_chunked(len(k_positions), output_attentions):
+        if self._use_chunked(k_positions.shape[-1], output_attentions):
             key_padding, full_mask = None, None
             if padding_mask is not None and padding_mask.dim() == 4:  # a ready mask, e.g. from generate
                 full_mask = padding_mask
             elif padding_mask is not None and not bool(padding_mask.all()):
                 # a static cache has more key slots than mask columns: the slots past the mask are not attended
-                key_padding = F.pad(padding_mask.bool(), (0, len(k_positions) - padding_mask.shape[1]))
+                key_padding = F.pad(padding_mask.bool(), (0, k_positions.shape[-1] - padding_mask.shape[1]))
             plan = ChunkedAttentionPlan(
                 self._position_bias,
                 q_positions,
@@ -404,7 +414,8 @@ class LongCtxStack(LongCtxPreTrainedModel):
                 self.causal,
                 self.config.chunked_attention_block_size,
                 full_mask,
-                offset_values=self._offset_values(q_positions, len(k_positions), first_positions, dtype),
+                offset_values=self._offset_values(q_positions, k_positions.shape[-1], first_positions, dtype),
+                first_query_index=past_length,
             )
             return None, None, rotary, plan
         bias = self._position_bias(q_positions, k_positions).to(dtype) if self._score_biases() else None
@@ -422,15 +433,27 @@ class LongCtxEncoder(LongCtxStack):
     @merge_with_config_defaults
     @capture_outputs
     def forward(
-        self, input_ids=None, attention_mask=None, inputs_embeds=None, **kwargs: Unpack[TransformersKwargs]
+        self,
+        input_ids=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        position_ids=None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
-        refuse_position_ids(kwargs)
+        r"""
+        position_ids (`(L,)` or `(B, L)`, *optional*): each token's position (e.g. restarting at each source packed
+            into a row, with a block-diagonal 4-D `attention_mask`). Default: 0, 1, 2, ... (randomized in training
+            when `randomized_positions_max_length` is set; explicit positions are used as given).
+        """
         tokens = self._check_tokens(input_ids, inputs_embeds, "input_ids", "inputs_embeds")
         check_mask_shape(attention_mask, tokens.shape[:2], "attention_mask", "input_ids")
         length, device = tokens.shape[1], tokens.device
         positions, first_positions = torch.arange(length, device=device), (0, 0)
         bound = self.config.randomized_positions_max_length
-        if self.training and bound is not None and bound > length:  # randomized positions (Ruoss et al. 2023)
+        if position_ids is not None:  # consecutive or not, the bias is built from them (no Toeplitz shortcut)
+            positions = check_position_ids(position_ids, tokens.shape, "position_ids", "input_ids").to(device)
+            first_positions = None
+        elif self.training and bound is not None and bound > length:  # randomized positions (Ruoss et al. 2023)
             positions, first_positions = torch.randperm(bound, device=device)[:length].sort().values, None
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions, "encoder")
 
@@ -478,9 +501,14 @@ class LongCtxDecoder(LongCtxStack):
         cache: Cache | None = None,
         inputs_embeds=None,
         use_cache: bool | None = None,
+        position_ids=None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutputWithPastAndCrossAttentions:
-        refuse_position_ids(kwargs)
+        r"""
+        position_ids (`(L,)` or `(B, L)`, *optional*): the positions of these decoder tokens. Default: counted on
+            from the cache's length. With a non-empty cache only where the keys carry their positions (rotary,
+            additive, none); a score bias needs the cached keys' positions, which the cache does not keep.
+        """
         tokens = self._check_tokens(input_ids, inputs_embeds, "decoder_input_ids", "decoder_inputs_embeds")
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
@@ -502,6 +530,17 @@ class LongCtxDecoder(LongCtxStack):
         # the slots not yet written.
         key_length = self_cache.get_mask_sizes(length, 0)[0] if self_cache is not None else length
         k_positions = torch.arange(key_length, device=device)
+        if position_ids is not None:
+            q_positions = check_position_ids(position_ids, tokens.shape, "decoder_position_ids", "decoder_input_ids")
+            q_positions = q_positions.to(device)
+            if self._score_biases() and (past_length > 0 or key_length != length):
+                raise ValueError(
+                    "`decoder_position_ids` with a cache: the cached keys' positions are not kept, and this decoder's "
+                    f"self-attention bias ({', '.join(type(m).__name__ for m in self._score_biases())}) needs them. "
+                    "Decode without a cache (`use_cache=False`), or leave the positions to the default (counted from "
+                    "the cache length)."
+                )
+            k_positions = q_positions  # no cache: the keys are these tokens
         side = "generation" if past_length > 0 else "decoder"
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, q_positions, side)
 
@@ -512,6 +551,7 @@ class LongCtxDecoder(LongCtxStack):
             lambda: create_causal_mask(self.config, inputs_embeds, attention_mask, cache=self_cache),
             hidden_states.dtype,
             kwargs,
+            past_length=past_length,
         )
         logn_scale = self._logn_scale(encoder_hidden_states, encoder_attention_mask, hidden_states.dtype)
         encoder_attention_mask = create_bidirectional_mask(
@@ -589,8 +629,14 @@ class LongCtxModel(LongCtxPreTrainedModel):
         inputs_embeds=None,
         decoder_inputs_embeds=None,
         use_cache: bool | None = None,
+        position_ids=None,
+        decoder_position_ids=None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqModelOutput:
+        r"""
+        position_ids / decoder_position_ids (`(L,)` or `(B, L)`, *optional*): explicit positions of the encoder /
+            decoder tokens (see `LongCtxEncoder.forward` / `LongCtxDecoder.forward`); default 0, 1, 2, ...
+        """
         if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise ValueError(
                 "LongCtxModel needs `decoder_input_ids` (or `decoder_inputs_embeds`); pass `labels` to "
@@ -603,7 +649,11 @@ class LongCtxModel(LongCtxPreTrainedModel):
                     "computed before (e.g. `model.get_encoder()(input_ids)`)."
                 )
             encoder_outputs = self.encoder(
-                input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                inputs_embeds=inputs_embeds,
+                position_ids=position_ids,
+                **kwargs,
             )
         elif not isinstance(encoder_outputs, BaseModelOutput):
             encoder_outputs = BaseModelOutput(
@@ -635,6 +685,7 @@ class LongCtxModel(LongCtxPreTrainedModel):
             cache=cache,
             inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
+            position_ids=decoder_position_ids,
             **kwargs,
         )
         return Seq2SeqModelOutput(
@@ -701,11 +752,15 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
         decoder_inputs_embeds=None,
         labels=None,
         use_cache: bool | None = None,
+        position_ids=None,
+        decoder_position_ids=None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> Seq2SeqLMOutput:
         r"""
         labels (`(B, Lt)`, *optional*): target ids; -100 marks positions the loss ignores. When given without
             decoder inputs, the decoder inputs are the labels shifted right (teacher forcing).
+        position_ids / decoder_position_ids (`(L,)` or `(B, L)`, *optional*): explicit positions of the encoder /
+            decoder tokens, e.g. for packing; default 0, 1, 2, ... (see `LongCtxEncoder.forward`).
         num_items_in_batch (*optional*, in kwargs): the number of target tokens over all gradient-accumulation
             micro-batches, passed by `Trainer`; the loss is then a sum divided by it, so accumulation reports
             the same loss as one big batch.
@@ -727,6 +782,8 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
             inputs_embeds=inputs_embeds,
             decoder_inputs_embeds=decoder_inputs_embeds,
             use_cache=use_cache,
+            position_ids=position_ids,
+            decoder_position_ids=decoder_position_ids,
             **kwargs,
         )
         logits_BLtV = self.lm_head(outputs.last_hidden_state * self.config.decoder_output_scale)

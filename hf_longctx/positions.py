@@ -63,7 +63,8 @@ class PositionEncoding(nn.Module):
         and for weights a checkpoint lacks; Linear and Embedding submodules are initialised by HF's rules). Write
         with `transformers.initialization`'s functions (`init.copy_`, ...), which leave loaded parameters alone."""
 
-    # What the stack calls, whatever the encoding (each kind overrides its own):
+    # What the stack calls, whatever the encoding (each kind overrides its own). `positions` is (L,), shared by the
+    # batch, or (B, L) where the caller gave `position_ids` per example; the outputs then carry that batch dimension.
     def add_to_embeddings(self, embeddings: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """The first layer's input from the token embeddings (B, L, D): they are returned unchanged here."""
         return embeddings
@@ -74,7 +75,7 @@ class PositionEncoding(nn.Module):
 
     @property
     def adds_score_bias(self) -> bool:
-        """Whether `bias(q_positions, k_positions) -> (1, H, Lq, Lk)` goes on the self-attention scores."""
+        """Whether `bias(q_positions, k_positions) -> (1 or B, H, Lq, Lk)` goes on the self-attention scores."""
         return self.kind == "bias"
 
     bias_is_offset_only: ClassVar[bool] = False  # True: the bias is `bias_by_offset(k - q)` (Toeplitz blocks)
@@ -97,7 +98,8 @@ class NoPositions(PositionEncoding):
 
 
 class AdditivePositions(PositionEncoding):
-    """An "additive" encoding: `embed(positions) -> (L, D)` is added to the token embeddings."""
+    """An "additive" encoding: `embed(positions) -> (L, D)`, or (B, L, D) for positions given per example, is added
+    to the token embeddings."""
 
     kind = "additive"
 
@@ -132,12 +134,12 @@ class SinusoidalPositions(AdditivePositions):
         dtype = torch.float32 if positions.device.type == "mps" else torch.float64  # MPS has no float64
         two_i = torch.arange(0, self.d_model, 2, dtype=dtype, device=positions.device)
         inv_freq_I = 1.0 / (10000.0 ** (two_i / self.d_model))
-        angles_LI = positions.to(dtype)[:, None] * inv_freq_I[None, :]
+        angles_LI = positions.to(dtype)[..., None] * inv_freq_I  # (L, I), or (B, L, I) per example
         if self.layout == "halves":  # all sines, then all cosines (Marian, fairseq)
             table_LD = torch.cat((angles_LI.sin(), angles_LI.cos()), dim=-1)
         else:  # sin at 2i, cos at 2i+1
-            table_LD = torch.stack((angles_LI.sin(), angles_LI.cos()), dim=-1).flatten(1)
-        return table_LD[:, : self.d_model].float() * self.scale
+            table_LD = torch.stack((angles_LI.sin(), angles_LI.cos()), dim=-1).flatten(-2)
+        return table_LD[..., : self.d_model].float() * self.scale
 
 
 class LearnedPositions(AdditivePositions):
@@ -195,10 +197,13 @@ class OffsetBias(PositionEncoding):
         raise NotImplementedError
 
     def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
+        """(1, H, Lq, Lk) for positions (L,) shared by the batch; (B, H, Lq, Lk) for positions (B, L) per example."""
         lowest = int(k_positions.min()) - int(q_positions.max())
         count = int(k_positions.max()) - int(q_positions.min()) - lowest + 1
         values_HN = self.bias_by_offset(lowest, count, q_positions.device)
-        return values_HN[:, k_positions[None, :] - q_positions[:, None] - lowest].unsqueeze(0)  # (1, H, Lq, Lk)
+        offsets = k_positions[..., None, :] - q_positions[..., :, None] - lowest  # (Lq, Lk) or (B, Lq, Lk)
+        bias = values_HN[:, offsets]
+        return bias.unsqueeze(0) if offsets.dim() == 2 else bias.movedim(0, 1)
 
 
 class RelativePositions(OffsetBias):
@@ -357,11 +362,10 @@ class RotaryPositions(PositionEncoding):
             inv_freq = self._compute(seq_len=int(positions.max()) + 1)[0].to(positions.device)
         else:
             inv_freq = fp32_table(self.inv_freq, lambda: self._compute(seq_len=None)[0])
-        angles_LI = positions.float()[:, None] * inv_freq[None, :]
+        angles_LI = positions.float()[..., None] * inv_freq  # (L, I), or (B, L, I) per example
         angles_LDh = torch.cat((angles_LI, angles_LI), dim=-1)  # HF's rotate_half layout
-        cos = (angles_LDh.cos() * self.attention_scaling).unsqueeze(0)
-        sin = (angles_LDh.sin() * self.attention_scaling).unsqueeze(0)
-        return cos, sin
+        cos, sin = angles_LDh.cos() * self.attention_scaling, angles_LDh.sin() * self.attention_scaling
+        return (cos[None], sin[None]) if positions.dim() == 1 else (cos, sin)  # (1 or B, L, Dh)
 
 
 POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {

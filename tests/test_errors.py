@@ -243,9 +243,6 @@ def _ids(*shape, dtype=torch.long):
         (dict(input_ids=_ids(1, 5), decoder_input_ids=_ids(1, 3, dtype=torch.float64)), r"`decoder_input_ids` must hold integer token ids"),
         (dict(decoder_input_ids=_ids(1, 3)), r"Nothing to encode: pass `input_ids` \(or `inputs_embeds`\).*`encoder_outputs`"),
         (dict(inputs_embeds=torch.zeros(1, 5), labels=_ids(1, 3)), r"`inputs_embeds` must have shape \(batch, length, d_model\)"),
-        # positions are not an input yet: a sinusoidal model given shifted positions used to return the same logits
-        (dict(input_ids=_ids(1, 5), labels=_ids(1, 3), position_ids=torch.arange(5)[None] + 7), r"`position_ids` is not an input of hf_longctx models: each stack numbers its tokens 0, 1, 2"),
-        (dict(input_ids=_ids(1, 5), labels=_ids(1, 3), decoder_position_ids=torch.arange(3)[None]), r"`decoder_position_ids` is not an input"),
     ],
 )
 def test_bad_inputs_get_a_value_error_naming_the_argument(inputs, pattern):
