@@ -6,6 +6,7 @@ About 20 s on 2 CPU cores, most of it the two subprocesses' imports.
 """
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,8 @@ def test_model_card_metadata_round_trips_and_holds_the_results(trained):
     assert f'AutoTokenizer.from_pretrained("{folder}")' in card.text
     assert "pytest" in card.text  # the command of this run
     assert "`relative_bias`: T5's learned bucket bias" in card.text and "scripts/ablate_trunk.py" in card.text
+    assert re.search(r"\*\*Optimisation:\*\* \d+ steps in \d+ s", card.text)
+    assert "| attention | SDPA by default" in card.text and "(attention score bias)" in card.text
     check_model_card(folder / "README.md")  # the offline validation the dry run uses
 
 
@@ -137,6 +140,8 @@ def test_text_training_writes_a_card_with_the_held_out_scores(tmp_path):
     recorded = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert recorded == {m: round(results["eval"][m], 4) for m in ("exact_match", "token_accuracy", "chrf", "bleu")}
     assert f"| Loss | {results['eval']['loss']:.4f} |" in card.text and "<extra_id_" in card.text  # example input
+    assert "Greedy outputs on 8 held-out examples" in card.text and "T5 span corruption on `text`" in card.text
+    assert re.search(r"- \*\*Data:\*\* `.*`, 32\s+training examples, 8 held out\.", card.text)
 
 
 def test_model_card_check_rejects_a_card_without_metadata(tmp_path):

@@ -14,18 +14,10 @@ Columns (the same for every task):
     depth (`float`): `position` relative to the places the needle could have gone, in [0, 1] (0 = start of the
         source, 1 = as late as possible); -1.0 for tasks without a needle.
 
-Tasks (`TASKS` registry, one line each):
-    passkey:   random letters as filler, `KEY d d d d d` at a uniform random depth; target the 5 digits
-               (Mohtashami & Jaggi 2023, arXiv 2305.16300).
-    kv_recall: pairs `k k = v v v` (two-letter keys, all distinct, three-digit values), then `? k k`; target the
-               value of the queried key. Up to five `.` fillers at the start make the length exact.
-    multikey:  the multi-key needle: `num_records` records `KEY k k = d d d d d` (distinct two-letter keys, five
-               digits) at random depths of `.` filler, then `? k k` naming one of them; target its digits. Unlike
-               passkey, several needles compete and only the query says which one is meant. (With random-letter
-               filler, as passkey has, HF T5 at d_model 64 did not learn it either: 0.60 after 4000 steps, as the
-               key's letters then also stand in the filler; with `.` filler it is solved at step 2500.)
-    copy:      random letters and digits; target the same sequence.
-    reverse:   random letters and digits; target the sequence reversed.
+Tasks: the `TASKS` registry (passkey, kv_recall, multikey, copy, reverse); each entry's `description` says what
+its sources and targets are (the model card of a model trained on it quotes it). On multikey: with random-letter
+filler, as passkey has, HF T5 at d_model 64 did not learn it either (0.60 after 4000 steps: the key's letters then
+also stand in the filler); with `.` filler it is solved at step 2500.
 """
 
 import functools
@@ -116,26 +108,43 @@ class TaskSpec(NamedTuple):
     min_len: int  # shortest encoder input (EOS included) that holds one instance (with one record)
     max_len: int | None  # longest, where the task runs out of distinct keys
     needs: str  # what the shortest instance holds, for error messages
+    description: str  # what a source and its target are, in a sentence (the model card's)
     record_tokens: int = 0  # tasks with `num_records`: tokens each record beyond the first adds to `min_len`
 
 
 TASKS: dict[str, TaskSpec] = {
-    "passkey": TaskSpec(_passkey, PASSKEY_DIGITS + 2, None, f"KEY + {PASSKEY_DIGITS} digits + EOS"),
+    "passkey": TaskSpec(
+        _passkey,
+        PASSKEY_DIGITS + 2,
+        None,
+        f"KEY + {PASSKEY_DIGITS} digits + EOS",
+        "random letters as filler with `KEY d d d d d` at a random depth; the answer is the 5 digits (passkey "
+        "retrieval, Mohtashami & Jaggi 2023, arXiv 2305.16300).",
+    ),
     "kv_recall": TaskSpec(
         _kv_recall,
         KV_PAIR_TOKENS + KV_QUERY_TOKENS + 1,
         KV_MAX_PAIRS * KV_PAIR_TOKENS + KV_QUERY_TOKENS + KV_PAIR_TOKENS,
         f"one {KV_PAIR_TOKENS}-token pair + a {KV_QUERY_TOKENS}-token query + EOS",
+        "pairs `k k = v v v` (two-letter keys, all distinct, three-digit values), then `? k k`; the answer is the "
+        "value of the queried key. Up to five `.` fillers at the start make the length exact.",
     ),
     "multikey": TaskSpec(
         _multikey,
         MULTIKEY_RECORD_TOKENS + KV_QUERY_TOKENS + 1,
         None,
         f"`num_records` {MULTIKEY_RECORD_TOKENS}-token records + a {KV_QUERY_TOKENS}-token query + EOS",
+        "`num_records` records `KEY k k = d d d d d` (distinct two-letter keys, five digits) at random depths of `.` "
+        "filler, then `? k k` naming one of them; the answer is the digits of the queried record (a multi-key "
+        "needle: several needles compete and only the query says which one is meant).",
         record_tokens=MULTIKEY_RECORD_TOKENS,
     ),
-    "copy": TaskSpec(_copy, 2, None, "one symbol + EOS"),
-    "reverse": TaskSpec(_reverse, 2, None, "one symbol + EOS"),
+    "copy": TaskSpec(
+        _copy, 2, None, "one symbol + EOS", "a random sequence of letters and digits; the answer is the same sequence."
+    ),
+    "reverse": TaskSpec(
+        _reverse, 2, None, "one symbol + EOS", "a random sequence of letters and digits; the answer is it reversed."
+    ),
 }
 
 

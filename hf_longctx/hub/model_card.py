@@ -24,7 +24,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.utils import logging
 
 from ..configuration_longctx import SAVED_BEFORE, has_relative_bias
-from ..data.tasks import depth_bin_labels
+from ..data.tasks import TASKS, depth_bin_labels, make_task
 from ..positions import POSITION_ENCODINGS, PositionEncoding
 
 logger = logging.get_logger(__name__)
@@ -46,41 +46,6 @@ MODEL_CARD = "README.md"
 PIPELINE_TAG = "text2text-generation"  # the hub's task for encoder-decoder generation (transformers 5 has no pipeline)
 TEXT_METRICS = (("loss", "Loss"), ("exact_match", "Exact match"), ("token_accuracy", "Token accuracy"),
                 ("chrf", "chrF"), ("bleu", "BLEU"))  # fmt: skip
-
-KIND_PHRASES = {  # an encoding's `kind`, as the card says it
-    "additive": "added to the embeddings",
-    "bias": "attention score bias",
-    "rotary": "rotates queries and keys",
-    "none": "no positions; the causal mask gives order",
-}
-RELATIVE_BIAS_DESCRIPTION = (
-    " On top of that, `relative_bias`: T5's learned bucket bias (one value per head and bucket, one table per stack) "
-    "is added to the self-attention scores of the {stacks}; past `relative_attention_max_distance` it is one "
-    "constant, so the extrapolation is the encoding's."
-)
-RELATIVE_BIAS_WHY = (  # on ALiBi stacks, where it is the default
-    " It is on by default with ALiBi because ALiBi alone did not learn to match a query to its key "
-    "among several records (multi-key needle, d_model 64, 4000 steps: 0.52-0.53 exact match on 3 seeds; with the "
-    "bias 0.96-1.00 on 6 runs, where HF T5 of the same size reached 0.54-0.97; `python scripts/ablate_trunk.py "
-    "--variants t5 default/alibi plain/alibi --learning_rates 2e-3 1e-3 --seeds 1 2 42`, results/trunk-ablation "
-    "in the hf_longctx repository)."
-)
-TASK_DESCRIPTIONS = {
-    "passkey": "random letters as filler with `KEY d d d d d` at a random depth; the answer is the 5 digits "
-    "(passkey retrieval, Mohtashami & Jaggi 2023).",
-    "kv_recall": "pairs `k k = v v v` (two-letter keys, three-digit values), then `? k k`; the answer is the value "
-    "of the queried key.",
-    "multikey": "several records `KEY k k = d d d d d` (two-letter keys, five digits) at random depths of `.` filler, "
-    "then `? k k`; the answer is the digits of the queried record (a multi-key needle).",
-    "copy": "a random sequence of letters and digits; the answer is the same sequence.",
-    "reverse": "a random sequence of letters and digits; the answer is the sequence reversed.",
-}
-CROSS_ATTENTION_LIMITATION = (
-    "Cross-attention carries no positions: on tasks whose output must follow the input position by position "
-    "(copy, reverse) the decoder has to find source tokens by content, and these models are known to fail past the "
-    "trained length even where the encoder's positions extrapolate (Ontañón et al. 2022, arXiv 2108.04378)."
-)
-
 
 def write_model_card(
     output_dir: str | os.PathLike,
@@ -120,7 +85,8 @@ def write_model_card(
             f"No model card template at {MODEL_CARD_TEMPLATE}: writing huggingface_hub's generic card. Run from a "
             "source checkout of hf_longctx or set HF_LONGCTX_MODEL_CARD_TEMPLATE to `hf_longctx/hub/model_card_template.md`."
         )
-        card = ModelCard.from_template(card_data, model_id=model_id, model_summary=template_kwargs["summary"])
+        summary = f"An hf_longctx model with {config['position_embedding_type']} positions."
+        card = ModelCard.from_template(card_data, model_id=model_id, model_summary=summary)
     path = output_dir / MODEL_CARD
     card.save(path)
     check_model_card(path, expected=card_data)
@@ -237,42 +203,51 @@ def is_synthetic(results: dict) -> bool:
 
 
 def template_values(results, config, training_args, command, model_id, example_source) -> dict:
-    """The Jinja variables of `hf_longctx/hub/model_card_template.md`."""
+    """The Jinja variables of `hf_longctx/hub/model_card_template.md`: facts of the run and the saved config. The
+    prose that states them lives in the template."""
     encoder_pe, decoder_pe = _stack_encodings(config).values()
+    relative_bias_stacks = _stacks_with_relative_bias(config)
+    biased = any(_encoding(e).kind == "bias" for e in (encoder_pe, decoder_pe)) or relative_bias_stacks
     values = {
         "model_id": model_id,
         "num_parameters": results["num_parameters"],
         "arch": {
             **{k: config.get(k) for k in ("d_model", "num_heads", "d_ff", "encoder_layers", "decoder_layers")},
             "vocab_size": config["vocab_size"],
-            "norm": f"{'pre' if config.get('pre_norm', True) else 'post'}-norm {config.get('norm_type', 'layernorm')}",
+            "pre_norm": config.get("pre_norm", True),
+            "norm_type": config.get("norm_type", "layernorm"),
             "position_embedding_type": encoder_pe,
-            "position_kind": _kind_phrase(encoder_pe),
+            "position_kind": _kind(encoder_pe),
             "decoder_position_embedding_type": decoder_pe,
-            "decoder_position_kind": _kind_phrase(decoder_pe),
+            "decoder_position_kind": _kind(decoder_pe),
             "rope_parameters": config.get("rope_parameters") if "rope" in (encoder_pe, decoder_pe) else None,
-            "attention": _attention_summary(config),
+            # from this many key tokens on, bias encodings take the query-chunked path (None: never)
+            "chunked_from": config.get("chunked_attention_min_length", 2048)
+            if biased and config.get("chunked_attention", "auto") != "never"
+            else None,
         },
-        "position_description": " ".join(
+        # each encoding's one-line description is a fact of its class (positions.py)
+        "position_descriptions": list(
             dict.fromkeys(_encoding(pe).description for pe in (encoder_pe, decoder_pe) if _encoding(pe).description)
-        )
-        + (" The decoder has no position encoding: its causal mask gives the order." if decoder_pe == "none" else "")
-        + _relative_bias_text(config)
-        + _encoder_conv_text(config),
-        "optimisation": _optimisation_summary(results, training_args),
+        ),
+        "decoder_without_positions": decoder_pe == "none",
+        "relative_bias_stacks": " and ".join(f"{e} {stack}" for stack, e in relative_bias_stacks.items()),
+        "relative_bias_on_alibi": "alibi" in relative_bias_stacks.values(),
+        "encoder_conv_kernel": config.get("encoder_conv_kernel", 0),  # a config saved before the field had none
+        "learned_table": config.get("max_position_embeddings") if "learned" in (encoder_pe, decoder_pe) else None,
+        "optimisation": _optimisation(results, training_args),
         "command": command or invocation_command(),
         "arguments_json": json.dumps(_arguments(results, training_args), indent=2, default=str),
-        "limitations": _limitations(results, config),
         **_versions(),
     }
     if is_synthetic(results):
-        values |= _synthetic_values(results, example_source)
+        values |= _synthetic_values(results, config, example_source)
     else:
         values |= _text_values(results, example_source)
     return values
 
 
-def _synthetic_values(results: dict, example_source: str | None) -> dict:
+def _synthetic_values(results: dict, config: dict, example_source: str | None) -> dict:
     data_args, task = results["data_args"], results["task"]
     train_max = data_args["train_max_len"]
     rows, depth_rows = [], []
@@ -289,21 +264,17 @@ def _synthetic_values(results: dict, example_source: str | None) -> dict:
         if "exact_match_by_depth" in scores:
             values = ["-" if v is None else f"{v:.2f}" for v in scores["exact_match_by_depth"]]
             depth_rows.append({"length": length, "bins": values})
-    if example_source is None:
-        from ..data.tasks import make_task  # the generator of the training data: a real input of the task
-
+    if example_source is None:  # the generator of the training data: a real input of the task
         min_len = data_args["train_min_len"]
         example_source = make_task(task, 1, min_len, min_len, seed=data_args["dataset_seed"])[0]["source"]
     return {
         "kind": "synthetic",
-        "title": f"hf_longctx {results['position_embedding_type']}: {task}, trained at {data_args['train_min_len']}-"
-        f"{train_max} tokens",
-        "summary": f"This one was trained on the synthetic `{task}` task at {data_args['train_min_len']}-{train_max} "
-        f"source tokens and evaluated at {', '.join(map(str, data_args['eval_lengths']))} tokens.",
+        "position_embedding_type": results["position_embedding_type"],
         "task": task,
-        "task_description": TASK_DESCRIPTIONS.get(task, ""),
+        "task_description": TASKS[task].description if task in TASKS else "",
         **{k: data_args[k] for k in ("train_min_len", "train_max_len", "eval_lengths", "num_train", "num_eval")},
         "dataset_seed": data_args["dataset_seed"],
+        "vocab_size": config["vocab_size"],
         "eval_rows": rows,
         "depth_rows": depth_rows,
         "depth_bins": depth_bin_labels(),
@@ -312,40 +283,22 @@ def _synthetic_values(results: dict, example_source: str | None) -> dict:
 
 
 def _text_values(results: dict, example_source: str | None) -> dict:
-    text_args, objective = results["text_args"], results["objective"]
+    text_args = results["text_args"]
     source = text_args.get("dataset_name") or text_args["text_file"]
-    if objective == "denoising":
-        objective_description = (
-            f"T5 span corruption on `{text_args['text_column']}`: chunks of {text_args['chunk_length']} tokens, "
-            f"{text_args['noise_density']:.0%} of them dropped in spans of mean length "
-            f"{text_args['mean_noise_span_length']}, each replaced by a sentinel `<extra_id_i>`; the target lists the "
-            "dropped spans after their sentinels."
-        )
-    else:
-        objective_description = (
-            f"`{text_args['source_column']}` -> `{text_args['target_column']}` (sources cut at "
-            f"{text_args['max_source_length']} tokens, targets up to {text_args['max_target_length']})."
-        )
-    tokenizer_description = (
-        f"`{text_args['tokenizer_name']}`"
-        if text_args.get("tokenizer_name")
-        else f"a byte-level BPE of {results.get('vocab_size', '?')} tokens trained on the same text"
-        + (f" ({text_args['num_sentinels']} sentinels)" if objective == "denoising" else "")
-    )
-    rows = [
-        {"name": name, "value": f"{results['eval'][key]:.4f}"} for key, name in TEXT_METRICS if key in results["eval"]
-    ]
     return {
         "kind": "text",
-        "title": f"hf_longctx {results['position_embedding_type']}: {objective} on {Path(source).name}",
-        "summary": f"This one was trained with a {objective} objective on `{source}`.",
-        "data_description": f"`{source}`"
-        + (f" (configuration `{text_args['dataset_config_name']}`)" if text_args.get("dataset_config_name") else "")
-        + f", {results.get('num_train_examples', '?')} training examples, {text_args['num_eval_examples']} held out.",
-        "objective_description": objective_description,
-        "tokenizer_description": tokenizer_description,
-        "num_heldout": text_args["num_eval_examples"],
-        "eval_rows": rows,
+        "position_embedding_type": results["position_embedding_type"],
+        "objective": results["objective"],
+        "text": text_args,  # the run's TextDataArguments, as the template's objective and data lines read them
+        "source": source,
+        "source_name": Path(source).name,
+        "num_train_examples": results.get("num_train_examples", "?"),
+        "vocab_size": results.get("vocab_size", "?"),
+        "eval_rows": [
+            {"name": name, "value": f"{results['eval'][key]:.4f}"}
+            for key, name in TEXT_METRICS
+            if key in results["eval"]
+        ],
         "example_source": repr(example_source or "Replace this with an input like the training sources."),
     }
 
@@ -360,8 +313,9 @@ def _encoding(name: str) -> type:
     return POSITION_ENCODINGS.get(name, PositionEncoding)  # a folder made with an encoding not registered here
 
 
-def _kind_phrase(name: str) -> str:
-    return KIND_PHRASES[_encoding(name).kind] if name in POSITION_ENCODINGS else "?"
+def _kind(name: str) -> str | None:
+    """The encoding's `kind` (the template says what it means), None where the name is not registered here."""
+    return _encoding(name).kind if name in POSITION_ENCODINGS else None
 
 
 def _stacks_with_relative_bias(config: dict) -> dict[str, str]:
@@ -370,52 +324,26 @@ def _stacks_with_relative_bias(config: dict) -> dict[str, str]:
     return {stack: e for stack, e in _stack_encodings(config).items() if has_relative_bias(relative_bias, e)}
 
 
-def _relative_bias_text(config: dict) -> str:
-    stacks = _stacks_with_relative_bias(config)
-    if not stacks:
-        return ""
-    text = RELATIVE_BIAS_DESCRIPTION.format(stacks=" and ".join(f"{e} {stack}" for stack, e in stacks.items()))
-    return text + (RELATIVE_BIAS_WHY if "alibi" in stacks.values() else "")
-
-
-def _encoder_conv_text(config: dict) -> str:
-    kernel = config.get("encoder_conv_kernel", 0)  # a config saved before the field had none
-    if not kernel:
-        return ""
-    return (
-        f" Before each encoder self-attention a depthwise convolution over the token and the {kernel - 1} before it "
-        "(`encoder_conv_kernel`) adds its neighbours' content to it; it reads fixed offsets only, so it runs at any length."
-    )
-
-
-def _attention_summary(config: dict) -> str:
-    text = "SDPA by default (`eager` and `flex_attention` selectable)"
-    biased = any(_encoding(e).kind == "bias" for e in _stack_encodings(config).values())
-    biased = biased or _stacks_with_relative_bias(config)
-    if biased and config.get("chunked_attention", "auto") != "never":
-        text += (
-            f"; bias encodings switch to query-chunked attention (memory linear in length) from "
-            f"{config.get('chunked_attention_min_length', 2048)} key tokens"
-        )
-    return text
-
-
-def _optimisation_summary(results: dict, training_args) -> str:
+def _optimisation(results: dict, training_args) -> dict:
+    """What the template's optimisation line states: steps and time, the optimiser's settings, the final loss."""
     train = results["train"]
-    text = f"{train['global_step']} steps"
-    if train.get("train_runtime") is not None:
-        text += f" in {float(train['train_runtime']):.0f} s"
+    facts = {
+        "steps": train["global_step"],
+        "runtime": None if train.get("train_runtime") is None else f"{float(train['train_runtime']):.0f}",
+        "train_loss": None if train.get("train_loss") is None else f"{float(train['train_loss']):.3f}",
+        "args": None,
+    }
     if training_args is not None:
-        batch = training_args.per_device_train_batch_size * max(1, training_args.world_size)
-        text += (
-            f", batch {batch} x {training_args.gradient_accumulation_steps} accumulation, AdamW at learning rate "
-            f"{training_args.learning_rate:g} ({_plain(training_args.lr_scheduler_type)} schedule, "
-            f"{training_args.warmup_steps} warm-up steps), weight decay {training_args.weight_decay:g}, "
-            f"seed {training_args.seed}"
-        )
-    if train.get("train_loss") is not None:
-        text += f"; final mean training loss {float(train['train_loss']):.3f}"
-    return text + "."
+        facts["args"] = {
+            "batch": training_args.per_device_train_batch_size * max(1, training_args.world_size),
+            "accumulation": training_args.gradient_accumulation_steps,
+            "learning_rate": f"{training_args.learning_rate:g}",
+            "scheduler": _plain(training_args.lr_scheduler_type),
+            "warmup_steps": training_args.warmup_steps,
+            "weight_decay": f"{training_args.weight_decay:g}",
+            "seed": training_args.seed,
+        }
+    return facts
 
 
 def benchmark_values(benchmark_dir: Path, output_dir: Path) -> dict | None:
@@ -446,39 +374,6 @@ def benchmark_values(benchmark_dir: Path, output_dir: Path) -> dict | None:
         "train_range": f"{bench['protocol']['train_min_len']}-{trained}",
         "plot": plot,
     }
-
-
-def _limitations(results: dict, config: dict) -> list[str]:
-    items = []
-    if is_synthetic(results):
-        data_args = results["data_args"]
-        items.append(
-            f"A research model for length extrapolation on a synthetic task (`{results['task']}`), with a "
-            f"{data_args['train_min_len']}-{data_args['train_max_len']}-token training range and a vocabulary of "
-            f"{config['vocab_size']} word tokens: it has no knowledge of natural language."
-        )
-    else:
-        items.append(
-            f"A small model trained on {results.get('num_train_examples', '?')} examples of one corpus: it is meant to "
-            "show the training path, not to be used as a general language model."
-        )
-    if "learned" in (config.get("position_embedding_type"), config.get("decoder_position_embedding_type")):
-        items.append(
-            f"`learned` positions stop at `max_position_embeddings`={config.get('max_position_embeddings')}: longer "
-            "inputs raise an error, and rows past the training lengths hold untrained values."
-        )
-    if is_synthetic(results):
-        items.append(
-            "Accuracy past the trained length depends on the position encoding; the table above is the measurement, "
-            "on the evaluation sizes stated, with greedy decoding."
-        )
-    else:
-        items.append(
-            "Evaluated on held-out examples of the training length only: how it behaves on longer inputs was not "
-            "measured here."
-        )
-    items.append(CROSS_ATTENTION_LIMITATION)
-    return items
 
 
 def _arguments(results: dict, training_args) -> dict:
