@@ -155,6 +155,14 @@ def no_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
 
 
+def test_exact_match_by_depth_scores_each_bin_with_the_shipped_metric():
+    from hf_longctx.training.trainer import exact_match_by_depth
+
+    predictions, references = ["1 2", " 3  4 ", "5", "6", "7"], ["1 2", "3 4", "0", "6", "7"]
+    depths = [0.0, 0.1, 0.5, 0.99, 1.0]  # bins [0, .2) twice, [.4, .6) once (wrong), [.8, 1.0] twice
+    assert exact_match_by_depth(predictions, references, depths) == [1.0, None, 0.0, None, 1.0]
+
+
 def test_metrics_load_by_path_offline(no_network, monkeypatch):
     monkeypatch.chdir(REPO)  # the documented call from the repository root: evaluate.load("hf_longctx/training/metrics/<name>")
     exact_match = evaluate.load("hf_longctx/training/metrics/exact_match")

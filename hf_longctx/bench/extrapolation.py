@@ -35,9 +35,17 @@ import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments, TrainerCallback
 from transformers.utils import logging
 
-from ..data.tasks import exact_match_by_depth, make_task
+from ..data.tasks import make_task
 from ..positions import POSITION_ENCODINGS, LearnedPositions, encoding_names
-from ..training.trainer import RESULTS_JSON, RESULTS_TABLE, DataArguments, ModelArguments, load_metric, train
+from ..training.trainer import (
+    RESULTS_JSON,
+    RESULTS_TABLE,
+    DataArguments,
+    ModelArguments,
+    exact_match_by_depth,
+    load_metric,
+    train,
+)
 from .environment import environment
 from .report import markdown, plot
 

@@ -212,10 +212,3 @@ def depth_bin_labels() -> list[str]:
     """The DEPTH_BINS equal bins of needle depth, as tables and plots label them ("0.0-0.2", ...)."""
     return [f"{i / DEPTH_BINS:.1f}-{(i + 1) / DEPTH_BINS:.1f}" for i in range(DEPTH_BINS)]
 
-
-def exact_match_by_depth(predictions: list[str], references: list[str], depths: list[float]) -> list[float | None]:
-    """Exact match in DEPTH_BINS equal bins of needle depth (None for an empty bin)."""
-    hits = [[] for _ in range(DEPTH_BINS)]
-    for prediction, reference, depth in zip(predictions, references, depths, strict=True):
-        hits[min(int(depth * DEPTH_BINS), DEPTH_BINS - 1)].append(prediction.split() == reference.split())
-    return [sum(h) / len(h) if h else None for h in hits]

@@ -46,7 +46,7 @@ from transformers.training_args import ParallelMode
 from transformers.utils import logging
 
 from ..configuration_longctx import LongCtxConfig
-from ..data.tasks import DEPTH_BINS, TASKS, depth_bin_labels, exact_match_by_depth, make_task
+from ..data.tasks import DEPTH_BINS, TASKS, depth_bin_labels, make_task
 from ..data.tokenization import build_tokenizer
 from ..hub.model_card import launched_by, write_model_card
 
@@ -186,6 +186,18 @@ def load_metric(name: str) -> evaluate.EvaluationModule:
             "HF_LONGCTX_METRICS_DIR to the folder holding the `<name>/<name>.py` metric modules."
         )
     return evaluate.load(str(path))
+
+
+def exact_match_by_depth(predictions: list[str], references: list[str], depths: list[float]) -> list[float | None]:
+    """The shipped exact match in DEPTH_BINS equal bins of needle depth (None for an empty bin)."""
+    exact_match, bins = load_metric("exact_match"), [([], []) for _ in range(DEPTH_BINS)]
+    for prediction, reference, depth in zip(predictions, references, depths, strict=True):
+        predicted, expected = bins[min(int(depth * DEPTH_BINS), DEPTH_BINS - 1)]
+        predicted.append(prediction)
+        expected.append(reference)
+    return [
+        exact_match.compute(predictions=p, references=r)["exact_match"] if p else None for p, r in bins
+    ]
 
 
 def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase) -> Dataset:
