@@ -459,3 +459,27 @@ def test_script_parses_text_arguments(monkeypatch, tmp_path):
     config.write_text(f"text_file: {CORPUS_TXT}\nchunk_length: 64\nmax_steps: 3\n")
     _, text_args_, training_args = script.parse_args([str(config)])
     assert (text_args_.objective, text_args_.chunk_length, training_args.max_steps) == ("denoising", 64, 3)
+
+
+# ------------------------------------------------------------------------------------- long documents (KJV)
+
+
+def test_the_long_document_corpus_holds_out_whole_books_and_matches_its_readme():
+    """data/kjv_books.jsonl.gz: one record per book, whole books held out, the bytes the README's sha256 names."""
+    import hashlib
+    import re
+    import runpy
+
+    from datasets import load_dataset
+
+    path = REPO / "data" / "kjv_books.jsonl.gz"
+    documented = re.search(r"sha256\s+`([0-9a-f]{64})`\. Read it", (REPO / "data" / "README.md").read_text())
+    assert documented and hashlib.sha256(path.read_bytes()).hexdigest() == documented.group(1)
+
+    books = load_dataset("json", data_files=str(path), split="train")
+    assert len(books) == 66 and books[0]["book"] == "Genesis" and books[-1]["book"] == "Revelation"
+    held_out = [row["book"] for row in books if row["split"] == "test"]
+    assert tuple(held_out) == runpy.run_path(str(REPO / "data" / "build_kjv.py"))["EVAL_BOOKS"]
+    words = {split: sum(len(r["text"].split()) for r in books if r["split"] == split) for split in ("train", "test")}
+    assert words == {"train": 702_410, "test": 87_224}
+    assert min(len(r["text"].split()) for r in books if r["split"] == "test") > 16_000  # room for 16k-token passages
