@@ -216,3 +216,29 @@ def test_trunk_ablation_sizes_reference_tables_for_its_lengths_and_refuses_longe
     args.lengths = [96]
     with pytest.raises(ValueError, match=r"bart lr=0.002 seed=42: its position table has 80 rows"):
         run_ablation(args, command="test")
+
+
+@pytest.mark.slow
+def test_realtext_quick_run_scores_the_same_targets_at_each_length_and_reports_tables_that_cannot(tmp_path, monkeypatch):
+    """`scripts/bench_realtext.py --quick` (what CI runs of the real-text benchmark): each row scored at every
+    length; a table of positions (hf_longctx `learned`, HF BART) past its rows gets the error in its cell."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench_realtext
+
+    out = tmp_path / "results"
+    results = bench_realtext.main(
+        ["--quick", "--encodings", "alibi", "learned", "--references", "bart", "--logn", "false",
+         "--output_dir", str(out), "--work_dir", str(tmp_path / "runs")]
+    )  # fmt: skip
+    assert [row["name"] for row in results["rows"]] == ["alibi", "learned", "bart"]
+    alibi, learned, bart = results["rows"]
+    assert all(0 < alibi["eval"][n]["perplexity"] < 1e6 for n in ("32", "64"))
+    assert alibi["eval"]["32"]["num_tokens"] == alibi["eval"]["64"]["num_tokens"] == 4 * 9  # same targets, + EOS
+    for table in (learned, bart):
+        assert table["eval"]["32"]["perplexity"] is not None
+        assert table["eval"]["64"]["perplexity"] is None and table["eval"]["64"]["error"]
+    assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
+    table = (out / "results.md").read_text()
+    assert "| learned |" in table and "learned at 64: " in table and "max_position_embeddings" in table
+    assert (out / "perplexity_vs_length.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

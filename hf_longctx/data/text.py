@@ -333,6 +333,56 @@ def check_target_length(dataset: Dataset, max_target_length: int, fix: str) -> i
     return longest
 
 
+# ------------------------------------------------------------------------------------ next tokens after a context
+
+
+def document_token_ids(texts: Iterable[str], tokenizer) -> list[list[int]]:
+    """Each document as one run of token ids, without special tokens (a document's text may hold none)."""
+    return tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+
+
+def target_windows(
+    documents: Sequence[Sequence[int]], min_context: int, target_length: int, num_windows: int, seed: int
+) -> list[tuple[int, int]]:
+    """`num_windows` (document, start) places of a target of `target_length` tokens with at least `min_context`
+    tokens before it in its document, drawn uniformly over all such places; a ValueError when there are none."""
+    room = [max(0, len(ids) - min_context - target_length + 1) for ids in documents]
+    if sum(room) == 0:
+        longest = max((len(ids) for ids in documents), default=0)
+        raise ValueError(
+            f"No document has {min_context} tokens of context before a {target_length}-token target (the longest "
+            f"has {longest} tokens); lower the longest context length or use longer documents."
+        )
+    rng = np.random.default_rng(seed)
+    places = rng.choice(sum(room), size=num_windows, replace=sum(room) < num_windows)
+    bounds = np.cumsum(room)
+    windows = []
+    for place in places:
+        doc = int(np.searchsorted(bounds, place, side="right"))
+        windows.append((doc, min_context + int(place - (bounds[doc - 1] if doc else 0))))
+    return windows
+
+
+def context_target_dataset(
+    documents: Sequence[Sequence[int]],
+    windows: Sequence[tuple[int, int]],
+    context_lengths: int | Sequence[int],
+    target_length: int,
+    eos_id: int,
+) -> Dataset:
+    """input_ids = the `n` tokens before each window (n: one length for all, or one per window) + EOS; labels = the
+    window's `target_length` tokens + EOS. The same windows at several `n` give targets that differ only in context."""
+    lengths = [context_lengths] * len(windows) if isinstance(context_lengths, int) else list(context_lengths)
+    rows = {"input_ids": [], "labels": []}
+    for (doc, start), n in zip(windows, lengths, strict=True):
+        ids = documents[doc]
+        if n > start:
+            raise ValueError(f"A window at token {start} of document {doc} has fewer than {n} tokens before it.")
+        rows["input_ids"].append(list(ids[start - n : start]) + [eos_id])
+        rows["labels"].append(list(ids[start : start + target_length]) + [eos_id])
+    return Dataset.from_dict(rows)
+
+
 __all__ = [
     "FILE_BUILDERS",
     "load_text_dataset",
@@ -350,4 +400,7 @@ __all__ = [
     "span_corruption_dataset",
     "seq2seq_dataset",
     "check_target_length",
+    "document_token_ids",
+    "target_windows",
+    "context_target_dataset",
 ]

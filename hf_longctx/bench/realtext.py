@@ -1,0 +1,294 @@
+"""Does more context hurt? Perplexity of the same next tokens after longer and longer real-text contexts.
+
+Benchmark A of the issue "Long context on real text", in the form of the ALiBi paper's Figure 1 (Press et al.
+2022): every model is trained to continue a passage (source: the `n` tokens before a window of a book; target:
+the next `target_length` tokens, teacher-forced cross-entropy), with `n` sampled up to `train_context`; then the
+same held-out target windows are scored with `n` = each of `lengths` tokens of preceding context, so any change in
+perplexity comes from the context alone. Corpus: `data/kjv_books.jsonl.gz` (66 books; whole books held out),
+tokenized by a byte-level BPE trained on the training books.
+
+Rows: each hf_longctx encoding (`encodings`; +logn: the same model with `cross_attention_logn_length` at the
+trained length, at inference only; rope+yarn: the rope model with YaRN at factor n / trained, at inference only),
+and HF's T5 / BART / Marian at the same size (`references`), trained by the same code and budget. A model that
+cannot run a length (a table of positions, out of memory) gets the error in its cell, as the paper reports T5's.
+
+`run_realtext(args)` writes `results.json` (protocol, command, environment, every row) after each row,
+`results.md` and `perplexity_vs_length.png` under `args.output_dir`; `--resume` keeps the rows already there.
+"""
+
+import json
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import load_dataset
+from transformers import AutoModelForSeq2SeqLM
+from transformers.utils import logging
+
+from ..data.text import context_target_dataset, document_token_ids, target_windows, train_bpe_tokenizer
+from ..positions import encoding_names
+from ..training.trainer import RESULTS_JSON, RESULTS_TABLE, ModelArguments, build_model, fit, start_run
+from .environment import environment
+from .extrapolation import recipe_training_args
+
+logger = logging.get_logger(__name__)
+
+REFERENCES = ("t5", "bart", "marian")
+PLOT = "perplexity_vs_length.png"
+# `--quick`: a smoke run (CI's); flags given after it still win, as argparse keeps the last value
+QUICK_FLAGS = [
+    "--encodings", "alibi", "rope", "--references", "t5", "--vocab_size", "400", "--d_model", "32", "--d_ff", "64",
+    "--steps", "4", "--batch_size", "4", "--num_train_windows", "32", "--train_context", "32", "--target_length",
+    "8", "--lengths", "32", "64", "--num_eval_windows", "4",
+]  # fmt: skip
+
+
+@dataclass
+class RealTextArguments:
+    encodings: list[str] = field(
+        default_factory=lambda: list(encoding_names(encoder_allowed=True)),
+        metadata={"help": "hf_longctx encodings, a row each (default: every registered one)."},
+    )
+    references: list[str] = field(
+        default_factory=lambda: list(REFERENCES), metadata={"help": "HF references at the same size: t5 bart marian."}
+    )
+    logn: bool = field(default=True, metadata={"help": "Also score each hf_longctx row with logn at inference."})
+    yarn: bool = field(default=True, metadata={"help": "Also score the rope row with YaRN at inference."})
+    corpus: str = field(default="data/kjv_books.jsonl.gz", metadata={"help": "JSON lines: `text` and `split`."})
+    vocab_size: int = field(default=4000, metadata={"help": "Byte-level BPE trained on the training books."})
+    d_model: int = 128
+    layers: int = field(default=2, metadata={"help": "Layers per stack."})
+    num_heads: int = 4
+    d_ff: int = 512
+    train_context: int = field(default=256, metadata={"help": "Longest training context (n is sampled up to it)."})
+    min_train_context: int = field(default=32, metadata={"help": "Shortest training context."})
+    target_length: int = field(default=32, metadata={"help": "Tokens to predict after the context."})
+    num_train_windows: int = 20000
+    steps: int = 3000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    lengths: list[int] = field(
+        default_factory=lambda: [256, 512, 1024, 2048, 4096, 8192],
+        metadata={"help": "Context lengths scored, each on the same held-out targets."},
+    )
+    num_eval_windows: int = field(default=64, metadata={"help": "Held-out target windows (the same at every n)."})
+    eval_tokens_per_batch: int = field(default=16384, metadata={"help": "Context tokens per evaluation batch."})
+    seed: int = 42
+    output_dir: str = "results/realtext"
+    work_dir: str = "runs/realtext"
+    resume: bool = field(default=False, metadata={"help": "Keep the rows already in output_dir/results.json."})
+
+    def __post_init__(self):
+        unknown = [name for name in self.references if name not in REFERENCES]
+        if unknown:
+            raise ValueError(f"`references` {unknown} are not HF references here; valid: {', '.join(REFERENCES)}.")
+        if self.min_train_context > self.train_context:
+            raise ValueError(
+                f"`min_train_context`={self.min_train_context} exceeds `train_context`={self.train_context}."
+            )
+        if not self.lengths:
+            raise ValueError("`lengths` must list at least one context length.")
+
+
+def plan(args: RealTextArguments) -> list[dict]:
+    """The rows, in order: each encoding (then +logn, and rope+yarn), then the references."""
+    rows = []
+    for encoding in args.encodings:
+        rows.append({"name": encoding, "model": encoding, "logn": False, "yarn": False})
+        if args.yarn and encoding == "rope":
+            rows.append({"name": "rope+yarn", "model": encoding, "logn": False, "yarn": True})
+        if args.logn:
+            rows.append({"name": f"{encoding}+logn", "model": encoding, "logn": True, "yarn": False})
+    return rows + [{"name": ref, "model": ref, "logn": False, "yarn": False} for ref in args.references]
+
+
+def corpus_documents(args: RealTextArguments):
+    """(tokenizer, training documents, held-out documents): a BPE trained on the training books, and both as ids."""
+    books = load_dataset("json", data_files=args.corpus, split="train")
+    train = [row["text"] for row in books if row["split"] == "train"]
+    test = [row["text"] for row in books if row["split"] == "test"]
+    if not train or not test:
+        raise ValueError(f"{args.corpus} needs books with `split` 'train' and 'test'; it has {len(train)} / {len(test)}.")
+    tokenizer = train_bpe_tokenizer(train, vocab_size=args.vocab_size, num_sentinels=0)
+    return tokenizer, document_token_ids(train, tokenizer), document_token_ids(test, tokenizer)
+
+
+def train_row(args: RealTextArguments, model_name: str, tokenizer, train_docs, folder: Path) -> dict:
+    """One model trained to continue passages of the training books; saved to `folder`."""
+    reference = model_name if model_name in REFERENCES else None
+    model_args = ModelArguments(
+        d_model=args.d_model,
+        encoder_layers=args.layers,
+        decoder_layers=args.layers,
+        num_heads=args.num_heads,
+        d_ff=args.d_ff,
+        reference=reference,
+        position_embedding_type="alibi" if reference else model_name,
+        # a table of positions holds the trained lengths only (source + EOS, target + EOS): past them it fails,
+        # and the results say so, as the ALiBi paper's table does for T5 out of memory (T5 has no table)
+        max_position_embeddings=None if reference == "t5" else args.train_context + 1,
+        cross_attention_logn_length="off",  # the +logn rows switch it on at inference
+    )
+    trained = args.train_context + 1
+    model = build_model(model_args, tokenizer, max_length=trained, trained_length=trained)
+    windows = target_windows(train_docs, args.train_context, args.target_length, args.num_train_windows, args.seed)
+    rng = np.random.default_rng(args.seed + 1)
+    contexts = rng.integers(args.min_train_context, args.train_context + 1, size=len(windows)).tolist()
+    dataset = context_target_dataset(train_docs, windows, contexts, args.target_length, tokenizer.eos_token_id)
+    training_args = recipe_training_args(
+        folder, args.steps, args.learning_rate, args.warmup_steps, args.batch_size, args.steps, args.seed
+    )
+    training_args.eval_strategy, training_args.predict_with_generate = "no", False
+    start_run(training_args)
+    started = time.perf_counter()
+    _, output = fit(model, tokenizer, training_args, dataset, None, None, None, None)
+    tokenizer.save_pretrained(folder)
+    return {
+        "steps": output.global_step,
+        "train_loss": output.training_loss,
+        "train_seconds": round(time.perf_counter() - started, 1),
+        "num_parameters": model.num_parameters(),
+    }
+
+
+def load_row_model(folder: Path, row: dict, length: int, trained: int):
+    kwargs = {}
+    if row["logn"]:
+        kwargs["cross_attention_logn_length"] = trained
+    if row["yarn"] and length > trained:
+        kwargs["rope_parameters"] = {
+            "rope_type": "yarn",
+            "rope_theta": 10000.0,
+            "factor": length / trained,
+            "original_max_position_embeddings": trained,
+        }
+    return AutoModelForSeq2SeqLM.from_pretrained(folder, **kwargs).eval()
+
+
+@torch.no_grad()
+def perplexity(model, dataset, tokens_per_batch: int) -> dict:
+    """exp(mean cross-entropy) over every target token (EOS included), teacher-forced."""
+    length = len(dataset[0]["input_ids"])
+    batch_size = max(1, tokens_per_batch // length)
+    total, count = 0.0, 0
+    for start in range(0, len(dataset), batch_size):
+        batch = dataset[start : start + batch_size]
+        input_ids, labels = torch.tensor(batch["input_ids"]), torch.tensor(batch["labels"])
+        logits = model(input_ids=input_ids, labels=labels).logits
+        total += F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum").item()
+        count += labels.numel()
+    return {"perplexity": math.exp(total / count), "nll": total / count, "num_tokens": count}
+
+
+def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
+    output_dir, work_dir = Path(args.output_dir), Path(args.work_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results = {
+        "command": command or shlex.join(["python", *sys.argv]),
+        "protocol": asdict(args),
+        "environment": environment(),
+        "rows": [],
+    }
+    if args.resume and (output_dir / RESULTS_JSON).is_file():
+        results["rows"] = json.loads((output_dir / RESULTS_JSON).read_text())["rows"]
+    done = {row["name"] for row in results["rows"]}
+    tokenizer, train_docs, test_docs = corpus_documents(args)
+    windows = target_windows(test_docs, max(args.lengths), args.target_length, args.num_eval_windows, args.seed + 2)
+    eval_sets = {
+        n: context_target_dataset(test_docs, windows, n, args.target_length, tokenizer.eos_token_id)
+        for n in args.lengths
+    }
+    trained, training = args.train_context + 1, {}
+    for spec in plan(args):
+        if spec["name"] in done:
+            continue
+        folder = work_dir / spec["model"]
+        if spec["model"] not in training:
+            logger.warning(f"training {spec['model']} ({args.steps} steps)")
+            training[spec["model"]] = train_row(args, spec["model"], tokenizer, train_docs, folder)
+        row = {**spec, "training": training[spec["model"]], "eval": {}}
+        for n, dataset in eval_sets.items():
+            try:
+                scores = perplexity(load_row_model(folder, spec, n + 1, trained), dataset, args.eval_tokens_per_batch)
+            except (ValueError, IndexError, RuntimeError) as error:  # a table past its rows; out of memory
+                scores = {"perplexity": None, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+            row["eval"][str(n)] = scores
+            logger.warning(f"{spec['name']} @ {n}: perplexity {scores['perplexity']}")
+        results["rows"].append(row)
+        write_outputs(results, output_dir)
+    write_outputs(results, output_dir)
+    return results
+
+
+def write_outputs(results: dict, output_dir: Path) -> None:
+    (output_dir / RESULTS_JSON).write_text(json.dumps(results, indent=1) + "\n")
+    (output_dir / RESULTS_TABLE).write_text(markdown(results))
+    if results["rows"]:
+        plot(results, output_dir / PLOT)
+
+
+def markdown(results: dict) -> str:
+    p, rows = results["protocol"], results["rows"]
+    lengths = [str(n) for n in p["lengths"]]
+    lines = [
+        f"# Perplexity of the next {p['target_length']} tokens against context length (trained at "
+        f"{p['min_train_context']}-{p['train_context']} tokens)",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"Corpus `{p['corpus']}` (held-out books), {p['num_eval_windows']} target windows scored at every length; "
+        f"d_model {p['d_model']}, {p['layers']}+{p['layers']} layers, BPE of {p['vocab_size']} tokens, {p['steps']} "
+        f"steps at batch {p['batch_size']}. Environment: {results['environment']}. A cell in brackets is the ratio "
+        f"to the first length; `-` with a note: the model could not run it.",
+        "",
+        "| model | " + " | ".join(f"{n} ({int(n) / p['train_context']:g}x)" for n in lengths) + " |",
+        "|---|" + "---:|" * len(lengths),
+    ]
+    notes = []
+    for row in rows:
+        first = row["eval"].get(lengths[0], {}).get("perplexity")
+        cells = []
+        for n in lengths:
+            scores = row["eval"].get(n, {})
+            if scores.get("perplexity") is None:
+                cells.append("-")
+                if scores.get("error"):
+                    notes.append(f"{row['name']} at {n}: {scores['error']}")
+            else:
+                ratio = f" ({scores['perplexity'] / first:.2f})" if first and n != lengths[0] else ""
+                cells.append(f"{scores['perplexity']:.2f}{ratio}")
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else [])) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for row in results["rows"]:
+        points = [(int(n), s["perplexity"]) for n, s in row["eval"].items() if s.get("perplexity") is not None]
+        if points:
+            style = "-." if row["logn"] else ("--" if row["yarn"] else "-")
+            ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=row["name"])
+    ax.axvline(results["protocol"]["train_context"], color="grey", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("context tokens before the target; grey line: longest training context")
+    ax.set_ylabel(f"perplexity of the next {results['protocol']['target_length']} tokens")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+__all__ = ["RealTextArguments", "run_realtext", "plan", "markdown", "QUICK_FLAGS"]
