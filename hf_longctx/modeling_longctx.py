@@ -96,8 +96,8 @@ def check_position_ids(
         raise ValueError(
             f"`{name}` must have shape (length,) or (batch or 1, length), got {tuple(positions.shape)}."
         )
-    if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
-        raise ValueError(f"`{name}` must hold integer positions, got dtype {positions.dtype}; pass `{name}.long()`.")
+    if positions.dtype not in (torch.int64, torch.int32):  # narrower ints wrap in the offsets; uint8 indexes as a mask
+        raise ValueError(f"`{name}` must hold int64 (or int32) positions, got dtype {positions.dtype}; pass `{name}.long()`.")
     batch, length = tokens_shape[:2]
     if positions.shape[-1] != length or (positions.dim() == 2 and positions.shape[0] not in (1, batch)):
         raise ValueError(
@@ -453,6 +453,12 @@ class LongCtxEncoder(LongCtxStack):
         if position_ids is not None:  # consecutive or not, the bias is built from them (no Toeplitz shortcut)
             positions = check_position_ids(position_ids, tokens.shape, "position_ids", "input_ids").to(device)
             first_positions = None
+            if self.config.encoder_conv_kernel and bool((positions[..., 1:] <= positions[..., :-1]).any()):
+                raise ValueError(
+                    f"`position_ids` restart (packed sources?), but `encoder_conv_kernel`={self.config.encoder_conv_kernel} "
+                    "mixes each token with the ones before it in the row whatever their positions, so it would cross "
+                    "from one source into the next. Give each source its own row, or use a model without the convolution."
+                )
         elif self.training and bound is not None and bound > length:  # randomized positions (Ruoss et al. 2023)
             positions, first_positions = torch.randperm(bound, device=device)[:length].sort().values, None
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions, "encoder")
@@ -533,12 +539,12 @@ class LongCtxDecoder(LongCtxStack):
         if position_ids is not None:
             q_positions = check_position_ids(position_ids, tokens.shape, "decoder_position_ids", "decoder_input_ids")
             q_positions = q_positions.to(device)
-            if self._score_biases() and (past_length > 0 or key_length != length):
+            if self._score_biases() and self_cache is not None:
                 raise ValueError(
-                    "`decoder_position_ids` with a cache: the cached keys' positions are not kept, and this decoder's "
-                    f"self-attention bias ({', '.join(type(m).__name__ for m in self._score_biases())}) needs them. "
-                    "Decode without a cache (`use_cache=False`), or leave the positions to the default (counted from "
-                    "the cache length)."
+                    "`decoder_position_ids` with a cache: the cache does not keep its keys' positions, and this "
+                    f"decoder's self-attention bias ({', '.join(type(m).__name__ for m in self._score_biases())}) needs "
+                    "them at every later step. Decode without a cache (`use_cache=False`), or leave the positions to the "
+                    "default (counted from the cache length)."
                 )
             k_positions = q_positions  # no cache: the keys are these tokens
         side = "generation" if past_length > 0 else "decoder"
@@ -642,6 +648,12 @@ class LongCtxModel(LongCtxPreTrainedModel):
                 "LongCtxModel needs `decoder_input_ids` (or `decoder_inputs_embeds`); pass `labels` to "
                 "LongCtxForConditionalGeneration to build them by shifting the labels right."
             )
+        if encoder_outputs is not None and position_ids is not None:
+            raise ValueError(
+                "`position_ids` are the encoder's, and `encoder_outputs` were computed already: pass the positions to "
+                "the encoder call that made them (`model.get_encoder()(input_ids, position_ids=...)`), or pass "
+                "`input_ids` instead of `encoder_outputs`."
+            )
         if encoder_outputs is None:
             if input_ids is None and inputs_embeds is None:
                 raise ValueError(
@@ -734,6 +746,14 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
                 "`model.set_attn_implementation('sdpa')`, or load with attn_implementation='sdpa'."
             )
         return super().generate(*args, **kwargs)
+
+    def prepare_inputs_for_generation(self, *args, **kwargs):
+        # `generate` runs the encoder once, with the `position_ids` it was given, and keeps them in its kwargs; the
+        # decoding steps get the encoder's outputs, to which they no longer apply
+        model_inputs = super().prepare_inputs_for_generation(*args, **kwargs)
+        if model_inputs.get("encoder_outputs") is not None:
+            model_inputs.pop("position_ids", None)
+        return model_inputs
 
     def prepare_decoder_input_ids_from_labels(self, labels: torch.Tensor) -> torch.Tensor:
         return shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)

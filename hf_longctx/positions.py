@@ -1,14 +1,16 @@
 """Position encodings: one small module each, one interface, one registry line each.
 
 Legend: B batch, H heads, L length, Lq/Lk query/key length, D d_model, Dh head dimension.
-Positions are 1-D integer tensors shared by the batch: `arange(L)` in the encoder, `arange(past, past + L)` in a
-decoder that continues from a cache.
+Positions are integer tensors: by default 1-D and shared by the batch, `arange(L)` in the encoder and
+`arange(past, past + L)` in a decoder that continues from a cache; where the caller gives `position_ids` per
+example, (B, L), and every output below then has B in place of its leading 1.
 
 Three kinds (torchtune/torchtitan style: the stack builds the encoding once and hands what it computes to layers):
-- "additive": `embed(positions) -> (L, D)` is added to the token embeddings once, before the first layer;
-- "bias":     `bias(q_positions, k_positions) -> (1, H, Lq, Lk)` is added to the attention scores; a function of
-              the positions only, so the long-input path can build it block by block;
-- "rotary":   `rotary(positions) -> (cos, sin)`, each `(1, L, Dh)`, rotates q and k inside the attention.
+- "additive": `embed(positions) -> (L, D)` (or (B, L, D)) is added to the token embeddings once, before the first
+              layer;
+- "bias":     `bias(q_positions, k_positions) -> (1 or B, H, Lq, Lk)` is added to the attention scores; a function
+              of the positions only, so the long-input path can build it block by block;
+- "rotary":   `rotary(positions) -> (cos, sin)`, each `(1 or B, L, Dh)`, rotates q and k inside the attention.
 Deterministic tables are non-persistent buffers that `init_buffers` recomputes (models load on the meta device,
 so `_init_weights` must rebuild them; see ARCHITECTURE.md T4).
 

@@ -242,3 +242,11 @@ def test_realtext_quick_run_scores_the_same_targets_at_each_length_and_reports_t
     table = (out / "results.md").read_text()
     assert "| learned |" in table and "learned at 64: " in table and "max_position_embeddings" in table
     assert (out / "perplexity_vs_length.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    common = ["--quick", "--encodings", "alibi", "learned", "--references", "bart", "--logn", "false", "--resume", "true",
+              "--output_dir", str(out), "--work_dir", str(tmp_path / "runs")]  # fmt: skip
+    with pytest.raises(ValueError, match=r"was made with `steps`=4, and these arguments ask for 5"):
+        bench_realtext.main([*common, "--steps", "5"])
+    resumed = bench_realtext.main([*common, "--logn", "true"])  # adds the +logn rows from the trained folders
+    assert [row["name"] for row in resumed["rows"]] == ["alibi", "alibi+logn", "learned", "learned+logn", "bart"]
+    assert resumed["rows"][1]["training"] == alibi["training"] and len(resumed["commands"]) == 2

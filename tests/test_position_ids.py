@@ -104,7 +104,8 @@ def test_packed_sequences_encode_as_each_one_alone(pe):
 @pytest.mark.parametrize(
     "positions, pattern",
     [
-        (torch.arange(5.0), r"`position_ids` must hold integer positions, got dtype torch.float32"),
+        (torch.arange(5.0), r"`position_ids` must hold int64 \(or int32\) positions, got dtype torch.float32"),
+        (torch.arange(5, dtype=torch.uint8), r"`position_ids` must hold int64 .* got dtype torch.uint8"),
         (torch.arange(4), r"`position_ids` has shape \(4,\) but `input_ids` has shape \(2, 5\)"),
         (torch.arange(5).expand(3, -1), r"`position_ids` has shape \(3, 5\) but `input_ids` has shape \(2, 5\)"),
         (torch.arange(5)[None, None], r"`position_ids` must have shape \(length,\) or \(batch or 1, length\)"),
@@ -131,14 +132,45 @@ def test_decoder_positions_with_a_cache_hold_where_the_cache_keeps_them(pe):
     batch = random_batch(batch=1, pad_last=False)
     decoder_ids = torch.randint(2, 99, (1, 4))
     positions = torch.arange(4) + 9
-    full = model(input_ids=batch["input_ids"], decoder_input_ids=decoder_ids, decoder_position_ids=positions).logits
+    full = model(input_ids=batch["input_ids"], decoder_input_ids=decoder_ids, decoder_position_ids=positions,
+                 use_cache=False).logits  # fmt: skip
     encoder_outputs = model.get_encoder()(input_ids=batch["input_ids"])
-    first = model(encoder_outputs=encoder_outputs, decoder_input_ids=decoder_ids[:, :3],
-                  decoder_position_ids=positions[:3], use_cache=True)  # fmt: skip
-    step = dict(encoder_outputs=encoder_outputs, decoder_input_ids=decoder_ids[:, 3:], cache=first.cache,
-                decoder_position_ids=positions[3:], use_cache=True)  # fmt: skip
+    first = dict(encoder_outputs=encoder_outputs, decoder_input_ids=decoder_ids[:, :3],
+                 decoder_position_ids=positions[:3], use_cache=True)  # fmt: skip
     if model.model.decoder._score_biases():  # the encoding, or `relative_bias` on top of it
         with pytest.raises(ValueError, match=r"`decoder_position_ids` with a cache"):
-            model(**step)
-    else:
-        assert_close(model(**step).logits, full[:, 3:])
+            model(**first)  # already the first step: the next ones could not read the keys' positions
+        return
+    step = dict(encoder_outputs=encoder_outputs, decoder_input_ids=decoder_ids[:, 3:], cache=model(**first).cache,
+                decoder_position_ids=positions[3:], use_cache=True)  # fmt: skip
+    assert_close(model(**step).logits, full[:, 3:])
+
+
+def test_generate_runs_the_encoder_with_its_positions_once():
+    """`generate(..., position_ids=...)` encodes with them; the decoding steps then get the encoder's outputs."""
+    model = tiny_model(position_embedding_type="sinusoidal")
+    input_ids = random_batch(batch=1, pad_last=False)["input_ids"]
+    shifted = torch.arange(input_ids.shape[1]) + 20
+    options = dict(max_new_tokens=6, do_sample=False, return_dict_in_generate=True, output_scores=True)
+    generated = model.generate(input_ids=input_ids, position_ids=shifted, **options)
+    encoder_outputs = model.get_encoder()(input_ids=input_ids, position_ids=shifted)
+    reference = model.generate(encoder_outputs=encoder_outputs, **options)
+    assert torch.equal(generated.sequences, reference.sequences)
+    assert_close(torch.stack(generated.scores), torch.stack(reference.scores))
+    default = model.generate(input_ids=input_ids, **options)  # the positions changed what the decoder read
+    assert (torch.stack(generated.scores) - torch.stack(default.scores)).abs().max() > 1e-4
+
+
+def test_encoder_positions_with_precomputed_encoder_outputs_are_refused():
+    model = tiny_model()
+    encoder_outputs = model.get_encoder()(input_ids=torch.randint(2, 99, (1, 5)))
+    with pytest.raises(ValueError, match=r"`position_ids` are the encoder's, and `encoder_outputs` were computed"):
+        model(encoder_outputs=encoder_outputs, labels=torch.randint(2, 99, (1, 3)), position_ids=torch.arange(5))
+
+
+def test_restarting_positions_with_the_encoder_convolution_are_refused():
+    model = tiny_model(position_embedding_type="rope", encoder_conv_kernel=3)
+    ids = torch.randint(2, 99, (1, 6))
+    model(input_ids=ids, labels=ids[:, :3], position_ids=torch.arange(6) + 4)  # increasing: the convolution is fine
+    with pytest.raises(ValueError, match=r"`position_ids` restart .* `encoder_conv_kernel`=3 .* its own row"):
+        model(input_ids=ids, labels=ids[:, :3], position_ids=torch.cat([torch.arange(3), torch.arange(3)]))

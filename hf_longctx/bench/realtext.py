@@ -18,8 +18,6 @@ cannot run a length (a table of positions, out of memory) gets the error in its 
 
 import json
 import math
-import shlex
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,14 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import load_dataset
-from transformers import AutoModelForSeq2SeqLM
 from transformers.utils import logging
 
 from ..data.text import context_target_dataset, document_token_ids, target_windows, train_bpe_tokenizer
+from ..hub.model_card import invocation_command
 from ..positions import encoding_names
 from ..training.trainer import RESULTS_JSON, RESULTS_TABLE, ModelArguments, build_model, fit, start_run
 from .environment import environment
-from .extrapolation import recipe_training_args
+from .extrapolation import load_model, recipe_training_args, rope_parameters_for
 
 logger = logging.get_logger(__name__)
 
@@ -59,7 +57,9 @@ class RealTextArguments:
         default_factory=lambda: list(REFERENCES), metadata={"help": "HF references at the same size: t5 bart marian."}
     )
     logn: bool = field(default=True, metadata={"help": "Also score each hf_longctx row with logn at inference."})
-    yarn: bool = field(default=True, metadata={"help": "Also score the rope row with YaRN at inference."})
+    yarn: bool = field(
+        default=True, metadata={"help": "Also score the rope row with YaRN at inference (a row only with rope)."}
+    )
     corpus: str = field(default="data/kjv_books.jsonl.gz", metadata={"help": "JSON lines: `text` and `split`."})
     vocab_size: int = field(default=4000, metadata={"help": "Byte-level BPE trained on the training books."})
     d_model: int = 128
@@ -120,6 +120,15 @@ def corpus_documents(args: RealTextArguments):
     return tokenizer, document_token_ids(train, tokenizer), document_token_ids(test, tokenizer)
 
 
+def table_rows(args: RealTextArguments, model_name: str) -> int | None:
+    """Rows of a model's position table: a trained table (`learned`, BART) holds the trained lengths only and
+    fails past them, which the results report (as the ALiBi paper's table reports T5 out of memory); Marian's
+    sinusoids are fixed, so its table reaches the longest evaluation; T5 has none."""
+    if model_name == "t5":
+        return None
+    return max(args.lengths) + 1 if model_name == "marian" else args.train_context + 1
+
+
 def train_row(args: RealTextArguments, model_name: str, tokenizer, train_docs, folder: Path) -> dict:
     """One model trained to continue passages of the training books; saved to `folder`."""
     reference = model_name if model_name in REFERENCES else None
@@ -131,9 +140,7 @@ def train_row(args: RealTextArguments, model_name: str, tokenizer, train_docs, f
         d_ff=args.d_ff,
         reference=reference,
         position_embedding_type="alibi" if reference else model_name,
-        # a table of positions holds the trained lengths only (source + EOS, target + EOS): past them it fails,
-        # and the results say so, as the ALiBi paper's table does for T5 out of memory (T5 has no table)
-        max_position_embeddings=None if reference == "t5" else args.train_context + 1,
+        max_position_embeddings=table_rows(args, model_name),
         cross_attention_logn_length="off",  # the +logn rows switch it on at inference
     )
     trained = args.train_context + 1
@@ -158,29 +165,16 @@ def train_row(args: RealTextArguments, model_name: str, tokenizer, train_docs, f
     }
 
 
-def load_row_model(folder: Path, row: dict, length: int, trained: int):
-    kwargs = {}
-    if row["logn"]:
-        kwargs["cross_attention_logn_length"] = trained
-    if row["yarn"] and length > trained:
-        kwargs["rope_parameters"] = {
-            "rope_type": "yarn",
-            "rope_theta": 10000.0,
-            "factor": length / trained,
-            "original_max_position_embeddings": trained,
-        }
-    return AutoModelForSeq2SeqLM.from_pretrained(folder, **kwargs).eval()
-
-
 @torch.no_grad()
 def perplexity(model, dataset, tokens_per_batch: int) -> dict:
-    """exp(mean cross-entropy) over every target token (EOS included), teacher-forced."""
+    """exp(mean cross-entropy) over every target token (EOS included), teacher-forced, on the model's device."""
     length = len(dataset[0]["input_ids"])
     batch_size = max(1, tokens_per_batch // length)
     total, count = 0.0, 0
     for start in range(0, len(dataset), batch_size):
         batch = dataset[start : start + batch_size]
-        input_ids, labels = torch.tensor(batch["input_ids"]), torch.tensor(batch["labels"])
+        input_ids = torch.tensor(batch["input_ids"], device=model.device)
+        labels = torch.tensor(batch["labels"], device=model.device)
         logits = model(input_ids=input_ids, labels=labels).logits
         total += F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), reduction="sum").item()
         count += labels.numel()
@@ -191,13 +185,17 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
     output_dir, work_dir = Path(args.output_dir), Path(args.work_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results = {
-        "command": command or shlex.join(["python", *sys.argv]),
+        "command": command or invocation_command(),
         "protocol": asdict(args),
         "environment": environment(),
         "rows": [],
     }
     if args.resume and (output_dir / RESULTS_JSON).is_file():
-        results["rows"] = json.loads((output_dir / RESULTS_JSON).read_text())["rows"]
+        previous = json.loads((output_dir / RESULTS_JSON).read_text())
+        check_same_protocol(args, previous["protocol"], output_dir / RESULTS_JSON)
+        results["rows"] = previous["rows"]
+        results["commands"] = previous.get("commands", [previous["command"]]) + [results["command"]]
+        results["previous_environments"] = previous.get("previous_environments", []) + [previous["environment"]]
     done = {row["name"] for row in results["rows"]}
     tokenizer, train_docs, test_docs = corpus_documents(args)
     windows = target_windows(test_docs, max(args.lengths), args.target_length, args.num_eval_windows, args.seed + 2)
@@ -205,7 +203,9 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
         n: context_target_dataset(test_docs, windows, n, args.target_length, tokenizer.eos_token_id)
         for n in args.lengths
     }
-    trained, training = args.train_context + 1, {}
+    trained = args.train_context + 1
+    training = {row["model"]: row["training"] for row in results["rows"]}  # kept rows' models are reused, not retrained
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     for spec in plan(args):
         if spec["name"] in done:
             continue
@@ -215,16 +215,39 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
             training[spec["model"]] = train_row(args, spec["model"], tokenizer, train_docs, folder)
         row = {**spec, "training": training[spec["model"]], "eval": {}}
         for n, dataset in eval_sets.items():
+            rope = rope_parameters_for("yarn" if spec["yarn"] else None, n + 1, trained)
+            model = load_model(folder, rope, trained if spec["logn"] else None).to(device)
             try:
-                scores = perplexity(load_row_model(folder, spec, n + 1, trained), dataset, args.eval_tokens_per_batch)
-            except (ValueError, IndexError, RuntimeError) as error:  # a table past its rows; out of memory
+                scores = perplexity(model, dataset, args.eval_tokens_per_batch)
+            except (ValueError, IndexError, torch.OutOfMemoryError) as error:  # a table past its rows; GPU memory
                 scores = {"perplexity": None, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+            except RuntimeError as error:  # the CPU allocator's out of memory; anything else is a bug: raise it
+                if "memory" not in str(error):
+                    raise
+                scores = {"perplexity": None, "error": f"out of memory: {str(error).splitlines()[0][:200]}"}
             row["eval"][str(n)] = scores
             logger.warning(f"{spec['name']} @ {n}: perplexity {scores['perplexity']}")
         results["rows"].append(row)
+        order = {spec["name"]: i for i, spec in enumerate(plan(args))}  # resumed rows back in protocol order
+        results["rows"].sort(key=lambda r: order.get(r["name"], len(order)))
         write_outputs(results, output_dir)
     write_outputs(results, output_dir)
     return results
+
+
+# What decides how the rows are made; the rest selects rows or says where they go
+SELECTION_FIELDS = ("encodings", "references", "logn", "yarn", "output_dir", "work_dir", "resume")
+
+
+def check_same_protocol(args: RealTextArguments, previous: dict, path: Path) -> None:
+    """Rows kept by `--resume` must have been made as `args` asks; otherwise a ValueError names the field."""
+    for name, value in asdict(args).items():
+        if name not in SELECTION_FIELDS and previous.get(name) != value:
+            raise ValueError(
+                f"{path} was made with `{name}`={previous.get(name)!r}, and these arguments ask for {value!r}: its "
+                f"rows would stand for a protocol they were not made with. Use another --output_dir (and --work_dir), "
+                f"or --{name} {previous.get(name)}."
+            )
 
 
 def write_outputs(results: dict, output_dir: Path) -> None:
@@ -241,7 +264,7 @@ def markdown(results: dict) -> str:
         f"# Perplexity of the next {p['target_length']} tokens against context length (trained at "
         f"{p['min_train_context']}-{p['train_context']} tokens)",
         "",
-        f"Command: `{results['command']}`",
+        "Command: " + "; then ".join(f"`{c}`" for c in results.get("commands", [results["command"]])),
         "",
         f"Corpus `{p['corpus']}` (held-out books), {p['num_eval_windows']} target windows scored at every length; "
         f"d_model {p['d_model']}, {p['layers']}+{p['layers']} layers, BPE of {p['vocab_size']} tokens, {p['steps']} "

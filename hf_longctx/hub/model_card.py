@@ -13,6 +13,7 @@
 back with `ModelCard.load` and checks that its metadata round-trips to what was written.
 """
 
+import dataclasses
 import json
 import os
 import shlex
@@ -23,7 +24,7 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from transformers.utils import logging
 
-from ..configuration_longctx import SAVED_BEFORE, has_relative_bias
+from ..configuration_longctx import SAVED_BEFORE, LongCtxConfig, has_relative_bias
 from ..data.tasks import TASKS, depth_bin_labels, make_task
 from ..positions import POSITION_ENCODINGS, PositionEncoding
 
@@ -222,7 +223,7 @@ def template_values(results, config, training_args, command, model_id, example_s
             "decoder_position_kind": _kind(decoder_pe),
             "rope_parameters": config.get("rope_parameters") if "rope" in (encoder_pe, decoder_pe) else None,
             # from this many key tokens on, bias encodings take the query-chunked path (None: never)
-            "chunked_from": config.get("chunked_attention_min_length", 2048)
+            "chunked_from": config.get("chunked_attention_min_length", _field_default("chunked_attention_min_length"))
             if biased and config.get("chunked_attention", "auto") != "never"
             else None,
         },
@@ -301,6 +302,11 @@ def _text_values(results: dict, example_source: str | None) -> dict:
         ],
         "example_source": repr(example_source or "Replace this with an input like the training sources."),
     }
+
+
+def _field_default(name: str):
+    """LongCtxConfig's default of a field (for a saved config that predates it)."""
+    return next(f.default for f in dataclasses.fields(LongCtxConfig) if f.name == name)
 
 
 def _stack_encodings(config: dict) -> dict[str, str]:
