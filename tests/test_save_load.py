@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,6 +76,17 @@ REMOTE_LOADER = textwrap.dedent(
     torch.save({"logits": logits, "generated": generated, "module": type(model).__module__}, folder + "/out.pt")
     """
 )
+
+
+def test_the_remote_code_files_are_the_model_files_at_the_package_root(tmp_path):
+    """`save_pretrained` copies the modeling file and what it imports: exactly the package root's modules but the
+    two entry points; the tools (subpackages) never travel with a model."""
+    import hf_longctx
+
+    tiny_model().save_pretrained(tmp_path)
+    root = {path.name for path in Path(hf_longctx.__file__).parent.glob("*.py")} - {"__init__.py", "cli.py"}
+    assert {path.name for path in tmp_path.glob("*.py")} == root
+    assert root == {"configuration_longctx.py", "modeling_longctx.py", "attention.py", "positions.py"}
 
 
 @pytest.mark.parametrize("pe", ["relative", "rope"])
