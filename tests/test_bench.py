@@ -201,6 +201,26 @@ def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
         run_ablation(args, command="test")
 
 
+def test_hf_t5_converted_before_training_trains_as_hf_t5_does(tmp_path):
+    """`t5convert/relative`: HF T5 with the `t5` row's initial weights, converted into hf_longctx, then trained by
+    the same recipe. Its trained weights are T5's (converted): hf_longctx's code computes and learns what T5's does."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from hf_longctx.bench.ablation import AblationArguments, run_ablation
+    from hf_longctx.conversion.convert import convert_model
+
+    args = AblationArguments(
+        variants=["t5", "t5convert/relative"], steps=6, eval_every=3, num_eval=4, batch_size=8, d_model=32, d_ff=64,
+        output_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "runs"),
+    )  # fmt: skip
+    run_ablation(args, command="test")
+    t5 = convert_model(AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "runs" / "t5_lr=0.002_seed=42"))
+    converted = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "runs" / "t5convert_relative_lr=0.002_seed=42")
+    theirs, ours = t5.state_dict(), converted.state_dict()
+    assert theirs.keys() == ours.keys()
+    assert max((theirs[k].float() - ours[k].float()).abs().max().item() for k in theirs) < 1e-4
+
+
 def test_trunk_ablation_sizes_reference_tables_for_its_lengths_and_refuses_longer(tmp_path):
     """BART's learned table (and Marian's sinusoids) hold `max_position_embeddings` rows: a row is built with as
     many as its longest evaluation; asked later for a longer one, it says so instead of an IndexError."""

@@ -19,10 +19,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from transformers import set_seed
 from transformers.utils import logging
 
+from ..conversion.convert import convert_model
 from ..data.tokenization import build_tokenizer
-from ..training.trainer import DataArguments, ModelArguments, train
+from ..training.trainer import DataArguments, ModelArguments, build_model, train
 from .environment import environment
 from .extrapolation import StopAtAccuracy, exact_match_at_length, load_model, recipe_training_args
 
@@ -47,6 +49,10 @@ PLAIN = {"relative_bias": False}  # the default trunk as it was before `relative
 
 # name -> {"reference": HF family} or {"overrides": LongCtxConfig fields, "encoding": position_embedding_type}
 VARIANTS: dict[str, dict] = {"t5": {"reference": "t5"}, "bart": {"reference": "bart"}, "marian": {"reference": "marian"}}
+# HF T5 exactly as the `t5` row builds it (same seed, so the same initial weights), converted into hf_longctx before
+# training: T5's numbers in hf_longctx's code. Against `t5` it tests the code; against `t5trunk/relative` (the same
+# architecture from hf_longctx's own initialisation) it tests the initial draws.
+VARIANTS["t5convert/relative"] = {"reference": "t5", "convert": True}
 for _encoding in ("alibi", "relative", "rope"):
     VARIANTS[f"default/{_encoding}"] = {"encoding": _encoding, "overrides": {}}
     if _encoding != "relative":
@@ -192,7 +198,11 @@ def train_row(args: AblationArguments, variant: str, learning_rate: float, seed:
     stopper = StopAtAccuracy(args.target_accuracy, stop=args.stop_at_target)
     model_args = model_arguments(args, variant)
     start = time.perf_counter()
-    results = train(model_args, data_args, training_args, callbacks=[stopper])
+    model = None
+    if VARIANTS[variant].get("convert"):  # the reference's initial weights, drawn as `train` draws them, converted
+        set_seed(seed)
+        model = convert_model(build_model(model_args, build_tokenizer(), args.train_max_len, args.train_max_len))
+    results = train(model_args, data_args, training_args, callbacks=[stopper], model=model)
     return {
         "name": name,
         "variant": variant,
