@@ -270,3 +270,21 @@ def test_realtext_quick_run_scores_the_same_targets_at_each_length_and_reports_t
     resumed = bench_realtext.main([*common, "--logn", "true"])  # adds the +logn rows from the trained folders
     assert [row["name"] for row in resumed["rows"]] == ["alibi", "alibi+logn", "learned", "learned+logn", "bart"]
     assert resumed["rows"][1]["training"] == alibi["training"] and len(resumed["commands"]) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"encodings": ["alibi"], "yarn": True}, r"`yarn` rescales the rope row, and `encodings` has no rope"),
+        ({"encodings": [], "logn": True}, r"`logn` rescales hf_longctx rows, and `encodings` is empty"),
+        ({"references": ["gpt2"]}, r"`references` \['gpt2'\] are not HF references here; valid: t5, bart, marian"),
+        ({"min_train_context": 300}, r"`min_train_context`=300 exceeds `train_context`=256"),
+    ],
+)
+def test_realtext_arguments_that_would_do_nothing_are_refused(kwargs, pattern):
+    from hf_longctx.bench.realtext import RealTextArguments
+
+    with pytest.raises(ValueError, match=pattern):
+        RealTextArguments(**kwargs)
+    assert RealTextArguments(encodings=["alibi"]).yarn is False and RealTextArguments().yarn is True
+

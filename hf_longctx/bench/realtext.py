@@ -56,9 +56,12 @@ class RealTextArguments:
     references: list[str] = field(
         default_factory=lambda: list(REFERENCES), metadata={"help": "HF references at the same size: t5 bart marian."}
     )
-    logn: bool = field(default=True, metadata={"help": "Also score each hf_longctx row with logn at inference."})
-    yarn: bool = field(
-        default=True, metadata={"help": "Also score the rope row with YaRN at inference (a row only with rope)."}
+    logn: bool | None = field(
+        default=None,
+        metadata={"help": "Also score each hf_longctx row with logn at inference (default: yes, where there is one)."},
+    )
+    yarn: bool | None = field(
+        default=None, metadata={"help": "Also score the rope row with YaRN at inference (default: yes, with rope)."}
     )
     corpus: str = field(default="data/kjv_books.jsonl.gz", metadata={"help": "JSON lines: `text` and `split`."})
     vocab_size: int = field(default=4000, metadata={"help": "Byte-level BPE trained on the training books."})
@@ -95,6 +98,12 @@ class RealTextArguments:
             )
         if not self.lengths:
             raise ValueError("`lengths` must list at least one context length.")
+        if self.yarn and "rope" not in self.encodings:
+            raise ValueError("`yarn` rescales the rope row, and `encodings` has no rope: add rope, or drop --yarn.")
+        if self.logn and not self.encodings:
+            raise ValueError("`logn` rescales hf_longctx rows, and `encodings` is empty: add one, or drop --logn.")
+        self.yarn = "rope" in self.encodings if self.yarn is None else self.yarn
+        self.logn = bool(self.encodings) if self.logn is None else self.logn
 
 
 def plan(args: RealTextArguments) -> list[dict]:
