@@ -215,7 +215,9 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
     trained = args.train_context + 1
     training = {row["model"]: row["training"] for row in results["rows"]}  # kept rows' models are reused, not retrained
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    for spec in plan(args):
+    rows_in_order = plan(args)
+    order = {spec["name"]: i for i, spec in enumerate(rows_in_order)}  # resumed rows go back in protocol order
+    for spec in rows_in_order:
         if spec["name"] in done:
             continue
         folder = work_dir / spec["model"]
@@ -223,9 +225,11 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
             logger.warning(f"training {spec['model']} ({args.steps} steps)")
             training[spec["model"]] = train_row(args, spec["model"], tokenizer, train_docs, folder)
         row = {**spec, "training": training[spec["model"]], "eval": {}}
+        model, loaded_with = None, "unset"
         for n, dataset in eval_sets.items():
             rope = rope_parameters_for("yarn" if spec["yarn"] else None, n + 1, trained)
-            model = load_model(folder, rope, trained if spec["logn"] else None).to(device)
+            if model is None or rope != loaded_with:  # reloaded only where the rope scaling changes with n
+                model, loaded_with = load_model(folder, rope, trained if spec["logn"] else None).to(device), rope
             try:
                 scores = perplexity(model, dataset, args.eval_tokens_per_batch)
             except (ValueError, IndexError, torch.OutOfMemoryError) as error:  # a table past its rows; GPU memory
@@ -237,7 +241,6 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
             row["eval"][str(n)] = scores
             logger.warning(f"{spec['name']} @ {n}: perplexity {scores['perplexity']}")
         results["rows"].append(row)
-        order = {spec["name"]: i for i, spec in enumerate(plan(args))}  # resumed rows back in protocol order
         results["rows"].sort(key=lambda r: order.get(r["name"], len(order)))
         write_outputs(results, output_dir)
     write_outputs(results, output_dir)
