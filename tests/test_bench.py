@@ -241,35 +241,63 @@ def test_trunk_ablation_sizes_reference_tables_for_its_lengths_and_refuses_longe
 @pytest.mark.slow
 def test_realtext_quick_run_scores_the_same_targets_at_each_length_and_reports_tables_that_cannot(tmp_path, monkeypatch):
     """`scripts/bench_realtext.py --quick` (what CI runs of the real-text benchmark): each row scored at every
-    length; a table of positions (hf_longctx `learned`, HF BART) past its rows gets the error in its cell."""
+    length, for perplexity (A) and the needle (B); a table of positions (hf_longctx `learned`, HF BART) past its
+    rows gets the error in its cell. `--resume` adds rows and, to rows made without it, benchmark B."""
     pytest.importorskip("matplotlib")
     monkeypatch.syspath_prepend(str(SCRIPTS))
     import bench_realtext
 
-    out = tmp_path / "results"
-    results = bench_realtext.main(
-        ["--quick", "--encodings", "alibi", "learned", "--references", "bart", "--logn", "false",
-         "--output_dir", str(out), "--work_dir", str(tmp_path / "runs")]
-    )  # fmt: skip
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    quick = ["--quick", "--logn", "false", "--output_dir", str(out), "--work_dir", str(runs)]
+    results = bench_realtext.main([*quick, "--encodings", "alibi", "learned", "--references", "bart", "--needle_steps", "0"])
     assert [row["name"] for row in results["rows"]] == ["alibi", "learned", "bart"]
+    assert not any("needle" in row for row in results["rows"]) and not (out / "needle_depth_heatmap.png").exists()
     alibi, learned, bart = results["rows"]
-    assert all(0 < alibi["eval"][n]["perplexity"] < 1e6 for n in ("32", "64"))
-    assert alibi["eval"]["32"]["num_tokens"] == alibi["eval"]["64"]["num_tokens"] == 4 * 9  # same targets, + EOS
+    assert all(0 < alibi["eval"][n]["perplexity"] < 1e6 for n in ("48", "96"))
+    assert alibi["eval"]["48"]["num_tokens"] == alibi["eval"]["96"]["num_tokens"] == 4 * 9  # same targets, + EOS
     for table in (learned, bart):
-        assert table["eval"]["32"]["perplexity"] is not None
-        assert table["eval"]["64"]["perplexity"] is None and table["eval"]["64"]["error"]
+        assert table["eval"]["48"]["perplexity"] is not None
+        assert table["eval"]["96"]["perplexity"] is None and table["eval"]["96"]["error"]
     assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
     table = (out / "results.md").read_text()
-    assert "| learned |" in table and "learned at 64: " in table and "max_position_embeddings" in table
+    assert "| learned |" in table and "learned at 96: " in table and "max_position_embeddings" in table
     assert (out / "perplexity_vs_length.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    common = ["--quick", "--encodings", "alibi", "learned", "--references", "bart", "--logn", "false", "--resume", "true",
-              "--output_dir", str(out), "--work_dir", str(tmp_path / "runs")]  # fmt: skip
+    common = [*quick, "--encodings", "alibi", "learned", "--references", "bart", "--resume", "true"]
     with pytest.raises(ValueError, match=r"was made with `steps`=4, and these arguments ask for 5"):
         bench_realtext.main([*common, "--steps", "5"])
-    resumed = bench_realtext.main([*common, "--logn", "true"])  # adds the +logn rows from the trained folders
+    resumed = bench_realtext.main([*common, "--logn", "true", "--needle_samples", "10"])  # B for every row, +logn
     assert [row["name"] for row in resumed["rows"]] == ["alibi", "alibi+logn", "learned", "learned+logn", "bart"]
     assert resumed["rows"][1]["training"] == alibi["training"] and len(resumed["commands"]) == 2
+    assert resumed["rows"][0]["eval"] == alibi["eval"]  # kept, not rescored
+    for row in resumed["rows"]:
+        needle = row["needle"]
+        assert needle["training"]["steps"] == 4 and (runs / "needle" / row["model"] / "config.json").is_file()
+        for n in ("48", "96"):
+            if needle["eval"][n]["exact_match"] is None:  # the tables past their rows
+                assert row["model"] in ("learned", "bart") and n == "96" and needle["eval"][n]["error"]
+                continue
+            assert needle["eval"][n]["num_samples"] == 10 and 0 <= needle["eval"][n]["exact_match"] <= 1
+            assert all(x is not None for x in needle["eval"][n]["exact_match_by_depth"])  # 2 needles in each bin
+    assert resumed["rows"][1]["needle"]["training"] == resumed["rows"][0]["needle"]["training"]  # one model
+    table = (out / "results.md").read_text()
+    assert "## A needle in a real haystack" in table and "| learned+logn |" in table.split("## A needle")[1]
+    assert (out / "needle_depth_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"was made with `needle_samples`=10, and these arguments ask for 200"):
+        bench_realtext.main([*common, "--needle_samples", "200"])  # rows with B scores keep B's protocol
+
+
+def test_realtext_needle_sources_too_short_for_the_needle_are_refused_before_training(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench_realtext
+
+    quick = ["--quick", "--output_dir", str(tmp_path / "out"), "--work_dir", str(tmp_path / "runs")]
+    with pytest.raises(ValueError, match=r"`needle_lengths`=20: benchmark B's needle and question take up to (\d+) "
+                       r"tokens with this tokenizer \(vocab_size 400\); give at least \1, or --needle_steps 0"):  # fmt: skip
+        bench_realtext.main([*quick, "--needle_lengths", "20", "96"])
+    with pytest.raises(ValueError, match=r"`min_train_context`=30: .* give at least"):
+        bench_realtext.main([*quick, "--min_train_context", "30"])
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(
@@ -279,6 +307,9 @@ def test_realtext_quick_run_scores_the_same_targets_at_each_length_and_reports_t
         ({"encodings": [], "logn": True}, r"`logn` rescales hf_longctx rows, and `encodings` is empty"),
         ({"references": ["gpt2"]}, r"`references` \['gpt2'\] are not HF references here; valid: t5, bart, marian"),
         ({"min_train_context": 300}, r"`min_train_context`=300 exceeds `train_context`=256"),
+        ({"needle_steps": -1}, r"`needle_steps`=-1: give a number of steps, or 0 for no benchmark B"),
+        ({"needle_lengths": []}, r"`needle_steps`=500 asks for benchmark B, which needs `needle_lengths` \(given \[\]\)"),
+        ({"needle_samples": 0}, r"and `needle_samples` >= 1 \(given 0\); or --needle_steps 0"),
     ],
 )
 def test_realtext_arguments_that_would_do_nothing_are_refused(kwargs, pattern):

@@ -483,3 +483,47 @@ def test_the_long_document_corpus_holds_out_whole_books_and_matches_its_readme()
     words = {split: sum(len(r["text"].split()) for r in books if r["split"] == split) for split in ("train", "test")}
     assert words == {"train": 702_410, "test": 87_224}
     assert min(len(r["text"].split()) for r in books if r["split"] == "test") > 16_000  # room for 16k-token passages
+
+
+@pytest.fixture(scope="module")
+def devil_documents(corpus, bpe):
+    """The Devil's Dictionary as 4 long documents of BPE ids."""
+    from hf_longctx.data.text import document_token_ids
+
+    return document_token_ids(["\n".join(corpus[i::4]) for i in range(4)], bpe)
+
+
+def test_a_needle_haystack_source_is_a_passage_with_the_needle_inside_and_the_question_last(devil_documents, bpe):
+    """Exactly n tokens with EOS; the needle sentence whole at the recorded depth, at a word start; without it the
+    rest is one run of a document, then the question; the target is the code."""
+    from hf_longctx.data.tasks import DEPTH_BINS
+    from hf_longctx.data.text import NEEDLE, NEEDLE_QUESTION, needle_haystack_dataset
+
+    lengths = [40, 64, 200, 333, 512] * 4
+    dataset = needle_haystack_dataset(devil_documents, bpe, lengths, seed=3, stratify_depth=True)
+    question = bpe(NEEDLE_QUESTION, add_special_tokens=False)["input_ids"]
+    documents = [" ".join(map(str, ids)) for ids in devil_documents]
+    for i, (n, row) in enumerate(zip(lengths, dataset, strict=True)):
+        ids = row["input_ids"]
+        assert len(ids) == n and ids[-1] == bpe.eos_token_id and ids[-1 - len(question) : -1] == question
+        needle = bpe(NEEDLE.format(code=row["code"]), add_special_tokens=False)["input_ids"]
+        passage = ids[: -1 - len(question)]
+        room = len(passage) - len(needle)
+        at = round(row["depth"] * room)
+        assert passage[at : at + len(needle)] == needle
+        haystack = passage[:at] + passage[at + len(needle) :]
+        assert any(" ".join(map(str, haystack)) in doc for doc in documents)  # one run of one document
+        assert at in (0, room) or bpe.convert_ids_to_tokens(haystack[at]).startswith("\u0120")  # a word starts there
+        assert bpe.decode(row["labels"], skip_special_tokens=True) == row["code"] and len(row["code"]) == 5
+        assert min(int(row["depth"] * DEPTH_BINS), DEPTH_BINS - 1) == i % DEPTH_BINS  # stratified: its own bin
+    assert len(set(dataset["code"])) == len(lengths)
+    again = needle_haystack_dataset(devil_documents, bpe, lengths, seed=3, stratify_depth=True)
+    assert again["input_ids"] == dataset["input_ids"]
+
+
+def test_a_needle_haystack_source_too_short_for_the_needle_is_refused(devil_documents, bpe):
+    from hf_longctx.data.text import needle_haystack_dataset
+
+    with pytest.raises(ValueError, match=r"A source of 12 tokens has no room for the needle \(\d+ tokens\) and the "
+                       r"question \(\d+\) around a passage: use sources of at least \d+ tokens"):  # fmt: skip
+        needle_haystack_dataset(devil_documents, bpe, [64, 12], seed=0)

@@ -12,8 +12,14 @@ trained length, at inference only; rope+yarn: the rope model with YaRN at factor
 and HF's T5 / BART / Marian at the same size (`references`), trained by the same code and budget. A model that
 cannot run a length (a table of positions, out of memory) gets the error in its cell, as the paper reports T5's.
 
+Benchmark B, a needle in a real haystack (Kamradt 2023; RULER, Hsieh et al. 2024): each row's trained model then
+learns, for `needle_steps` more steps, to answer "What is the secret code?" about a needle sentence ("The secret
+code is 48213.") at a random depth of a training passage of up to `train_context` tokens
+(`data.text.needle_haystack_dataset`); it is scored by greedy exact match on `needle_samples` held-out passages per
+length of `needle_lengths`, in DEPTH_BINS depth bins of equal share, with the row's inference options.
+
 `run_realtext(args)` writes `results.json` (protocol, command, environment, every row) after each row,
-`results.md` and `perplexity_vs_length.png` under `args.output_dir`; `--resume` keeps the rows already there.
+`results.md`, `perplexity_vs_length.png` and (benchmark B) `needle_depth_heatmap.png` under `args.output_dir`; `--resume` keeps the rows already there.
 """
 
 import json
@@ -26,24 +32,45 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import load_dataset
+from transformers import AutoModelForSeq2SeqLM
 from transformers.utils import logging
 
-from ..data.text import context_target_dataset, document_token_ids, target_windows, train_bpe_tokenizer
+from ..data.tasks import DEPTH_BINS, depth_bin_labels
+from ..data.text import (
+    context_target_dataset,
+    document_token_ids,
+    needle_haystack_dataset,
+    needle_min_length,
+    target_windows,
+    train_bpe_tokenizer,
+)
 from ..hub.model_card import invocation_command
 from ..positions import encoding_names
-from ..training.trainer import RESULTS_JSON, RESULTS_TABLE, ModelArguments, build_model, fit, start_run
+from ..training.trainer import (
+    RESULTS_JSON,
+    RESULTS_TABLE,
+    ModelArguments,
+    build_model,
+    exact_match_by_depth,
+    fit,
+    load_metric,
+    start_run,
+)
 from .environment import environment
 from .extrapolation import load_model, recipe_training_args, rope_parameters_for
+from .report import depth_heatmap
 
 logger = logging.get_logger(__name__)
 
 REFERENCES = ("t5", "bart", "marian")
 PLOT = "perplexity_vs_length.png"
+NEEDLE_PLOT = "needle_depth_heatmap.png"
 # `--quick`: a smoke run (CI's); flags given after it still win, as argparse keeps the last value
 QUICK_FLAGS = [
     "--encodings", "alibi", "rope", "--references", "t5", "--vocab_size", "400", "--d_model", "32", "--d_ff", "64",
-    "--steps", "4", "--batch_size", "4", "--num_train_windows", "32", "--train_context", "32", "--target_length",
-    "8", "--lengths", "32", "64", "--num_eval_windows", "4",
+    "--steps", "4", "--batch_size", "4", "--num_train_windows", "32", "--train_context", "48", "--min_train_context",
+    "40", "--target_length", "8", "--lengths", "48", "96", "--num_eval_windows", "4", "--needle_steps", "4",
+    "--needle_lengths", "48", "96", "--needle_samples", "5",
 ]  # fmt: skip
 
 
@@ -83,6 +110,17 @@ class RealTextArguments:
     )
     num_eval_windows: int = field(default=64, metadata={"help": "Held-out target windows (the same at every n)."})
     eval_tokens_per_batch: int = field(default=16384, metadata={"help": "Context tokens per evaluation batch."})
+    needle_steps: int = field(
+        default=500,
+        metadata={"help": "Benchmark B: steps of needle training from each row's trained model (0: no benchmark B)."},
+    )
+    needle_lengths: list[int] = field(
+        default_factory=lambda: [256, 512, 1024, 2048, 4096, 8192],
+        metadata={"help": "Benchmark B: source lengths (tokens) the needle is sought in."},
+    )
+    needle_samples: int = field(
+        default=200, metadata={"help": f"Benchmark B: needles per length, in {DEPTH_BINS} depth bins of equal share."}
+    )
     seed: int = 42
     output_dir: str = "results/realtext"
     work_dir: str = "runs/realtext"
@@ -98,6 +136,13 @@ class RealTextArguments:
             )
         if not self.lengths:
             raise ValueError("`lengths` must list at least one context length.")
+        if self.needle_steps < 0:
+            raise ValueError(f"`needle_steps`={self.needle_steps}: give a number of steps, or 0 for no benchmark B.")
+        if self.needle_steps and (not self.needle_lengths or self.needle_samples < 1):
+            raise ValueError(
+                f"`needle_steps`={self.needle_steps} asks for benchmark B, which needs `needle_lengths` (given "
+                f"{self.needle_lengths}) and `needle_samples` >= 1 (given {self.needle_samples}); or --needle_steps 0."
+            )
         if self.yarn and "rope" not in self.encodings:
             raise ValueError("`yarn` rescales the rope row, and `encodings` has no rope: add rope, or drop --yarn.")
         if self.logn and not self.encodings:
@@ -158,8 +203,28 @@ def train_row(args: RealTextArguments, model_name: str, tokenizer, train_docs, f
     rng = np.random.default_rng(args.seed + 1)
     contexts = rng.integers(args.min_train_context, args.train_context + 1, size=len(windows)).tolist()
     dataset = context_target_dataset(train_docs, windows, contexts, args.target_length, tokenizer.eos_token_id)
+    return _train(args, model, tokenizer, dataset, args.steps, folder)
+
+
+def train_needle(args: RealTextArguments, trained: Path, tokenizer, train_docs, folder: Path) -> dict:
+    """Benchmark B's model: the row's trained model (`trained`) after `needle_steps` steps on needles in training
+    passages of `min_train_context`-`train_context` tokens (a fresh needle each example); saved to `folder`."""
+    if not (trained / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{trained} holds no trained model, and benchmark B starts from it: it is made by this command's "
+            f"training (its --work_dir); rerun with the --work_dir the rows were trained in, or without --resume."
+        )
+    rng = np.random.default_rng(args.seed + 3)
+    lengths = rng.integers(args.min_train_context, args.train_context + 1, size=args.needle_steps * args.batch_size)
+    dataset = needle_haystack_dataset(train_docs, tokenizer, lengths.tolist(), seed=args.seed + 4)
+    model = AutoModelForSeq2SeqLM.from_pretrained(trained)
+    return _train(args, model, tokenizer, dataset.remove_columns(["code", "depth"]), args.needle_steps, folder)
+
+
+def _train(args: RealTextArguments, model, tokenizer, dataset, steps: int, folder: Path) -> dict:
+    """The benchmarks' recipe for `steps` steps, without in-training evaluation; the model saved to `folder`."""
     training_args = recipe_training_args(
-        folder, args.steps, args.learning_rate, args.warmup_steps, args.batch_size, args.steps, args.seed
+        folder, steps, args.learning_rate, args.warmup_steps, args.batch_size, steps, args.seed
     )
     training_args.eval_strategy, training_args.predict_with_generate = "no", False
     start_run(training_args)
@@ -190,6 +255,59 @@ def perplexity(model, dataset, tokens_per_batch: int) -> dict:
     return {"perplexity": math.exp(total / count), "nll": total / count, "num_tokens": count}
 
 
+@torch.no_grad()
+def needle_exact_match(model, dataset, tokenizer, tokens_per_batch: int) -> dict:
+    """Greedy exact match of the decoded answer (stripped of surrounding spaces) against the code, by depth too."""
+    length = len(dataset[0]["input_ids"])
+    batch_size = max(1, tokens_per_batch // length)
+    max_new_tokens = max(len(labels) for labels in dataset["labels"]) + 1
+    predictions = []
+    for start in range(0, len(dataset), batch_size):
+        input_ids = torch.tensor(dataset[start : start + batch_size]["input_ids"], device=model.device)
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=max_new_tokens,
+            num_beams=1,
+            do_sample=False,
+        )
+        predictions += [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
+    codes = list(dataset["code"])
+    return {
+        "exact_match": load_metric("exact_match").compute(predictions=predictions, references=codes)["exact_match"],
+        "exact_match_by_depth": exact_match_by_depth(predictions, codes, list(dataset["depth"])),
+        "num_samples": len(dataset),
+        "examples": [{"code": c, "prediction": p} for c, p in list(zip(codes, predictions, strict=True))[:3]],
+    }
+
+
+def guarded(metric: str, score, *score_args) -> dict:
+    """`score(*score_args)`, or the error that stopped it where a model cannot run a length (a table of positions
+    past its rows, out of memory) as `{metric: None, "error": ...}`; any other exception is a bug and raised."""
+    try:
+        return score(*score_args)
+    except (ValueError, IndexError, torch.OutOfMemoryError) as error:  # a table past its rows; GPU memory
+        return {metric: None, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
+    except RuntimeError as error:  # the CPU allocator's out of memory
+        if "memory" not in str(error):
+            raise
+        return {metric: None, "error": f"out of memory: {str(error).splitlines()[0][:200]}"}
+
+
+def score_lengths(spec: dict, folder: Path, sets: dict, trained: int, metric: str, score, *score_args) -> dict:
+    """`score(model, dataset, *score_args)` (a dict with `metric`) at each length of `sets` ({n: dataset}), the model in `folder` loaded
+    with `spec`'s inference options (rope+yarn: factor n / trained; +logn: at the trained length)."""
+    cells, model, loaded_with = {}, None, "unset"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    for n, dataset in sets.items():
+        rope = rope_parameters_for("yarn" if spec["yarn"] else None, n + 1, trained)
+        if model is None or rope != loaded_with:  # reloaded only where the rope scaling changes with n
+            model, loaded_with = load_model(folder, rope, trained if spec["logn"] else None).to(device), rope
+        cells[str(n)] = guarded(metric, score, model, dataset, *score_args)
+        logger.warning(f"{spec['name']} @ {n}: {metric} {cells[str(n)][metric]}")
+    return cells
+
+
 def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
     output_dir, work_dir = Path(args.output_dir), Path(args.work_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -201,46 +319,53 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
     }
     if args.resume and (output_dir / RESULTS_JSON).is_file():
         previous = json.loads((output_dir / RESULTS_JSON).read_text())
-        check_same_protocol(args, previous["protocol"], output_dir / RESULTS_JSON)
+        check_same_protocol(args, previous, output_dir / RESULTS_JSON)
         results["rows"] = previous["rows"]
         results["commands"] = previous.get("commands", [previous["command"]]) + [results["command"]]
         results["previous_environments"] = previous.get("previous_environments", []) + [previous["environment"]]
-    done = {row["name"] for row in results["rows"]}
+    kept = {row["name"]: row for row in results["rows"]}
     tokenizer, train_docs, test_docs = corpus_documents(args)
+    check_needle_room(args, tokenizer)
     windows = target_windows(test_docs, max(args.lengths), args.target_length, args.num_eval_windows, args.seed + 2)
     eval_sets = {
         n: context_target_dataset(test_docs, windows, n, args.target_length, tokenizer.eos_token_id)
         for n in args.lengths
     }
+    needle_sets = {
+        n: needle_haystack_dataset(test_docs, tokenizer, [n] * args.needle_samples, args.seed + 5, stratify_depth=True)
+        for n in (args.needle_lengths if args.needle_steps else [])
+    }
     trained = args.train_context + 1
     training = {row["model"]: row["training"] for row in results["rows"]}  # kept rows' models are reused, not retrained
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    needle_training = {row["model"]: row["needle"]["training"] for row in results["rows"] if "needle" in row}
     rows_in_order = plan(args)
     order = {spec["name"]: i for i, spec in enumerate(rows_in_order)}  # resumed rows go back in protocol order
     for spec in rows_in_order:
-        if spec["name"] in done:
+        row = kept.get(spec["name"])
+        if row is not None and (not args.needle_steps or "needle" in row):
             continue
         folder = work_dir / spec["model"]
-        if spec["model"] not in training:
-            logger.warning(f"training {spec['model']} ({args.steps} steps)")
-            training[spec["model"]] = train_row(args, spec["model"], tokenizer, train_docs, folder)
-        row = {**spec, "training": training[spec["model"]], "eval": {}}
-        model, loaded_with = None, "unset"
-        for n, dataset in eval_sets.items():
-            rope = rope_parameters_for("yarn" if spec["yarn"] else None, n + 1, trained)
-            if model is None or rope != loaded_with:  # reloaded only where the rope scaling changes with n
-                model, loaded_with = load_model(folder, rope, trained if spec["logn"] else None).to(device), rope
-            try:
-                scores = perplexity(model, dataset, args.eval_tokens_per_batch)
-            except (ValueError, IndexError, torch.OutOfMemoryError) as error:  # a table past its rows; GPU memory
-                scores = {"perplexity": None, "error": f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"}
-            except RuntimeError as error:  # the CPU allocator's out of memory; anything else is a bug: raise it
-                if "memory" not in str(error):
-                    raise
-                scores = {"perplexity": None, "error": f"out of memory: {str(error).splitlines()[0][:200]}"}
-            row["eval"][str(n)] = scores
-            logger.warning(f"{spec['name']} @ {n}: perplexity {scores['perplexity']}")
-        results["rows"].append(row)
+        if row is None:
+            if spec["model"] not in training:
+                logger.warning(f"training {spec['model']} ({args.steps} steps)")
+                training[spec["model"]] = train_row(args, spec["model"], tokenizer, train_docs, folder)
+            row = {**spec, "training": training[spec["model"]]}
+            row["eval"] = score_lengths(
+                spec, folder, eval_sets, trained, "perplexity", perplexity, args.eval_tokens_per_batch
+            )
+            results["rows"].append(row)
+        if args.needle_steps:
+            needle_folder = work_dir / "needle" / spec["model"]
+            if spec["model"] not in needle_training:
+                logger.warning(f"needle training {spec['model']} ({args.needle_steps} steps)")
+                needle_training[spec["model"]] = train_needle(args, folder, tokenizer, train_docs, needle_folder)
+            row["needle"] = {
+                "training": needle_training[spec["model"]],
+                "eval": score_lengths(
+                    spec, needle_folder, needle_sets, trained, "exact_match", needle_exact_match, tokenizer,
+                    args.eval_tokens_per_batch,
+                ),
+            }
         results["rows"].sort(key=lambda r: order.get(r["name"], len(order)))
         write_outputs(results, output_dir)
     write_outputs(results, output_dir)
@@ -251,14 +376,32 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
 SELECTION_FIELDS = ("encodings", "references", "logn", "yarn", "output_dir", "work_dir", "resume")
 
 
-def check_same_protocol(args: RealTextArguments, previous: dict, path: Path) -> None:
-    """Rows kept by `--resume` must have been made as `args` asks; otherwise a ValueError names the field."""
-    for name, value in asdict(args).items():
-        if name not in SELECTION_FIELDS and previous.get(name) != value:
+def check_needle_room(args: RealTextArguments, tokenizer) -> None:
+    """Benchmark B's sources (training: from `min_train_context`; evaluation: `needle_lengths`) must hold a needle and
+    its question with this tokenizer; otherwise a ValueError names the field, before anything is trained."""
+    if not args.needle_steps:
+        return
+    shortest = needle_min_length(tokenizer)
+    for name, n in (("min_train_context", args.min_train_context), ("needle_lengths", min(args.needle_lengths))):
+        if n < shortest:
             raise ValueError(
-                f"{path} was made with `{name}`={previous.get(name)!r}, and these arguments ask for {value!r}: its "
+                f"`{name}`={n}: benchmark B's needle and question take up to {shortest} tokens with this tokenizer "
+                f"(vocab_size {args.vocab_size}); give at least {shortest}, or --needle_steps 0 for no benchmark B."
+            )
+
+
+def check_same_protocol(args: RealTextArguments, previous: dict, path: Path) -> None:
+    """Rows kept by `--resume` (`previous`: the results they are in) must have been made as `args` asks; otherwise
+    a ValueError names the field. Rows without benchmark B's scores take any `needle_*` fields: they gain them now."""
+    protocol, needle_free = previous["protocol"], not any("needle" in row for row in previous["rows"])
+    for name, value in asdict(args).items():
+        if name in SELECTION_FIELDS or (needle_free and name.startswith("needle_")):
+            continue
+        if protocol.get(name) != value:
+            raise ValueError(
+                f"{path} was made with `{name}`={protocol.get(name)!r}, and these arguments ask for {value!r}: its "
                 f"rows would stand for a protocol they were not made with. Use another --output_dir (and --work_dir), "
-                f"or --{name} {previous.get(name)}."
+                f"or --{name} {protocol.get(name)}."
             )
 
 
@@ -300,7 +443,60 @@ def markdown(results: dict) -> str:
                 ratio = f" ({scores['perplexity'] / first:.2f})" if first and n != lengths[0] else ""
                 cells.append(f"{scores['perplexity']:.2f}{ratio}")
         lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + ([""] + [f"- {note}" for note in notes] if notes else [])) + "\n"
+    lines += [""] + [f"- {note}" for note in notes] if notes else []
+    if any("needle" in row for row in rows):
+        lines += needle_markdown(results)
+    return "\n".join(lines) + "\n"
+
+
+def needle_markdown(results: dict) -> list[str]:
+    """Benchmark B's lines: exact match per row and length, then by depth for the best row (`best_needle_row`)."""
+    p, rows = results["protocol"], [row for row in results["rows"] if "needle" in row]
+    lengths = [str(n) for n in p["needle_lengths"]]
+    lines = [
+        "",
+        f"## A needle in a real haystack: greedy exact match (trained at {p['min_train_context']}-"
+        f"{p['train_context']} tokens)",
+        "",
+        f"Each row's model above, then {p['needle_steps']} steps of needle training; {p['needle_samples']} held-out "
+        f"passages per length, the needle at a random depth ({DEPTH_BINS} bins of equal share).",
+        "",
+        "| model | " + " | ".join(f"{n} ({int(n) / p['train_context']:g}x)" for n in lengths) + " |",
+        "|---|" + "---:|" * len(lengths),
+    ]
+    notes = []
+    for row in rows:
+        cells = []
+        for n in lengths:
+            scores = row["needle"]["eval"].get(n, {})
+            cells.append("-" if scores.get("exact_match") is None else f"{scores['exact_match']:.2f}")
+            if scores.get("error"):
+                notes.append(f"{row['name']} at {n}: {scores['error']}")
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    best = best_needle_row(results)
+    lines += [
+        *([""] + [f"- {note}" for note in notes] if notes else []),
+        "",
+        f"By needle depth, best row past the trained length ({best['name']}):",
+        "",
+        "| length | " + " | ".join(depth_bin_labels()) + " |",
+        "|---:|" + "---:|" * DEPTH_BINS,
+    ]
+    for n, scores in best["needle"]["eval"].items():
+        bins = scores.get("exact_match_by_depth") or [None] * DEPTH_BINS
+        lines.append(f"| {n} | " + " | ".join("-" if x is None else f"{x:.2f}" for x in bins) + " |")
+    return lines
+
+
+def best_needle_row(results: dict) -> dict:
+    """The row with benchmark B's highest mean exact match past the trained context (ties: the first)."""
+
+    def score(row):
+        cells = row["needle"]["eval"].items()
+        long = [s.get("exact_match") or 0.0 for n, s in cells if int(n) > results["protocol"]["train_context"]]
+        return sum(long) / len(long) if long else 0.0
+
+    return max((row for row in results["rows"] if "needle" in row), key=score)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -309,21 +505,30 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-    for row in results["rows"]:
+    fig, ax = plt.subplots(figsize=(8.0, 4.0), dpi=100)
+    colours = {model: plt.cm.tab10(i % 10) for i, model in enumerate(dict.fromkeys(r["model"] for r in results["rows"]))}
+    for row in results["rows"]:  # one colour per trained model; its inference options by line style
         points = [(int(n), s["perplexity"]) for n, s in row["eval"].items() if s.get("perplexity") is not None]
         if points:
             style = "-." if row["logn"] else ("--" if row["yarn"] else "-")
-            ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=row["name"])
+            ax.plot(
+                *zip(*points, strict=True), style, color=colours[row["model"]], marker="o", markersize=3,
+                label=row["name"],
+            )  # fmt: skip
     ax.axvline(results["protocol"]["train_context"], color="grey", linewidth=0.8)
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("context tokens before the target; grey line: longest training context")
     ax.set_ylabel(f"perplexity of the next {results['protocol']['target_length']} tokens")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the data, never over it
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    if any("needle" in row for row in results["rows"]):
+        best = best_needle_row(results)
+        depth = [(n, s["exact_match_by_depth"]) for n, s in best["needle"]["eval"].items() if s.get("exact_match_by_depth")]
+        if depth:
+            depth_heatmap(depth, f"needle in a real haystack: {best['name']}", path.parent / NEEDLE_PLOT)
 
 
-__all__ = ["RealTextArguments", "run_realtext", "plan", "markdown", "QUICK_FLAGS"]
+__all__ = ["RealTextArguments", "run_realtext", "plan", "markdown", "best_needle_row", "QUICK_FLAGS"]

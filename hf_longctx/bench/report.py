@@ -132,21 +132,30 @@ def plot(results: dict, output_dir: Path) -> None:
     best = best_row(rows, train_max)
     depth = [(k, v["exact_match_by_depth"]) for k, v in best["eval"].items() if v.get("exact_match_by_depth")]
     if depth:
-        grid = [[math.nan if x is None else x for x in bins] for _, bins in depth]
-        fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
-        image = ax.imshow(
-            list(map(list, zip(*grid, strict=True))), vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower"
-        )
-        ax.set_xticks(range(len(depth)), [k for k, _ in depth])
-        ax.set_yticks(range(DEPTH_BINS), depth_bin_labels())
-        ax.set_xlabel("source length (tokens)")
-        ax.set_ylabel("needle depth")
-        ax.set_title(f"exact match by depth: {best['name']} ({best['task']})")
-        fig.colorbar(image, ax=ax)
-        fig.tight_layout()
-        fig.savefig(output_dir / "depth_heatmap.png")
-        plt.close(fig)
+        depth_heatmap(depth, f"exact match by depth: {best['name']} ({best['task']})", output_dir / "depth_heatmap.png")
 
+
+def depth_heatmap(depth: list[tuple[str, list[float | None]]], title: str, path: Path) -> None:
+    """A DEPTH_BINS x length heatmap of exact match: `depth` is (length label, exact match per depth bin) per column."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = [[math.nan if x is None else x for x in bins] for _, bins in depth]
+    fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=100)
+    image = ax.imshow(
+        list(map(list, zip(*grid, strict=True))), vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="lower"
+    )
+    ax.set_xticks(range(len(depth)), [k for k, _ in depth])
+    ax.set_yticks(range(DEPTH_BINS), depth_bin_labels())
+    ax.set_xlabel("source length (tokens)")
+    ax.set_ylabel("needle depth")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def _dynamic_factor(rows: list[dict]) -> float | None:
@@ -158,4 +167,4 @@ def _dynamic_factor(rows: list[dict]) -> float | None:
     return None
 
 
-__all__ = ["markdown", "plot", "best_row", "seed_summary"]
+__all__ = ["markdown", "plot", "depth_heatmap", "best_row", "seed_summary"]

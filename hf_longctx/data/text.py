@@ -20,6 +20,7 @@ unknown tokens and decodes back to the same string. Ids 0/1/2 are pad/EOS/unk as
 `LongCtxConfig`'s defaults; the sentinels `<extra_id_0>`, `<extra_id_1>`, ... follow (ids 3, 4, ...).
 """
 
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 from transformers.utils import logging
 
+from .tasks import DEPTH_BINS, PASSKEY_DIGITS
 from .tokenization import SPECIAL_TOKENS, wrap_tokenizer
 
 logger = logging.get_logger(__name__)
@@ -383,6 +385,73 @@ def context_target_dataset(
     return Dataset.from_dict(rows)
 
 
+# ------------------------------------------------------------------------------------ a needle in a real haystack
+
+NEEDLE = " The secret code is {code}."  # Kamradt 2023's form, with a random PASSKEY_DIGITS-digit code
+NEEDLE_QUESTION = " What is the secret code?"
+
+
+def needle_min_length(tokenizer) -> int:
+    """A length every `needle_haystack_dataset` source fits in, whatever the code: the needle's words, at most one
+    token per digit and one for the space before them, the question, one passage token and EOS."""
+    words, end = NEEDLE.split(" {code}")
+    fixed = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (words, end, NEEDLE_QUESTION)]
+    return sum(map(len, fixed)) + PASSKEY_DIGITS + 1 + 2
+
+
+def needle_haystack_dataset(
+    documents: Sequence[Sequence[int]],
+    tokenizer,
+    lengths: Sequence[int],
+    seed: int,
+    stratify_depth: bool = False,
+) -> Dataset:
+    """One example per entry of `lengths`: a passage of a document (a uniformly drawn place) with the NEEDLE
+    sentence inserted at a random depth, at the start of a word where the tokenizer marks them, and NEEDLE_QUESTION
+    after it; the source is exactly `n` tokens with its EOS. The target is the code's digits + EOS.
+
+    Columns: input_ids, labels, code (the digits), depth (where the needle starts, as a fraction of the passage:
+    0 = first, 1 = last). `stratify_depth`: example i's depth is drawn in bin i % DEPTH_BINS, so every bin gets its
+    share (a bin too narrow for a word start takes a place inside a word). A length without room for the needle and the question is a ValueError naming both."""
+    rng = np.random.default_rng(seed)
+    question = tokenizer(NEEDLE_QUESTION, add_special_tokens=False)["input_ids"]
+    word_starts = {i for token, i in tokenizer.get_vocab().items() if token.startswith("\u0120")}  # byte-level "Ġ"
+    rows = {"input_ids": [], "labels": [], "code": [], "depth": []}
+    for i, n in enumerate(lengths):
+        code = "".join(str(d) for d in rng.integers(0, 10, size=PASSKEY_DIGITS))
+        needle = tokenizer(NEEDLE.format(code=code), add_special_tokens=False)["input_ids"]
+        room = n - 1 - len(needle) - len(question)
+        if room < 1:
+            raise ValueError(
+                f"A source of {n} tokens has no room for the needle ({len(needle)} tokens) and the question "
+                f"({len(question)}) around a passage: use sources of at least {len(needle) + len(question) + 2} tokens."
+            )
+        passage = _passage(documents, room, rng)
+        first, last = 0, room  # the needle's first token goes at passage[at]: depth at / room
+        if stratify_depth:  # depths in [bin / DEPTH_BINS, (bin + 1) / DEPTH_BINS), the last bin closed
+            bin_ = i % DEPTH_BINS
+            first = math.ceil(bin_ * room / DEPTH_BINS)
+            last = room if bin_ == DEPTH_BINS - 1 else max(first, math.ceil((bin_ + 1) * room / DEPTH_BINS) - 1)
+        places = range(first, min(last, room) + 1)
+        at = int(rng.choice([p for p in places if p in (0, room) or passage[p] in word_starts] or places))
+        rows["input_ids"].append(passage[:at] + needle + passage[at:] + question + [tokenizer.eos_token_id])
+        rows["labels"].append(tokenizer(code, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+        rows["code"].append(code)
+        rows["depth"].append(at / room)
+    return Dataset.from_dict(rows)
+
+
+def _passage(documents: Sequence[Sequence[int]], length: int, rng: np.random.Generator) -> list[int]:
+    """`length` consecutive tokens of one document, the place drawn uniformly over every document long enough."""
+    room = np.array([max(0, len(ids) - length + 1) for ids in documents])
+    if room.sum() == 0:
+        raise ValueError(f"No document has {length} tokens for a haystack; use shorter sources or longer documents.")
+    place = int(rng.integers(room.sum()))
+    doc = int(np.searchsorted(np.cumsum(room), place, side="right"))
+    start = place - int(room[:doc].sum())
+    return list(documents[doc][start : start + length])
+
+
 __all__ = [
     "FILE_BUILDERS",
     "load_text_dataset",
@@ -403,4 +472,8 @@ __all__ = [
     "document_token_ids",
     "target_windows",
     "context_target_dataset",
+    "NEEDLE",
+    "NEEDLE_QUESTION",
+    "needle_haystack_dataset",
+    "needle_min_length",
 ]
