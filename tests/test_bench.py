@@ -201,6 +201,44 @@ def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
         run_ablation(args, command="test")
 
 
+def test_trunk_ablation_curves_average_the_seeds_and_the_headline_plot_keeps_the_best_of_each_encoding(tmp_path):
+    """Extrapolation curves: one per (variant, setting, lr), mean / worst / best over its seeds; the headline plot
+    holds the best curve of each encoding and each HF reference, the second plot every curve."""
+    from hf_longctx.bench.ablation import ALL_PLOT, HEADLINE_PLOT, extrapolation_curves, headline_curves, write_table
+
+    def row(variant, seed, scores, logn=None):
+        extrapolation = {"as trained": dict(zip(("128", "256"), scores, strict=True))}
+        if logn:
+            extrapolation["logn"] = dict(zip(("128", "256"), logn, strict=True))
+        protocol = {"task": "passkey", "train_min_len": 24, "train_max_len": 64}
+        return {"variant": variant, "learning_rate": 0.002, "seed": seed, "extrapolation": extrapolation,
+                "protocol": protocol, "solved_at": 500, "best_exact_match": 1.0, "steps": 500, "train_seconds": 1,
+                "environment": {"git_commit": "abc"}}  # fmt: skip
+
+    rows = [
+        row("t5", 1, [0.9, 0.1]), row("t5", 2, [0.7, 0.3]),
+        row("default/alibi", 1, [1.0, 0.8], logn=[1.0, 1.0]), row("default/alibi", 2, [0.9, 0.6], logn=[1.0, 0.9]),
+        row("plain/alibi", 1, [0.2, 0.1]),
+    ]  # fmt: skip
+    curves = {c["label"]: c for c in extrapolation_curves(rows)}
+    assert set(curves) == {"HF T5 (relative) (2 seeds)", "default/alibi (2 seeds)", "default/alibi +logn (2 seeds)",
+                           "plain/alibi (1 seeds)"}  # fmt: skip
+    t5 = curves["HF T5 (relative) (2 seeds)"]
+    assert t5["lengths"] == [128, 256] and t5["family"] == "t5"
+    assert t5["mean"] == pytest.approx([0.8, 0.2]) and t5["worst"] == [0.7, 0.1] and t5["best"] == [0.9, 0.3]
+    assert curves["default/alibi +logn (2 seeds)"]["family"] == "alibi"
+    headline = [c["label"] for c in headline_curves(extrapolation_curves(rows))]
+    assert headline == ["HF T5 (relative) (2 seeds)", "default/alibi +logn (2 seeds)"]  # the best alibi curve
+
+    pytest.importorskip("matplotlib")
+    for r in rows:
+        (tmp_path / "rows").mkdir(exist_ok=True)
+        (tmp_path / "rows" / f"{r['variant'].replace('/', '_')}_{r['seed']}.json").write_text(json.dumps(r))
+    write_table(tmp_path)
+    for name in (HEADLINE_PLOT, ALL_PLOT):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_hf_t5_converted_before_training_trains_as_hf_t5_does(tmp_path):
     """`t5convert/relative`: HF T5 with the `t5` row's initial weights, converted into hf_longctx, then trained by
     the same recipe. Its trained weights are T5's (converted): hf_longctx's code computes and learns what T5's does."""

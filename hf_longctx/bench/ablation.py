@@ -11,6 +11,7 @@ at one learning rate and one seed, e.g. `t5trunk/alibi lr=0.002 seed=42`. Each r
 (one per core) can share one `output_dir` and an interrupted sweep loses at most the rows in flight.
 """
 
+import importlib.util
 import json
 import re
 import shlex
@@ -360,6 +361,78 @@ def write_table(output_dir: Path) -> None:
                     f"{r['solved_at'] or '-'} | " + " | ".join(cells) + " |"
                 )
     (output_dir / "results.md").write_text("\n".join(lines) + "\n")
+    if extrapolated:
+        if importlib.util.find_spec("matplotlib") is None:
+            logger.warning(f"{output_dir}/results.md written; its plots need matplotlib: pip install .[bench]")
+        else:
+            plot_extrapolation(extrapolated, output_dir)
 
 
-__all__ = ["AblationArguments", "VARIANTS", "T5_TRUNK", "run_ablation"]
+REFERENCE_LABELS = {"t5": "HF T5 (relative)", "bart": "HF BART (learned)", "marian": "HF Marian (sinusoidal)"}
+HEADLINE_PLOT, ALL_PLOT = "accuracy_vs_length.png", "accuracy_vs_length_all.png"
+
+
+def extrapolation_curves(rows: list[dict]) -> list[dict]:
+    """One curve per (variant, inference setting, learning rate) over its seeds: label, family (the encoding, or
+    the HF reference), lengths, and per length the mean, worst and best seed's exact match; in `rows`' order."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        for setting, scores in row["extrapolation"].items():
+            groups.setdefault((row["variant"], setting, row["learning_rate"]), []).append(scores)
+    rates = {rate for _, _, rate in groups}
+    curves = []
+    for (variant, setting, rate), seeds in groups.items():
+        lengths = sorted({int(n) for scores in seeds for n in scores})
+        per_length = [[scores[str(n)] for scores in seeds if str(n) in scores] for n in lengths]
+        label = REFERENCE_LABELS.get(variant, variant) + ("" if setting == "as trained" else f" +{setting}")
+        curves.append({
+            "label": label + (f" lr {rate:g}" if len(rates) > 1 else "") + f" ({len(seeds)} seeds)",
+            "family": variant if variant in REFERENCE_LABELS else variant.split("/")[-1],
+            "lengths": lengths,
+            "mean": [sum(x) / len(x) for x in per_length],
+            "worst": [min(x) for x in per_length],
+            "best": [max(x) for x in per_length],
+        })  # fmt: skip
+    return curves
+
+
+def headline_curves(curves: list[dict]) -> list[dict]:
+    """The best curve (highest mean exact match over its lengths) of each family, in the order families appear."""
+    best: dict[str, dict] = {}
+    for curve in curves:
+        if curve["family"] not in best or sum(curve["mean"]) > sum(best[curve["family"]]["mean"]):
+            best[curve["family"]] = curve
+    return list(best.values())
+
+
+def plot_extrapolation(rows: list[dict], output_dir: Path) -> None:
+    """HEADLINE_PLOT: the best curve of each encoding and each HF reference (by mean exact match over the lengths),
+    the band from the worst to the best seed; ALL_PLOT: every curve's mean. Legends beside the data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves, protocol = extrapolation_curves(rows), rows[0]["protocol"]
+    task = protocol["task"] + (f", {protocol['num_records']} records" if protocol.get("num_records") else "")
+    for path, shown, bands in ((HEADLINE_PLOT, headline_curves(curves), True), (ALL_PLOT, curves, False)):
+        fig, ax = plt.subplots(figsize=(8.0, 4.0), dpi=100)
+        colours = plt.cm.tab10 if len(shown) <= 10 else plt.cm.tab20
+        for i, curve in enumerate(shown):
+            colour = colours(i % colours.N)
+            style = "--" if curve["family"] in REFERENCE_LABELS else "-"
+            ax.plot(curve["lengths"], curve["mean"], style, color=colour, marker="o", markersize=3, label=curve["label"])
+            if bands:
+                ax.fill_between(curve["lengths"], curve["worst"], curve["best"], color=colour, alpha=0.15, linewidth=0)
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"source length (tokens); trained at {protocol['train_min_len']}-{protocol['train_max_len']}")
+        ax.set_ylabel("exact match (greedy), mean over seeds")
+        ax.set_title(f"{task}: " + ("best of each encoding; band: worst to best seed" if bands else "every variant"))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        fig.tight_layout()
+        fig.savefig(output_dir / path)
+        plt.close(fig)
+
+
+__all__ = ["AblationArguments", "VARIANTS", "T5_TRUNK", "run_ablation", "write_table", "extrapolation_curves", "headline_curves"]

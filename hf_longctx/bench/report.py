@@ -113,18 +113,23 @@ def plot(results: dict, output_dir: Path) -> None:
 
     rows, train_max = results["rows"], results["protocol"]["train_max_len"]
     for task in dict.fromkeys(r["task"] for r in rows):
-        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
-        for r in (r for r in rows if r["task"] == task):
+        fig, ax = plt.subplots(figsize=(8.0, 4.0), dpi=100)
+        task_rows = [r for r in rows if r["task"] == task]
+        colours = plt.cm.tab10 if len(task_rows) <= 10 else plt.cm.tab20  # a colour each (up to 20 rows)
+        for i, r in enumerate(task_rows):
             points = [(int(k), v["exact_match"]) for k, v in r["eval"].items() if v["exact_match"] is not None]
             style = "-." if r.get("logn") else ("--" if r["scaling"] else (":" if r["randomized"] else "-"))
-            ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=r["name"])
+            ax.plot(
+                *zip(*points, strict=True), style, color=colours(i % colours.N), marker="o", markersize=3,
+                label=r["name"],
+            )  # fmt: skip
         ax.axvline(train_max, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("source length (tokens); grey line: longest training length")
         ax.set_ylabel("exact match (greedy)")
         ax.set_title(f"{task}: trained at {results['protocol']['train_min_len']}-{train_max} tokens")
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the data, never over it
         fig.tight_layout()
         fig.savefig(output_dir / ("accuracy_vs_length.png" if task == "passkey" else f"accuracy_vs_length_{task}.png"))
         plt.close(fig)
