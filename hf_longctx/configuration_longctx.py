@@ -137,15 +137,24 @@ class LongCtxConfig(PreTrainedConfig):
             matching on 1 of 5 runs (0.97; 0.51-0.56 on the others, at lr 1e-3 and 2e-3), without it on none of
             2, and a bias costs RoPE SDPA's fused kernels. A config saved before this field existed loads with
             `relative_bias=False`, as its model was trained.
-        encoder_conv_kernel (`int`, defaults to 0): before each encoder self-attention, add to the normalised input
-            a depthwise convolution over the current token and the `encoder_conv_kernel - 1` before it (one
-            weight per channel and offset, N(0, init_std) at init; padded slots read as zeros), so that a token
-            carries its neighbours' content into the attention (a short "Canon layer", Allen-Zhu 2025, "Physics
-            of Language Models: Part 4.1"). It only sees fixed offsets, so it runs at any length. 0 (off) is the
-            default: on the multi-key needle (`scripts/ablate_trunk.py`, 3 seeds, lr 2e-3 / 1e-3) a kernel of 4
-            made RoPE learn the matching on 2 of 3 seeds at 2e-3 (steps 2250, 2250; without it on none of 11 runs)
-            and `relative` on 3 of 3 (2 of 3 without), but neither on any seed at 1e-3, and it cost ALiBi one
-            seed at 1e-3 (0.53; 0.99 at step 2750 without): not a default that holds for both learning rates.
+        encoder_conv_kernel (`int | None`, defaults to `None`): before each encoder self-attention, add to the
+            normalised input a depthwise convolution over the current token and the `encoder_conv_kernel - 1` before
+            it in its source (one weight per channel and offset, N(0, init_std) at init; padded slots read as zeros,
+            and packed sources, where `position_ids` restart, are not read across), so that a token carries its
+            neighbours' content into the attention (a short "Canon layer", Allen-Zhu 2025, "Physics of Language
+            Models: Part 4.1"). It only sees fixed offsets, so it runs at any length. `None`: the encoder
+            encoding's `encoder_conv_kernel_by_default`, 4 for `relative` and 0 (off) for the others; 0: off.
+            Why 4 for `relative` (`scripts/ablate_trunk.py`, results/trunk-ablation/: d_model 64, 2+2 layers,
+            batch 64): on the multi-key needle (8000 steps) it learned the matching on 3 of 3 seeds at lr 2e-3
+            (steps 3500 / 4000 / 4750; without it 2 of 3) and 2 of 3 at 1e-3 (6250 / 6250, 0.98; without it 0 of 3:
+            0.97 / 0.54 / 0.90), where HF T5 of the same size learned 3 of 3 and 2 of 3; on passkey it kept 0.69 /
+            0.12 / 0.67 at 16x the trained length (without it 0.04 / 0.01 / 0.01; T5 0.01 / 0.12 / 0.14); on
+            kv_recall (4000 steps, lr 2e-3), which no model learns at this size, 0.14 / 0.16 / 0.20 (without it 0.05 /
+            0.01 / 0.01; T5 0.07 / 0.16 / 0.14). Off for the others: with ALiBi (which has
+            `relative_bias`) it cost a seed at lr 1e-3 (0.53; 0.99 at step 2750 without) and on kv_recall 0.18
+            against 0.67; RoPE learned the matching with it on 2 of 3 seeds at 2e-3 (none of 11 runs without) but
+            on none at 1e-3. A config saved before this default (a file with `encoder_conv_kernel: 0`, or without
+            the field) loads with 0, as its model was trained.
         alibi_max_penalty (`float | None`, defaults to 60.0): past this penalty (distance 60 / slope) a key is
             masked, which makes each ALiBi head a window of 60 / slope tokens. A key that far weighs under e^-60
             (9e-27) of an equally scored key at the query's own position, below fp32 and bf16 resolution (only a
@@ -226,7 +235,7 @@ class LongCtxConfig(PreTrainedConfig):
     relative_attention_max_distance: int = 128
     alibi_max_penalty: float | None = 60.0
     relative_bias: bool | None = None
-    encoder_conv_kernel: int = 0
+    encoder_conv_kernel: int | None = None
     cross_attention_logn_length: int | None = None
     rope_parameters: dict | None = None
     sinusoidal_scale: float = 1.0
@@ -262,6 +271,9 @@ class LongCtxConfig(PreTrainedConfig):
             self.rope_parameters = dict(self.rope_parameters)
             self.rope_parameters.setdefault("rope_type", "default")
             self.rope_parameters.setdefault("rope_theta", 10000.0)
+        if self.encoder_conv_kernel is None:  # the encoder's encoding decides (`encoder_conv_kernel_by_default`)
+            cls = _position_encodings().get(self.position_embedding_type)
+            self.encoder_conv_kernel = cls.encoder_conv_kernel_by_default if cls is not None else 0
         # Validate here too, not only in `validate_architecture`: `@strict` wraps what that raises in its own
         # exception type, and users (and `pytest.raises`) expect a plain ValueError.
         self.validate_architecture()
@@ -567,7 +579,7 @@ def has_relative_bias(relative_bias: bool | None, encoding: str) -> bool:
 
 # Defaults that changed, with the value a saved config that lacks the field was made with (saved configs hold
 # every field that existed when they were written, so a missing one predates it).
-SAVED_BEFORE = {"relative_bias": False, "decoder_output_scale": 1.0}
+SAVED_BEFORE = {"relative_bias": False, "decoder_output_scale": 1.0, "encoder_conv_kernel": 0}
 
 
 def _foreign_config_keys() -> set[str]:

@@ -179,17 +179,25 @@ class Residual(nn.Module):
 
 
 class LongCtxTokenConv(nn.Module):
-    """x + depthwise causal conv over the last `kernel_size` tokens of x (pads zeroed first)."""
+    """x + depthwise causal conv over the last `kernel_size` tokens of x (pads zeroed first). With `segments`
+    ((B or 1, L) ids of the packed source each token belongs to), a token reads only the tokens of its own source."""
 
     def __init__(self, config: LongCtxConfig):
         super().__init__()
         self.kernel_size = config.encoder_conv_kernel
         self.weight = nn.Parameter(torch.zeros(config.d_model, 1, self.kernel_size))
 
-    def forward(self, hidden_states, token_mask=None):
+    def forward(self, hidden_states, token_mask=None, segments=None):
         x = hidden_states if token_mask is None else hidden_states * token_mask
-        x = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))
-        mixed = F.conv1d(x, self.weight.to(x.dtype), groups=hidden_states.shape[-1]).transpose(1, 2)
+        weight = self.weight.to(x.dtype)
+        if segments is None:
+            x = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))
+            return hidden_states + F.conv1d(x, weight, groups=hidden_states.shape[-1]).transpose(1, 2)
+        # conv1d's weight[:, 0, j] multiplies the token kernel_size - 1 - j before; the same sum, offset by offset
+        mixed = x * weight[:, 0, -1]
+        for offset in range(1, min(self.kernel_size, x.shape[1])):
+            same = F.pad(segments[:, offset:] == segments[:, :-offset], (offset, 0))[..., None]
+            mixed = mixed + F.pad(x, (0, 0, offset, 0))[:, : x.shape[1]] * same * weight[:, 0, -1 - offset]
         return hidden_states + mixed
 
 
@@ -213,6 +221,7 @@ class LongCtxEncoderLayer(GradientCheckpointingLayer):
         position_bias=None,
         position_embeddings=None,
         token_mask=None,
+        segments=None,
         chunked_plan=None,
         **kwargs,
     ):
@@ -220,7 +229,7 @@ class LongCtxEncoderLayer(GradientCheckpointingLayer):
         if self.token_conv is not None:  # the convolution mixes the attention's (normalised) input
 
             def attention(inputs, **attention_kwargs):
-                return self.self_attn(self.token_conv(inputs, token_mask), **attention_kwargs)
+                return self.self_attn(self.token_conv(inputs, token_mask, segments), **attention_kwargs)
 
         hidden_states = self.self_attn_residual(
             hidden_states,
@@ -450,15 +459,13 @@ class LongCtxEncoder(LongCtxStack):
         length, device = tokens.shape[1], tokens.device
         positions, first_positions = torch.arange(length, device=device), (0, 0)
         bound = self.config.randomized_positions_max_length
+        segments = None  # packed sources (positions restarting), so that the convolution stays inside each one
         if position_ids is not None:  # consecutive or not, the bias is built from them (no Toeplitz shortcut)
             positions = check_position_ids(position_ids, tokens.shape, "position_ids", "input_ids").to(device)
             first_positions = None
-            if self.config.encoder_conv_kernel and bool((positions[..., 1:] <= positions[..., :-1]).any()):
-                raise ValueError(
-                    f"`position_ids` restart (packed sources?), but `encoder_conv_kernel`={self.config.encoder_conv_kernel} "
-                    "mixes each token with the ones before it in the row whatever their positions, so it would cross "
-                    "from one source into the next. Give each source its own row, or use a model without the convolution."
-                )
+            restarts = positions[..., 1:] <= positions[..., :-1]
+            if self.config.encoder_conv_kernel and bool(restarts.any()):
+                segments = F.pad(restarts.cumsum(-1), (1, 0)).reshape(-1, length)
         elif self.training and bound is not None and bound > length:  # randomized positions (Ruoss et al. 2023)
             positions, first_positions = torch.randperm(bound, device=device)[:length].sort().values, None
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions, "encoder")
@@ -477,7 +484,7 @@ class LongCtxEncoder(LongCtxStack):
             keys = attended_keys(attention_mask) if attention_mask.dim() == 4 else attention_mask
             token_mask = keys[:, :, None].to(hidden_states.dtype)
         for layer in self.layers:
-            hidden_states = layer(hidden_states, mask, bias, rotary, token_mask, chunked_plan=plan, **kwargs)
+            hidden_states = layer(hidden_states, mask, bias, rotary, token_mask, segments, chunked_plan=plan, **kwargs)
         return BaseModelOutput(last_hidden_state=self.final_norm(hidden_states))
 
 

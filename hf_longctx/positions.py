@@ -45,6 +45,7 @@ class PositionEncoding(nn.Module):
     extrapolates: ClassVar[bool] = True  # runs on inputs longer than any seen in training
     takes_relative_bias: ClassVar[bool] = True  # `relative_bias` (T5's learned buckets) can go on top of it
     relative_bias_by_default: ClassVar[bool] = False  # ... and is on by default (`relative_bias=None`)
+    encoder_conv_kernel_by_default: ClassVar[int] = 0  # `encoder_conv_kernel=None` in an encoder with this encoding
     encoder_allowed: ClassVar[bool] = True  # False: decoder only
     extension_methods: ClassVar[tuple[str, ...]] = ("none",)  # `conversion.extend.extend_context` methods it takes
     options: ClassVar[tuple[str, ...]] = ()  # LongCtxConfig fields only it reads (set without it: a warning)
@@ -220,6 +221,7 @@ class RelativePositions(OffsetBias):
         "head and bucket, added to the attention scores; one table per stack, shared by its layers."
     )
     takes_relative_bias = False  # it is that bias
+    encoder_conv_kernel_by_default = 4  # measured: `encoder_conv_kernel` in LongCtxConfig's docstring
     options = ("relative_attention_num_buckets", "relative_attention_max_distance")
 
     def __init__(self, config: LongCtxConfig, causal: bool):

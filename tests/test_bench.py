@@ -131,6 +131,14 @@ def test_smoke_benchmark_writes_json_markdown_and_plots(tmp_path, monkeypatch):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sys.modules["bench_extrapolation"]  # the script stays importable (thin wrapper over hf_longctx.bench.extrapolation)
 
+    # --resume keeps rows only if they were made as asked: another budget is refused, another selection adds rows
+    with pytest.raises(ValueError, match=r"results.json was made with `steps`=6, and these arguments ask for 7: its "
+                       r"results would stand for a protocol they were not made with.*or --steps 6"):  # fmt: skip
+        bench_extrapolation.main([*argv, "--steps", "7", "--resume", "true"])
+    resumed = bench_extrapolation.main([argv[0], "alibi", "rope", "kerple", *argv[3:], "--resume", "true"])
+    assert sorted(row["name"] for row in resumed["rows"]) == sorted([*names, "kerple"])
+    assert [row for row in resumed["rows"] if row["name"] != "kerple"] == results["rows"]  # kept as they were
+
 
 @pytest.mark.parametrize(
     "script,argv,expected",
@@ -197,7 +205,7 @@ def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
     assert set(saved["extrapolation"]["logn"]) == {"80", "96"}, "the other row was evaluated from its folder"
     # a row made under another protocol is not passed off as this one's
     args.steps = 5
-    with pytest.raises(ValueError, match=r"was trained with `steps`=4, and these arguments ask for 5"):
+    with pytest.raises(ValueError, match=r"was made with `steps`=4, and these arguments ask for 5"):
         run_ablation(args, command="test")
 
 

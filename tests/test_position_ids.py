@@ -168,9 +168,25 @@ def test_encoder_positions_with_precomputed_encoder_outputs_are_refused():
         model(encoder_outputs=encoder_outputs, labels=torch.randint(2, 99, (1, 3)), position_ids=torch.arange(5))
 
 
-def test_restarting_positions_with_the_encoder_convolution_are_refused():
-    model = tiny_model(position_embedding_type="rope", encoder_conv_kernel=3)
-    ids = torch.randint(2, 99, (1, 6))
-    model(input_ids=ids, labels=ids[:, :3], position_ids=torch.arange(6) + 4)  # increasing: the convolution is fine
-    with pytest.raises(ValueError, match=r"`position_ids` restart .* `encoder_conv_kernel`=3 .* its own row"):
-        model(input_ids=ids, labels=ids[:, :3], position_ids=torch.cat([torch.arange(3), torch.arange(3)]))
+@pytest.mark.parametrize("kernel", [2, 3, 8])
+def test_packed_sequences_with_the_encoder_convolution_encode_as_each_one_alone(kernel):
+    """The convolution reads the tokens before each one in its own source only, where positions restart; per row."""
+    torch.manual_seed(0)
+    encoder = LongCtxModel(tiny_config(position_embedding_type="rope", encoder_conv_kernel=kernel)).eval().get_encoder()
+    for layer in encoder.layers:
+        torch.nn.init.normal_(layer.token_conv.weight)  # zeros at init would hide a leak
+    first, second, third = torch.randint(2, 99, (1, 6)), torch.randint(2, 99, (1, 2)), torch.randint(2, 99, (1, 5))
+    segment = torch.tensor([0] * 6 + [1] * 2 + [2] * 5)
+    mask = (segment[:, None] == segment[None, :])[None, None]
+    positions = torch.cat([torch.arange(6), torch.arange(2), torch.arange(5)])
+    packed = encoder(input_ids=torch.cat([first, second, third], 1), attention_mask=mask, position_ids=positions)
+    for part, source in zip((slice(0, 6), slice(6, 8), slice(8, 13)), (first, second, third), strict=True):
+        assert_close(packed.last_hidden_state[:, part], encoder(input_ids=source).last_hidden_state)
+    # per row: a batch of a packed row and a plain one, positions (B, L)
+    plain = torch.randint(2, 99, (1, 13))
+    batch_mask = torch.cat([mask, torch.ones_like(mask)])
+    batch_positions = torch.stack([positions, torch.arange(13)])
+    both = encoder(input_ids=torch.cat([torch.cat([first, second, third], 1), plain]), attention_mask=batch_mask,
+                   position_ids=batch_positions).last_hidden_state  # fmt: skip
+    assert_close(both[:1], packed.last_hidden_state)
+    assert_close(both[1:], encoder(input_ids=plain).last_hidden_state)

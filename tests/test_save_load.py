@@ -129,6 +129,32 @@ def test_a_config_saved_before_the_defaults_changed_loads_as_it_was_made(tmp_pat
     assert fresh.relative_bias is None and fresh.has_relative_bias("alibi") and fresh.decoder_output_scale == 64**-0.5
 
 
+def test_relatives_encoder_convolution_is_its_default_and_a_folder_saved_before_loads_without_it(tmp_path):
+    """`encoder_conv_kernel=None` resolves by the encoder's encoding (4 for relative, 0 for the others) and is saved
+    resolved; a relative folder saved before the field existed (or with an explicit 0) loads without a convolution."""
+    assert [LongCtxConfig(position_embedding_type=e).encoder_conv_kernel for e in ("relative", "alibi", "rope")] == [4, 0, 0]
+    assert LongCtxConfig(position_embedding_type="relative", encoder_conv_kernel=0).encoder_conv_kernel == 0
+    assert LongCtxConfig(position_embedding_type="alibi", encoder_conv_kernel=3).encoder_conv_kernel == 3
+    model = tiny_model(position_embedding_type="relative", encoder_conv_kernel=0)
+    assert all(layer.token_conv is None for layer in model.model.encoder.layers)
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["encoder_conv_kernel"] == 0
+    saved = json.loads((tmp_path / "config.json").read_text())
+    del saved["encoder_conv_kernel"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert loaded.config.encoder_conv_kernel == 0 and all(layer.token_conv is None for layer in loaded.model.encoder.layers)
+    batch = random_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, model(**batch).logits)
+    default = tiny_model(position_embedding_type="relative")
+    assert all(layer.token_conv.weight.shape[-1] == 4 for layer in default.model.encoder.layers)
+    default.save_pretrained(tmp_path / "default")
+    again = AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "default")
+    assert again.config.encoder_conv_kernel == 4
+    assert torch.equal(again.model.encoder.layers[0].token_conv.weight, default.model.encoder.layers[0].token_conv.weight)
+
+
 def test_an_encodings_own_parameters_load_trained_or_initialised_never_as_garbage(tmp_path):
     """KERPLE's weights are plain `nn.Parameter`s: `_init_weights` gives them their initial values where a checkpoint
     lacks them (not whatever memory the meta-device load left), and a checkpoint's values win where it has them."""

@@ -26,7 +26,7 @@ from transformers.utils import logging
 from ..conversion.convert import convert_model
 from ..data.tokenization import build_tokenizer
 from ..training.trainer import DataArguments, ModelArguments, build_model, train
-from .environment import environment
+from .environment import check_same_protocol, environment
 from .extrapolation import StopAtAccuracy, exact_match_at_length, load_model, recipe_training_args
 
 logger = logging.get_logger(__name__)
@@ -58,7 +58,8 @@ for _encoding in ("alibi", "relative", "rope"):
     VARIANTS[f"default/{_encoding}"] = {"encoding": _encoding, "overrides": {}}
     if _encoding != "relative":
         VARIANTS[f"plain/{_encoding}"] = {"encoding": _encoding, "overrides": PLAIN}
-    VARIANTS[f"t5trunk/{_encoding}"] = {"encoding": _encoding, "overrides": T5_TRUNK}
+    # T5 has no encoder convolution (relative's default has one)
+    VARIANTS[f"t5trunk/{_encoding}"] = {"encoding": _encoding, "overrides": {**T5_TRUNK, "encoder_conv_kernel": 0}}
 VARIANTS["t5trunk+relbias/alibi"] = {"encoding": "alibi", "overrides": {**T5_TRUNK, "relative_bias": True}}
 # RoPE: a base of 1e6 leaves more of the head's dimensions all but unrotated over the training lengths (content
 # matching across the input), with and without `relative_bias`
@@ -66,8 +67,10 @@ _THETA_1M = {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}
 VARIANTS["default+theta1m/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, **_THETA_1M}}
 VARIANTS["plain+theta1m/rope"] = {"encoding": "rope", "overrides": {**PLAIN, **_THETA_1M}}
 VARIANTS["default+relbias/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True}}
-for _encoding in ("rope", "relative"):
-    VARIANTS[f"default+conv4/{_encoding}"] = {"encoding": _encoding, "overrides": {"encoder_conv_kernel": 4}}
+VARIANTS["default+conv4/rope"] = {"encoding": "rope", "overrides": {"encoder_conv_kernel": 4}}
+# relative's default before the convolution became it (rows made then as `default/relative` carry this name now;
+# rows made as `default+conv4/relative` are `default/relative`: results/trunk-ablation/README.md)
+VARIANTS["default+conv0/relative"] = {"encoding": "relative", "overrides": {"encoder_conv_kernel": 0}}
 VARIANTS["plain+conv4/rope"] = {"encoding": "rope", "overrides": {**PLAIN, "encoder_conv_kernel": 4}}
 VARIANTS["default+relbias+conv4/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, "encoder_conv_kernel": 4}}
 VARIANTS["default+conv8/rope"] = {"encoding": "rope", "overrides": {"encoder_conv_kernel": 8}}
@@ -232,7 +235,7 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
                 path = rows_dir / f"{_file_name(name)}.json"
                 if path.is_file():
                     row = json.loads(path.read_text())
-                    check_same_protocol(args, row, path)
+                    check_same_protocol(asdict(args), row["protocol"], path, SELECTION_FIELDS, asdict(AblationArguments()))
                     folder = Path(args.work_dir) / _file_name(name)
                     if not any(_missing_lengths(args, row).values()) or (folder / "config.json").is_file():
                         if extrapolate(args, row):
@@ -254,20 +257,6 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
 
 # What decides how a row's model is trained (the rest of `AblationArguments` selects rows, or where they go)
 SELECTION_FIELDS = ("variants", "learning_rates", "seeds", "lengths", "output_dir", "work_dir")
-
-
-def check_same_protocol(args: AblationArguments, row: dict, path: Path) -> None:
-    """A row already in `rows/` is kept only if it was trained as `args` asks (a field the row predates had its
-    default); otherwise a ValueError names the field."""
-    defaults = asdict(AblationArguments())
-    for name, value in asdict(args).items():
-        made = row["protocol"].get(name, defaults[name])
-        if name not in SELECTION_FIELDS and made != value:
-            raise ValueError(
-                f"{path} was trained with `{name}`={made!r}, and these arguments ask for {value!r}: its row would "
-                f"stand for a protocol it was not made with. Use another --output_dir (and --work_dir) for this "
-                f"protocol, or --{name} {made}."
-            )
 
 
 def _settings(row: dict) -> dict[str, int | None]:
@@ -336,9 +325,11 @@ def write_table(output_dir: Path) -> None:
     for r in rows:
         task = r["protocol"]["task"] + (f" ({r['protocol']['num_records']} records)" if r["protocol"].get("num_records") else "")
         lines.append(
-            f"| {task} | {r['variant']} | {r['learning_rate']:g} | {r['seed']} | {r['solved_at'] or '-'} | "
+            f"| {task} | {_variant_cell(r)} | {r['learning_rate']:g} | {r['seed']} | {r['solved_at'] or '-'} | "
             f"{r['best_exact_match']:.2f} | {r['steps']} | {r['train_seconds']:.0f} | {r['environment']['git_commit']} |"
         )
+    notes = dict.fromkeys(r["relabelled"] for r in rows if r.get("relabelled"))
+    lines += [""] + [f"- * {note}" for note in notes] if notes else []
     extrapolated = [r for r in rows if r.get("extrapolation")]
     if extrapolated:
         lengths = sorted({int(n) for r in extrapolated for scores in r["extrapolation"].values() for n in scores})
@@ -354,7 +345,7 @@ def write_table(output_dir: Path) -> None:
         ]
         for r in extrapolated:
             for setting, scores in r["extrapolation"].items():
-                variant = r["variant"] + (f" +{setting}" if setting != "as trained" else "")
+                variant = _variant_cell(r) + (f" +{setting}" if setting != "as trained" else "")
                 cells = [f"{scores[str(n)]:.2f}" if str(n) in scores else "" for n in lengths]
                 lines.append(
                     f"| {r['protocol']['task']} | {variant} | {r['learning_rate']:g} | {r['seed']} | "
@@ -366,6 +357,11 @@ def write_table(output_dir: Path) -> None:
             logger.warning(f"{output_dir}/results.md written; its plots need matplotlib: pip install .[bench]")
         else:
             plot_extrapolation(extrapolated, output_dir)
+
+
+def _variant_cell(row: dict) -> str:
+    """The row's variant, starred when it was relabelled after a default changed (the note under the table)."""
+    return row["variant"] + (" *" if row.get("relabelled") else "")
 
 
 REFERENCE_LABELS = {"t5": "HF T5 (relative)", "bart": "HF BART (learned)", "marian": "HF Marian (sinusoidal)"}

@@ -1,7 +1,9 @@
-"""Where a result was made: library versions, threads, machine, and the checkout's commit (with `+dirty`)."""
+"""Where and how a result was made: library versions, threads, machine, the checkout's commit (with `+dirty`), and
+the check that results kept by `--resume` were made under the protocol now asked for."""
 
 import os
 import platform
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -34,4 +36,21 @@ def _git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty else "")
 
 
-__all__ = ["environment"]
+def check_same_protocol(
+    asked: dict, made: dict, path: Path, selection: Iterable[str], defaults: dict | None = None
+) -> None:
+    """Results kept from `path` (made with the arguments `made`; a field they predate had its value in `defaults`)
+    must stand for the protocol `asked` for: every field but the `selection` ones (which rows to run, where they
+    go) must be equal; otherwise a ValueError names the field and both values."""
+    selection, defaults = set(selection), defaults or {}
+    for name, value in asked.items():
+        was = made.get(name, defaults.get(name))
+        if name not in selection and was != value:
+            raise ValueError(
+                f"{path} was made with `{name}`={was!r}, and these arguments ask for {value!r}: its results would "
+                f"stand for a protocol they were not made with. Use another --output_dir (and --work_dir), or "
+                f"--{name} {was}."
+            )
+
+
+__all__ = ["environment", "check_same_protocol"]

@@ -46,7 +46,7 @@ from ..training.trainer import (
     load_metric,
     train,
 )
-from .environment import environment
+from .environment import check_same_protocol, environment
 from .report import markdown, plot
 
 logger = logging.get_logger(__name__)
@@ -301,6 +301,14 @@ def plan(args: BenchArguments) -> list[dict]:
     ]
 
 
+# What selects the rows (or where they go); every other field decides how a row is made, so `--resume` keeps rows
+# only when they match this command's
+SELECTION_FIELDS = (
+    "encodings", "rope_scalings", "logn", "randomized", "second_task", "second_task_encodings", "seeds",
+    "output_dir", "work_dir", "resume", "plots",
+)  # fmt: skip
+
+
 def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
     """Train and evaluate every planned row; write JSON, markdown and plots after each; return the results."""
     for scaling in args.rope_scalings:
@@ -319,6 +327,7 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
     }
     if args.resume and json_path.is_file():
         previous = json.loads(json_path.read_text())
+        check_same_protocol(asdict(args), previous["protocol"], json_path, SELECTION_FIELDS, asdict(BenchArguments()))
         results["rows"] = previous["rows"]
         # the rows kept were made by the earlier command(s); this one only adds the missing rows
         results["commands"] = previous.get("commands", [previous["command"]]) + [results["command"]]

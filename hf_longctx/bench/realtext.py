@@ -56,7 +56,7 @@ from ..training.trainer import (
     load_metric,
     start_run,
 )
-from .environment import environment
+from .environment import check_same_protocol, environment
 from .extrapolation import load_model, recipe_training_args, rope_parameters_for
 from .report import depth_heatmap
 
@@ -113,6 +113,9 @@ class RealTextArguments:
     needle_steps: int = field(
         default=500,
         metadata={"help": "Benchmark B: steps of needle training from each row's trained model (0: no benchmark B)."},
+    )
+    needle_learning_rate: float = field(
+        default=2e-3, metadata={"help": "Benchmark B: peak learning rate of the needle training (same schedule)."}
     )
     needle_lengths: list[int] = field(
         default_factory=lambda: [256, 512, 1024, 2048, 4096, 8192],
@@ -203,7 +206,7 @@ def train_row(args: RealTextArguments, model_name: str, tokenizer, train_docs, f
     rng = np.random.default_rng(args.seed + 1)
     contexts = rng.integers(args.min_train_context, args.train_context + 1, size=len(windows)).tolist()
     dataset = context_target_dataset(train_docs, windows, contexts, args.target_length, tokenizer.eos_token_id)
-    return _train(args, model, tokenizer, dataset, args.steps, folder)
+    return _train(args, model, tokenizer, dataset, args.steps, args.learning_rate, folder)
 
 
 def train_needle(args: RealTextArguments, trained: Path, tokenizer, train_docs, folder: Path) -> dict:
@@ -218,13 +221,14 @@ def train_needle(args: RealTextArguments, trained: Path, tokenizer, train_docs, 
     lengths = rng.integers(args.min_train_context, args.train_context + 1, size=args.needle_steps * args.batch_size)
     dataset = needle_haystack_dataset(train_docs, tokenizer, lengths.tolist(), seed=args.seed + 4)
     model = AutoModelForSeq2SeqLM.from_pretrained(trained)
-    return _train(args, model, tokenizer, dataset.remove_columns(["code", "depth"]), args.needle_steps, folder)
+    dataset = dataset.remove_columns(["code", "depth"])
+    return _train(args, model, tokenizer, dataset, args.needle_steps, args.needle_learning_rate, folder)
 
 
-def _train(args: RealTextArguments, model, tokenizer, dataset, steps: int, folder: Path) -> dict:
+def _train(args: RealTextArguments, model, tokenizer, dataset, steps: int, learning_rate: float, folder: Path) -> dict:
     """The benchmarks' recipe for `steps` steps, without in-training evaluation; the model saved to `folder`."""
     training_args = recipe_training_args(
-        folder, steps, args.learning_rate, args.warmup_steps, args.batch_size, steps, args.seed
+        folder, steps, learning_rate, args.warmup_steps, args.batch_size, steps, args.seed
     )
     training_args.eval_strategy, training_args.predict_with_generate = "no", False
     start_run(training_args)
@@ -319,7 +323,9 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
     }
     if args.resume and (output_dir / RESULTS_JSON).is_file():
         previous = json.loads((output_dir / RESULTS_JSON).read_text())
-        check_same_protocol(args, previous, output_dir / RESULTS_JSON)
+        needle_free = not any("needle" in row for row in previous["rows"])  # they gain B's fields now
+        selection = SELECTION_FIELDS + (tuple(f for f in asdict(args) if f.startswith("needle_")) if needle_free else ())
+        check_same_protocol(asdict(args), previous["protocol"], output_dir / RESULTS_JSON, selection)
         results["rows"] = previous["rows"]
         results["commands"] = previous.get("commands", [previous["command"]]) + [results["command"]]
         results["previous_environments"] = previous.get("previous_environments", []) + [previous["environment"]]
@@ -390,21 +396,6 @@ def check_needle_room(args: RealTextArguments, tokenizer) -> None:
             )
 
 
-def check_same_protocol(args: RealTextArguments, previous: dict, path: Path) -> None:
-    """Rows kept by `--resume` (`previous`: the results they are in) must have been made as `args` asks; otherwise
-    a ValueError names the field. Rows without benchmark B's scores take any `needle_*` fields: they gain them now."""
-    protocol, needle_free = previous["protocol"], not any("needle" in row for row in previous["rows"])
-    for name, value in asdict(args).items():
-        if name in SELECTION_FIELDS or (needle_free and name.startswith("needle_")):
-            continue
-        if protocol.get(name) != value:
-            raise ValueError(
-                f"{path} was made with `{name}`={protocol.get(name)!r}, and these arguments ask for {value!r}: its "
-                f"rows would stand for a protocol they were not made with. Use another --output_dir (and --work_dir), "
-                f"or --{name} {protocol.get(name)}."
-            )
-
-
 def write_outputs(results: dict, output_dir: Path) -> None:
     (output_dir / RESULTS_JSON).write_text(json.dumps(results, indent=1) + "\n")
     (output_dir / RESULTS_TABLE).write_text(markdown(results))
@@ -426,27 +417,33 @@ def markdown(results: dict) -> str:
         f"steps at batch {p['batch_size']}. Environment: {results['environment']}. A cell in brackets is the ratio "
         f"to the first length; `-` with a note: the model could not run it.",
         "",
-        "| model | " + " | ".join(f"{n} ({int(n) / p['train_context']:g}x)" for n in lengths) + " |",
-        "|---|" + "---:|" * len(lengths),
     ]
-    notes = []
-    for row in rows:
-        first = row["eval"].get(lengths[0], {}).get("perplexity")
-        cells = []
-        for n in lengths:
-            scores = row["eval"].get(n, {})
-            if scores.get("perplexity") is None:
-                cells.append("-")
-                if scores.get("error"):
-                    notes.append(f"{row['name']} at {n}: {scores['error']}")
-            else:
-                ratio = f" ({scores['perplexity'] / first:.2f})" if first and n != lengths[0] else ""
-                cells.append(f"{scores['perplexity']:.2f}{ratio}")
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
-    lines += [""] + [f"- {note}" for note in notes] if notes else []
+
+    def perplexity_cell(row, n):
+        first, scores = row["eval"].get(lengths[0], {}).get("perplexity"), row["eval"][n]
+        ratio = f" ({scores['perplexity'] / first:.2f})" if first and n != lengths[0] else ""
+        return f"{scores['perplexity']:.2f}{ratio}"
+
+    lines += length_table(rows, lengths, p["train_context"], lambda row: row["eval"], "perplexity", perplexity_cell)
     if any("needle" in row for row in rows):
         lines += needle_markdown(results)
     return "\n".join(lines) + "\n"
+
+
+def length_table(rows: list[dict], lengths: list[str], trained: int, cells_of, metric: str, cell) -> list[str]:
+    """A markdown table, a row per model and a column per length (`n (x)`: the multiple of `trained`): `cell(row, n)`
+    where `cells_of(row)[n]` has a `metric`, else `-` and the cell's error in a note under the table."""
+    lines = ["| model | " + " | ".join(f"{n} ({int(n) / trained:g}x)" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]
+    notes = []
+    for row in rows:
+        cells = []
+        for n in lengths:
+            scores = cells_of(row).get(n, {})
+            cells.append("-" if scores.get(metric) is None else cell(row, n))
+            if scores.get(metric) is None and scores.get("error"):
+                notes.append(f"{row['name']} at {n}: {scores['error']}")
+        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    return lines + ([""] + [f"- {note}" for note in notes] if notes else [])
 
 
 def needle_markdown(results: dict) -> list[str]:
@@ -458,24 +455,17 @@ def needle_markdown(results: dict) -> list[str]:
         f"## A needle in a real haystack: greedy exact match (trained at {p['min_train_context']}-"
         f"{p['train_context']} tokens)",
         "",
-        f"Each row's model above, then {p['needle_steps']} steps of needle training; {p['needle_samples']} held-out "
+        f"Each row's model above, then {p['needle_steps']} steps of needle training (peak lr "
+        f"{p.get('needle_learning_rate', p['learning_rate']):g}); {p['needle_samples']} held-out "
         f"passages per length, the needle at a random depth ({DEPTH_BINS} bins of equal share).",
         "",
-        "| model | " + " | ".join(f"{n} ({int(n) / p['train_context']:g}x)" for n in lengths) + " |",
-        "|---|" + "---:|" * len(lengths),
     ]
-    notes = []
-    for row in rows:
-        cells = []
-        for n in lengths:
-            scores = row["needle"]["eval"].get(n, {})
-            cells.append("-" if scores.get("exact_match") is None else f"{scores['exact_match']:.2f}")
-            if scores.get("error"):
-                notes.append(f"{row['name']} at {n}: {scores['error']}")
-        lines.append(f"| {row['name']} | " + " | ".join(cells) + " |")
+    lines += length_table(
+        rows, lengths, p["train_context"], lambda row: row["needle"]["eval"], "exact_match",
+        lambda row, n: f"{row['needle']['eval'][n]['exact_match']:.2f}",
+    )  # fmt: skip
     best = best_needle_row(results)
     lines += [
-        *([""] + [f"- {note}" for note in notes] if notes else []),
         "",
         f"By needle depth, best row past the trained length ({best['name']}):",
         "",
