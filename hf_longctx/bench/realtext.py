@@ -307,7 +307,8 @@ def score_lengths(spec: dict, folder: Path, sets: dict, trained: int, metric: st
         rope = rope_parameters_for("yarn" if spec["yarn"] else None, n + 1, trained)
         if model is None or rope != loaded_with:  # reloaded only where the rope scaling changes with n
             model, loaded_with = load_model(folder, rope, trained if spec["logn"] else None).to(device), rope
-        cells[str(n)] = guarded(metric, score, model, dataset, *score_args)
+        started = time.perf_counter()
+        cells[str(n)] = {**guarded(metric, score, model, dataset, *score_args), "seconds": round(time.perf_counter() - started, 1)}
         logger.warning(f"{spec['name']} @ {n}: {metric} {cells[str(n)][metric]}")
     return cells
 
