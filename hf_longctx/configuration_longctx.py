@@ -143,7 +143,8 @@ class LongCtxConfig(PreTrainedConfig):
             and packed sources, where `position_ids` restart, are not read across), so that a token carries its
             neighbours' content into the attention (a short "Canon layer", Allen-Zhu 2025, "Physics of Language
             Models: Part 4.1"). It only sees fixed offsets, so it runs at any length. `None`: the encoder
-            encoding's `encoder_conv_kernel_by_default`, 4 for `relative` and 0 (off) for the others; 0: off.
+            encoding's `encoder_conv_kernel_by_default`, 4 for `relative` and 0 (off) for the others, resolved when
+            the config is built (and saved so): a `position_embedding_type` changed afterwards keeps the kernel.
             Why 4 for `relative` (`scripts/ablate_trunk.py`, results/trunk-ablation/: d_model 64, 2+2 layers,
             batch 64): on the multi-key needle (8000 steps) it learned the matching on 3 of 3 seeds at lr 2e-3
             (steps 3500 / 4000 / 4750; without it 2 of 3) and 2 of 3 at 1e-3 (6250 / 6250, 0.98; without it 0 of 3:
@@ -272,8 +273,7 @@ class LongCtxConfig(PreTrainedConfig):
             self.rope_parameters.setdefault("rope_type", "default")
             self.rope_parameters.setdefault("rope_theta", 10000.0)
         if self.encoder_conv_kernel is None:  # the encoder's encoding decides (`encoder_conv_kernel_by_default`)
-            cls = _position_encodings().get(self.position_embedding_type)
-            self.encoder_conv_kernel = cls.encoder_conv_kernel_by_default if cls is not None else 0
+            self.encoder_conv_kernel = _conv_default(self.position_embedding_type)
         # Validate here too, not only in `validate_architecture`: `@strict` wraps what that raises in its own
         # exception type, and users (and `pytest.raises`) expect a plain ValueError.
         self.validate_architecture()
@@ -402,6 +402,12 @@ class LongCtxConfig(PreTrainedConfig):
                     f"`{field}` is a probability of dropping a unit and must be in [0, 1), got {getattr(self, field)}; "
                     "0 turns it off."
                 )
+        if self.encoder_conv_kernel is None:  # resolved in __post_init__: set to None after the config was built
+            raise ValueError(
+                "`encoder_conv_kernel` is None, which only a new config resolves (by its encoder's encoding: "
+                f"{self.position_embedding_type!r} takes {_conv_default(self.position_embedding_type)}); give the "
+                "number of tokens, 0 for none."
+            )
         if self.encoder_conv_kernel < 0:
             raise ValueError(
                 f"`encoder_conv_kernel` is a number of tokens (the current one and those before it) and must be an "
@@ -565,6 +571,12 @@ def _position_encodings() -> dict:
     from .positions import POSITION_ENCODINGS
 
     return POSITION_ENCODINGS
+
+
+def _conv_default(encoding: str) -> int:
+    """`encoder_conv_kernel=None` for an encoder with this encoding (0 for a name the registry lacks: refused later)."""
+    cls = _position_encodings().get(encoding)
+    return cls.encoder_conv_kernel_by_default if cls is not None else 0
 
 
 def has_relative_bias(relative_bias: bool | None, encoding: str) -> bool:

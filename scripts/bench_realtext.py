@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from transformers import HfArgumentParser  # noqa: E402
 
-from hf_longctx.bench.realtext import QUICK_FLAGS, RealTextArguments, run_realtext  # noqa: E402
+from hf_longctx.bench.realtext import RealTextArguments, quick_argv, run_realtext  # noqa: E402
 from hf_longctx.hub.model_card import invocation_command  # noqa: E402
 
 
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     command = invocation_command([sys.argv[0], *argv])
     if "--quick" in argv:
-        argv = QUICK_FLAGS + [a for a in argv if a != "--quick"]
+        argv = quick_argv(argv)
     (args,) = HfArgumentParser(RealTextArguments).parse_args_into_dataclasses(argv)
     return run_realtext(args, command=command)
 

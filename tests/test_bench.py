@@ -333,6 +333,17 @@ def test_realtext_quick_run_scores_the_same_targets_at_each_length_and_reports_t
         bench_realtext.main([*common, "--needle_samples", "200"])  # rows with B scores keep B's protocol
 
 
+def test_a_protocol_mismatch_names_the_field_and_a_flag_that_can_be_typed(tmp_path):
+    from hf_longctx.bench.environment import check_same_protocol
+
+    made = {"lengths": [48, 96], "steps": 4, "output_dir": "a"}
+    check_same_protocol({"lengths": [48, 96], "steps": 4, "output_dir": "b"}, made, tmp_path, ["output_dir"])
+    with pytest.raises(ValueError, match=r"was made with `lengths`=\[48, 96\], .* ask for \[48\]: .* or --lengths 48 96\.$"):
+        check_same_protocol({"lengths": [48], "steps": 4}, made, tmp_path, ["output_dir"])
+    with pytest.raises(ValueError, match=r"was made with `warmup`=7, .* or --warmup 7\.$"):  # a field it predates
+        check_same_protocol({"warmup": 8}, made, tmp_path, [], defaults={"warmup": 7})
+
+
 def test_realtext_needle_sources_too_short_for_the_needle_are_refused_before_training(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(SCRIPTS))
     import bench_realtext
@@ -343,6 +354,10 @@ def test_realtext_needle_sources_too_short_for_the_needle_are_refused_before_tra
         bench_realtext.main([*quick, "--needle_lengths", "20", "96"])
     with pytest.raises(ValueError, match=r"`min_train_context`=30: .* give at least"):
         bench_realtext.main([*quick, "--min_train_context", "30"])
+    with pytest.raises(ValueError, match=r"`needle_lengths` asks for 999999 tokens of a held-out book, and the longest"):
+        bench_realtext.main([*quick, "--needle_lengths", "48", "999999"])
+    with pytest.raises(ValueError, match=r"`lengths` asks for 1000008 tokens .* give shorter `lengths`"):
+        bench_realtext.main([*quick, "--lengths", "48", "1000000"])
     assert not (tmp_path / "runs").exists()
 
 
@@ -356,6 +371,11 @@ def test_realtext_needle_sources_too_short_for_the_needle_are_refused_before_tra
         ({"needle_steps": -1}, r"`needle_steps`=-1: give a number of steps, or 0 for no benchmark B"),
         ({"needle_lengths": []}, r"`needle_steps`=500 asks for benchmark B, which needs `needle_lengths` \(given \[\]\)"),
         ({"needle_samples": 0}, r"and `needle_samples` >= 1 \(given 0\); or --needle_steps 0"),
+        ({"needle_samples": 12}, r"`needle_samples`=12 must be a multiple of 5, the depth bins .* e.g. 10"),
+        ({"needle_steps": 0, "needle_samples": 50, "needle_learning_rate": 1e-3},
+         r"`needle_steps`=0 turns benchmark B off, which `needle_learning_rate`, `needle_samples` set up: drop them"),
+        ({"needle_steps": 50}, r"`warmup_steps`=100 is not below `needle_steps`=50: .* lower --warmup_steps"),
+        ({"steps": 100}, r"`warmup_steps`=100 is not below `steps`=100"),
     ],
 )
 def test_realtext_arguments_that_would_do_nothing_are_refused(kwargs, pattern):

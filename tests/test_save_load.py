@@ -135,6 +135,11 @@ def test_relatives_encoder_convolution_is_its_default_and_a_folder_saved_before_
     assert [LongCtxConfig(position_embedding_type=e).encoder_conv_kernel for e in ("relative", "alibi", "rope")] == [4, 0, 0]
     assert LongCtxConfig(position_embedding_type="relative", encoder_conv_kernel=0).encoder_conv_kernel == 0
     assert LongCtxConfig(position_embedding_type="alibi", encoder_conv_kernel=3).encoder_conv_kernel == 3
+    config = LongCtxConfig(position_embedding_type="relative")
+    config.encoder_conv_kernel = None  # only a new config resolves it
+    with pytest.raises(ValueError, match=r"`encoder_conv_kernel` is None, which only a new config resolves .* "
+                       r"'relative' takes 4\); give the number of tokens, 0 for none"):  # fmt: skip
+        config.validate_architecture()
     model = tiny_model(position_embedding_type="relative", encoder_conv_kernel=0)
     assert all(layer.token_conv is None for layer in model.model.encoder.layers)
     model.save_pretrained(tmp_path)

@@ -527,3 +527,10 @@ def test_a_needle_haystack_source_too_short_for_the_needle_is_refused(devil_docu
     with pytest.raises(ValueError, match=r"A source of 12 tokens has no room for the needle \(\d+ tokens\) and the "
                        r"question \(\d+\) around a passage: use sources of at least \d+ tokens"):  # fmt: skip
         needle_haystack_dataset(devil_documents, bpe, [64, 12], seed=0)
+
+
+def test_a_needle_haystack_needs_a_tokenizer_that_marks_word_starts(devil_documents):
+    from hf_longctx.data.text import needle_haystack_dataset
+
+    with pytest.raises(ValueError, match=r"marks no token as a word start .* so the needle would go inside words"):
+        needle_haystack_dataset(devil_documents, build_tokenizer(), [64], seed=0)

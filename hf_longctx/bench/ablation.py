@@ -255,7 +255,8 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
     return done
 
 
-# What decides how a row's model is trained (the rest of `AblationArguments` selects rows, or where they go)
+# What selects the rows (or says where they go, or at which lengths a kept row is also evaluated); every other
+# field decides how a row's model is trained
 SELECTION_FIELDS = ("variants", "learning_rates", "seeds", "lengths", "output_dir", "work_dir")
 
 

@@ -46,10 +46,11 @@ def check_same_protocol(
     for name, value in asked.items():
         was = made.get(name, defaults.get(name))
         if name not in selection and was != value:
+            flag = f"--{name} {' '.join(map(str, was)) if isinstance(was, list) else was}"
             raise ValueError(
                 f"{path} was made with `{name}`={was!r}, and these arguments ask for {value!r}: its results would "
                 f"stand for a protocol they were not made with. Use another --output_dir (and --work_dir), or "
-                f"--{name} {was}."
+                f"{flag}."
             )
 
 

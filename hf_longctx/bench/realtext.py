@@ -25,7 +25,7 @@ length of `needle_lengths`, in DEPTH_BINS depth bins of equal share, with the ro
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -68,10 +68,18 @@ NEEDLE_PLOT = "needle_depth_heatmap.png"
 # `--quick`: a smoke run (CI's); flags given after it still win, as argparse keeps the last value
 QUICK_FLAGS = [
     "--encodings", "alibi", "rope", "--references", "t5", "--vocab_size", "400", "--d_model", "32", "--d_ff", "64",
-    "--steps", "4", "--batch_size", "4", "--num_train_windows", "32", "--train_context", "48", "--min_train_context",
-    "40", "--target_length", "8", "--lengths", "48", "96", "--num_eval_windows", "4", "--needle_steps", "4",
-    "--needle_lengths", "48", "96", "--needle_samples", "5",
+    "--steps", "4", "--warmup_steps", "1", "--batch_size", "4", "--num_train_windows", "32", "--train_context", "48", "--min_train_context",
+    "40", "--target_length", "8", "--lengths", "48", "96", "--num_eval_windows", "4",
 ]  # fmt: skip
+QUICK_NEEDLE_FLAGS = ["--needle_steps", "4", "--needle_lengths", "48", "96", "--needle_samples", "5"]
+
+
+def quick_argv(argv: list[str]) -> list[str]:
+    """`--quick` expanded (its needle flags left out where the command turns benchmark B off: a preset is not a
+    value the user gave); flags given after it still win."""
+    rest = [a for a in argv if a != "--quick"]
+    needle_off = any(a == "--needle_steps" and b == "0" for a, b in zip(rest, rest[1:], strict=False))
+    return QUICK_FLAGS + ([] if needle_off else QUICK_NEEDLE_FLAGS) + rest
 
 
 @dataclass
@@ -150,6 +158,25 @@ class RealTextArguments:
             raise ValueError("`yarn` rescales the rope row, and `encodings` has no rope: add rope, or drop --yarn.")
         if self.logn and not self.encodings:
             raise ValueError("`logn` rescales hf_longctx rows, and `encodings` is empty: add one, or drop --logn.")
+        defaults = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default for f in fields(self)}
+        if not self.needle_steps:
+            given = [n for n in defaults if n.startswith("needle_") and n != "needle_steps" and getattr(self, n) != defaults[n]]
+            if given:
+                raise ValueError(
+                    f"`needle_steps`=0 turns benchmark B off, which {', '.join(f'`{n}`' for n in given)} set up: drop "
+                    f"{'it' if len(given) == 1 else 'them'}, or give --needle_steps."
+                )
+        elif self.needle_samples % DEPTH_BINS:
+            raise ValueError(
+                f"`needle_samples`={self.needle_samples} must be a multiple of {DEPTH_BINS}, the depth bins that share "
+                f"them equally; e.g. {DEPTH_BINS * max(1, round(self.needle_samples / DEPTH_BINS))}."
+            )
+        for name in ("steps", "needle_steps"):
+            if getattr(self, name) and self.warmup_steps >= getattr(self, name):
+                raise ValueError(
+                    f"`warmup_steps`={self.warmup_steps} is not below `{name}`={getattr(self, name)}: the learning "
+                    f"rate would never reach its peak; lower --warmup_steps."
+                )
         self.yarn = "rope" in self.encodings if self.yarn is None else self.yarn
         self.logn = bool(self.encodings) if self.logn is None else self.logn
 
@@ -326,13 +353,14 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
         previous = json.loads((output_dir / RESULTS_JSON).read_text())
         needle_free = not any("needle" in row for row in previous["rows"])  # they gain B's fields now
         selection = SELECTION_FIELDS + (tuple(f for f in asdict(args) if f.startswith("needle_")) if needle_free else ())
-        check_same_protocol(asdict(args), previous["protocol"], output_dir / RESULTS_JSON, selection)
+        made = previous["protocol"]  # B's rows made before `needle_learning_rate` trained at `learning_rate`
+        check_same_protocol(asdict(args), made, output_dir / RESULTS_JSON, selection, {"needle_learning_rate": made["learning_rate"]})
         results["rows"] = previous["rows"]
         results["commands"] = previous.get("commands", [previous["command"]]) + [results["command"]]
         results["previous_environments"] = previous.get("previous_environments", []) + [previous["environment"]]
     kept = {row["name"]: row for row in results["rows"]}
     tokenizer, train_docs, test_docs = corpus_documents(args)
-    check_needle_room(args, tokenizer)
+    check_room(args, tokenizer, test_docs)
     windows = target_windows(test_docs, max(args.lengths), args.target_length, args.num_eval_windows, args.seed + 2)
     eval_sets = {
         n: context_target_dataset(test_docs, windows, n, args.target_length, tokenizer.eos_token_id)
@@ -379,13 +407,26 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
     return results
 
 
-# What decides how the rows are made; the rest selects rows or says where they go
-SELECTION_FIELDS = ("encodings", "references", "logn", "yarn", "output_dir", "work_dir", "resume")
+# What selects the rows, says where they go or how fast they are scored; every other field decides how a row is
+# made, so `--resume` keeps rows only when those match this command's
+SELECTION_FIELDS = (
+    "encodings", "references", "logn", "yarn", "eval_tokens_per_batch", "output_dir", "work_dir", "resume",
+)  # fmt: skip
 
 
-def check_needle_room(args: RealTextArguments, tokenizer) -> None:
-    """Benchmark B's sources (training: from `min_train_context`; evaluation: `needle_lengths`) must hold a needle and
-    its question with this tokenizer; otherwise a ValueError names the field, before anything is trained."""
+def check_room(args: RealTextArguments, tokenizer, test_docs) -> None:
+    """Before anything is trained: the held-out books hold the longest context asked for (`lengths`: plus the target;
+    `needle_lengths`), and benchmark B's sources (training: from `min_train_context`; evaluation: `needle_lengths`)
+    hold a needle and its question with this tokenizer; otherwise a ValueError names the field."""
+    longest = max(len(ids) for ids in test_docs)
+    asked = [("lengths", max(args.lengths) + args.target_length, " (the context and its target)")]
+    asked += [("needle_lengths", max(args.needle_lengths), "")] if args.needle_steps else []
+    for name, n, what in asked:
+        if n > longest:
+            raise ValueError(
+                f"`{name}` asks for {n} tokens{what} of a held-out book, and the longest of {args.corpus} has "
+                f"{longest}: give shorter `{name}`, or a corpus with longer held-out books."
+            )
     if not args.needle_steps:
         return
     shortest = needle_min_length(tokenizer)
@@ -522,4 +563,4 @@ def plot(results: dict, path: Path) -> None:
             depth_heatmap(depth, f"needle in a real haystack: {best['name']}", path.parent / NEEDLE_PLOT)
 
 
-__all__ = ["RealTextArguments", "run_realtext", "plan", "markdown", "best_needle_row", "QUICK_FLAGS"]
+__all__ = ["RealTextArguments", "run_realtext", "plan", "markdown", "best_needle_row", "quick_argv", "QUICK_FLAGS"]

@@ -389,6 +389,7 @@ def context_target_dataset(
 
 NEEDLE = " The secret code is {code}."  # Kamradt 2023's form, with a random PASSKEY_DIGITS-digit code
 NEEDLE_QUESTION = " What is the secret code?"
+WORD_START_MARKS = ("\u0120", "\u2581")  # a token that starts a word: byte-level BPE's "Ġ", SentencePiece's "▁"
 
 
 def needle_min_length(tokenizer) -> int:
@@ -407,7 +408,8 @@ def needle_haystack_dataset(
     stratify_depth: bool = False,
 ) -> Dataset:
     """One example per entry of `lengths`: a passage of a document (a uniformly drawn place) with the NEEDLE
-    sentence inserted at a random depth, at the start of a word where the tokenizer marks them, and NEEDLE_QUESTION
+    sentence inserted at a random depth, at the start of a word (a token marked as one, WORD_START_MARKS; a
+    tokenizer that marks none is refused), and NEEDLE_QUESTION
     after it; the source is exactly `n` tokens with its EOS. The target is the code's digits + EOS.
 
     Columns: input_ids, labels, code (the digits), depth (where the needle starts, as a fraction of the passage:
@@ -415,7 +417,12 @@ def needle_haystack_dataset(
     share (a bin too narrow for a word start takes a place inside a word). A length without room for the needle and the question is a ValueError naming both."""
     rng = np.random.default_rng(seed)
     question = tokenizer(NEEDLE_QUESTION, add_special_tokens=False)["input_ids"]
-    word_starts = {i for token, i in tokenizer.get_vocab().items() if token.startswith("\u0120")}  # byte-level "Ġ"
+    word_starts = {i for token, i in tokenizer.get_vocab().items() if token.startswith(WORD_START_MARKS)}
+    if not word_starts:
+        raise ValueError(
+            f"{type(tokenizer).__name__} marks no token as a word start (byte-level BPE's 'Ġ', SentencePiece's '▁'), "
+            "so the needle would go inside words: use such a tokenizer (`train_bpe_tokenizer` makes one)."
+        )
     rows = {"input_ids": [], "labels": [], "code": [], "depth": []}
     for i, n in enumerate(lengths):
         code = "".join(str(d) for d in rng.integers(0, 10, size=PASSKEY_DIGITS))
