@@ -323,14 +323,14 @@ def write_table(output_dir: Path) -> None:
         "| task | variant | lr | seed | solved at | best | steps | s | commit |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+    notes = list(dict.fromkeys(r["relabelled"] for r in rows if r.get("relabelled")))
     for r in rows:
         task = r["protocol"]["task"] + (f" ({r['protocol']['num_records']} records)" if r["protocol"].get("num_records") else "")
         lines.append(
-            f"| {task} | {_variant_cell(r)} | {r['learning_rate']:g} | {r['seed']} | {r['solved_at'] or '-'} | "
+            f"| {task} | {_variant_cell(r, notes)} | {r['learning_rate']:g} | {r['seed']} | {r['solved_at'] or '-'} | "
             f"{r['best_exact_match']:.2f} | {r['steps']} | {r['train_seconds']:.0f} | {r['environment']['git_commit']} |"
         )
-    notes = dict.fromkeys(r["relabelled"] for r in rows if r.get("relabelled"))
-    lines += [""] + [f"- * {note}" for note in notes] if notes else []
+    lines += [""] + [f"- *{k} {note}" for k, note in enumerate(notes, 1)] if notes else []
     extrapolated = [r for r in rows if r.get("extrapolation")]
     if extrapolated:
         lengths = sorted({int(n) for r in extrapolated for scores in r["extrapolation"].values() for n in scores})
@@ -346,7 +346,7 @@ def write_table(output_dir: Path) -> None:
         ]
         for r in extrapolated:
             for setting, scores in r["extrapolation"].items():
-                variant = _variant_cell(r) + (f" +{setting}" if setting != "as trained" else "")
+                variant = _variant_cell(r, notes) + (f" +{setting}" if setting != "as trained" else "")
                 cells = [f"{scores[str(n)]:.2f}" if str(n) in scores else "" for n in lengths]
                 lines.append(
                     f"| {r['protocol']['task']} | {variant} | {r['learning_rate']:g} | {r['seed']} | "
@@ -360,9 +360,10 @@ def write_table(output_dir: Path) -> None:
             plot_extrapolation(extrapolated, output_dir)
 
 
-def _variant_cell(row: dict) -> str:
-    """The row's variant, starred when it was relabelled after a default changed (the note under the table)."""
-    return row["variant"] + (" *" if row.get("relabelled") else "")
+def _variant_cell(row: dict, notes: list[str]) -> str:
+    """The row's variant, marked `*k` when it was relabelled after a default changed (`notes[k - 1]`, under the
+    table)."""
+    return row["variant"] + (f" *{notes.index(row['relabelled']) + 1}" if row.get("relabelled") else "")
 
 
 REFERENCE_LABELS = {"t5": "HF T5 (relative)", "bart": "HF BART (learned)", "marian": "HF Marian (sinusoidal)"}
@@ -385,6 +386,7 @@ def extrapolation_curves(rows: list[dict]) -> list[dict]:
         curves.append({
             "label": label + (f" lr {rate:g}" if len(rates) > 1 else "") + f" ({len(seeds)} seeds)",
             "family": variant if variant in REFERENCE_LABELS else variant.split("/")[-1],
+            "seeds": len(seeds),
             "lengths": lengths,
             "mean": [sum(x) / len(x) for x in per_length],
             "worst": [min(x) for x in per_length],
@@ -394,12 +396,22 @@ def extrapolation_curves(rows: list[dict]) -> list[dict]:
 
 
 def headline_curves(curves: list[dict]) -> list[dict]:
-    """The best curve (highest mean exact match over its lengths) of each family, in the order families appear."""
-    best: dict[str, dict] = {}
+    """The best curve of each family, in the order families appear: among the family's curves over the most seeds,
+    the one with the highest mean exact match over the lengths they all have."""
+    families: dict[str, list[dict]] = {}
     for curve in curves:
-        if curve["family"] not in best or sum(curve["mean"]) > sum(best[curve["family"]]["mean"]):
-            best[curve["family"]] = curve
-    return list(best.values())
+        families.setdefault(curve["family"], []).append(curve)
+    best = []
+    for group in families.values():
+        most = max(c["seeds"] for c in group)
+        group = [c for c in group if c["seeds"] == most]
+        shared = set.intersection(*(set(c["lengths"]) for c in group))
+
+        def score(curve, shared=shared):
+            return sum(m for n, m in zip(curve["lengths"], curve["mean"], strict=True) if n in shared)
+
+        best.append(max(group, key=score))
+    return best
 
 
 def plot_extrapolation(rows: list[dict], output_dir: Path) -> None:
@@ -415,9 +427,9 @@ def plot_extrapolation(rows: list[dict], output_dir: Path) -> None:
     for path, shown, bands in ((HEADLINE_PLOT, headline_curves(curves), True), (ALL_PLOT, curves, False)):
         fig, ax = plt.subplots(figsize=(8.0, 4.0), dpi=100)
         colours = plt.cm.tab10 if len(shown) <= 10 else plt.cm.tab20
-        for i, curve in enumerate(shown):
+        for i, curve in enumerate(shown):  # past 20 curves the colours come round again, with another line style
             colour = colours(i % colours.N)
-            style = "--" if curve["family"] in REFERENCE_LABELS else "-"
+            style = ("--" if curve["family"] in REFERENCE_LABELS else "-") if i < colours.N else ":"
             ax.plot(curve["lengths"], curve["mean"], style, color=colour, marker="o", markersize=3, label=curve["label"])
             if bands:
                 ax.fill_between(curve["lengths"], curve["worst"], curve["best"], color=colour, alpha=0.15, linewidth=0)

@@ -104,6 +104,9 @@ def seed_summary(rows: list[dict], lengths: list[int], train_max: int) -> list[s
     return lines
 
 
+SCALING_MARKERS = {None: "o", "linear": "s", "dynamic": "^", "yarn": "D"}  # rope's inference-time scalings
+
+
 def plot(results: dict, output_dir: Path) -> None:
     """accuracy_vs_length.png (passkey; one per extra task) and depth_heatmap.png for the best passkey variant."""
     import matplotlib
@@ -115,13 +118,14 @@ def plot(results: dict, output_dir: Path) -> None:
     for task in dict.fromkeys(r["task"] for r in rows):
         fig, ax = plt.subplots(figsize=(8.0, 4.0), dpi=100)
         task_rows = [r for r in rows if r["task"] == task]
-        colours = plt.cm.tab10 if len(task_rows) <= 10 else plt.cm.tab20  # a colour each (up to 20 rows)
-        for i, r in enumerate(task_rows):
+        # a colour per trained model (encoding, randomized or not); its inference options by line style and marker
+        models = list(dict.fromkeys((r["encoding"], r["randomized"]) for r in task_rows))
+        for r in task_rows:
             points = [(int(k), v["exact_match"]) for k, v in r["eval"].items() if v["exact_match"] is not None]
             style = "-." if r.get("logn") else ("--" if r["scaling"] else (":" if r["randomized"] else "-"))
             ax.plot(
-                *zip(*points, strict=True), style, color=colours(i % colours.N), marker="o", markersize=3,
-                label=r["name"],
+                *zip(*points, strict=True), style, color=plt.cm.tab10(models.index((r["encoding"], r["randomized"])) % 10),
+                marker=SCALING_MARKERS.get(r["scaling"], "o"), markersize=4, label=r["name"],
             )  # fmt: skip
         ax.axvline(train_max, color="grey", linewidth=0.8)
         ax.set_xscale("log", base=2)
