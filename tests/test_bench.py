@@ -385,3 +385,21 @@ def test_realtext_arguments_that_would_do_nothing_are_refused(kwargs, pattern):
         RealTextArguments(**kwargs)
     assert RealTextArguments(encodings=["alibi"]).yarn is False and RealTextArguments().yarn is True
 
+
+
+def test_resume_refuses_rows_built_under_other_config_defaults(tmp_path, caplog):
+    """Results record the defaults their rows were built from; a default of a kept row's encoding that changed
+    since is refused by name, and results made before the record get a warning (nothing can be checked)."""
+    from hf_longctx.bench.environment import check_same_defaults, config_defaults
+
+    made = config_defaults()
+    assert made["relative"]["encoder_conv_kernel"] == 4 and "encoder_conv_kernel" not in made["alibi"]
+    check_same_defaults(made, ["relative", "alibi"], tmp_path)
+    made["relative"]["encoder_conv_kernel"] = 0  # as results made before 44cf45f would say
+    check_same_defaults(made, ["alibi"], tmp_path)  # not a kept row's encoding: nothing to compare
+    with pytest.raises(ValueError, match=r"has 'relative' rows built when `LongCtxConfig`'s default "
+                       r"`encoder_conv_kernel` was 0; this code builds 4: new rows would not be comparable"):  # fmt: skip
+        check_same_defaults(made, ["relative"], tmp_path)
+    with caplog.at_level("WARNING"):
+        check_same_defaults(None, ["relative"], tmp_path)
+    assert "made before the config defaults were recorded" in caplog.text

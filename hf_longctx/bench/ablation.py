@@ -26,7 +26,7 @@ from transformers.utils import logging
 from ..conversion.convert import convert_model
 from ..data.tokenization import build_tokenizer
 from ..training.trainer import DataArguments, ModelArguments, build_model, train
-from .environment import check_same_protocol, environment
+from .environment import check_same_defaults, check_same_protocol, config_defaults, environment
 from .extrapolation import StopAtAccuracy, exact_match_at_length, load_model, recipe_training_args
 
 logger = logging.get_logger(__name__)
@@ -236,6 +236,9 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
                 if path.is_file():
                     row = json.loads(path.read_text())
                     check_same_protocol(asdict(args), row["protocol"], path, SELECTION_FIELDS, asdict(AblationArguments()))
+                    relabelled, reference = row.get("relabelled"), row["model_args"].get("reference")
+                    if reference is None and (row.get("defaults") is not None or not relabelled):  # relabelled: by hand
+                        check_same_defaults(row.get("defaults"), [row["model_args"]["position_embedding_type"]], path)
                     folder = Path(args.work_dir) / _file_name(name)
                     if not any(_missing_lengths(args, row).values()) or (folder / "config.json").is_file():
                         if extrapolate(args, row):
@@ -245,7 +248,7 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
                     # e.g. a fresh clone: the rows are committed, the models are not
                     logger.warning(f"{name}: no model in {folder} to evaluate at {args.lengths}; training the row again")
                 row = train_row(args, variant, learning_rate, seed)
-                row["command"], row["environment"] = command, environment()
+                row["command"], row["environment"], row["defaults"] = command, environment(), config_defaults()
                 row["protocol"] = asdict(args)
                 extrapolate(args, row)
                 path.write_text(json.dumps(row, indent=2) + "\n")

@@ -7,6 +7,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 
 def environment() -> dict:
@@ -54,4 +57,46 @@ def check_same_protocol(
             )
 
 
-__all__ = ["environment", "check_same_protocol"]
+def config_defaults() -> dict:
+    """What `LongCtxConfig`'s defaults build for each encoding an encoder takes: {"base": the fields of the first
+    one, encoding: the fields that differ from it}. Recorded with results, so that `--resume` can tell whether a
+    default changed since they were made (`check_same_defaults`)."""
+    from ..configuration_longctx import HF_CONFIG_KEYS, LongCtxConfig
+    from ..positions import encoding_names
+
+    built = {}
+    for name in encoding_names(encoder_allowed=True):
+        config = LongCtxConfig(position_embedding_type=name)
+        fields = {k: v for k, v in config.to_dict().items() if k not in HF_CONFIG_KEYS and k != "position_embedding_type"}
+        built[name] = fields | {"relative_bias (resolved)": config.has_relative_bias(name)}
+    base = next(iter(built.values()))
+    return {"base": base} | {name: {k: v for k, v in f.items() if base.get(k) != v} for name, f in built.items()}
+
+
+def check_same_defaults(made: dict | None, encodings: Iterable[str], path: Path) -> None:
+    """Results kept from `path` were built from the defaults `made` (`config_defaults()` then; None: made before they
+    were recorded, which gets a warning, as nothing can be checked); a default of one of `encodings` (the encodings
+    of the rows kept) that changed since gets a ValueError naming the field and both values."""
+    if made is None:
+        logger.warning(
+            f"{path} was made before the config defaults were recorded: whether its rows were built as this code would "
+            f"build them (e.g. `relative` has an encoder convolution by default since 44cf45f) cannot be checked."
+        )
+        return
+    now = config_defaults()
+    for name in encodings:
+        if name not in now or name not in made:
+            continue
+        was, new = {**made["base"], **made[name]}, {**now["base"], **now[name]}
+        changed = {k: (was.get(k), new.get(k)) for k in was.keys() | new.keys() if was.get(k) != new.get(k)}
+        if changed:
+            field, (before, after) = sorted(changed.items())[0]
+            raise ValueError(
+                f"{path} has {name!r} rows built when `LongCtxConfig`'s default `{field}` was {before!r}; this code "
+                f"builds {after!r}" + (f" (and {len(changed) - 1} more fields)" if len(changed) > 1 else "")
+                + ": new rows would not be comparable. Use another --output_dir (and --work_dir), or run the commit "
+                "the results were made at (`git_commit` in their environment)."
+            )
+
+
+__all__ = ["environment", "check_same_protocol", "config_defaults", "check_same_defaults"]

@@ -46,7 +46,7 @@ from ..training.trainer import (
     load_metric,
     train,
 )
-from .environment import check_same_protocol, environment
+from .environment import check_same_defaults, check_same_protocol, config_defaults, environment
 from .report import markdown, plot
 
 logger = logging.get_logger(__name__)
@@ -323,11 +323,13 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
         "command": command or " ".join(shlex.quote(a) for a in sys.argv),
         "protocol": asdict(args),
         "environment": environment(),
+        "defaults": config_defaults(),
         "rows": [],
     }
     if args.resume and json_path.is_file():
         previous = json.loads(json_path.read_text())
         check_same_protocol(asdict(args), previous["protocol"], json_path, SELECTION_FIELDS, asdict(BenchArguments()))
+        check_same_defaults(previous.get("defaults"), {row["encoding"] for row in previous["rows"]}, json_path)
         results["rows"] = previous["rows"]
         # the rows kept were made by the earlier command(s); this one only adds the missing rows
         results["commands"] = previous.get("commands", [previous["command"]]) + [results["command"]]

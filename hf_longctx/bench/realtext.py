@@ -56,7 +56,7 @@ from ..training.trainer import (
     load_metric,
     start_run,
 )
-from .environment import check_same_protocol, environment
+from .environment import check_same_defaults, check_same_protocol, config_defaults, environment
 from .extrapolation import load_model, recipe_training_args, rope_parameters_for
 from .report import depth_heatmap
 
@@ -347,6 +347,7 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
         "command": command or invocation_command(),
         "protocol": asdict(args),
         "environment": environment(),
+        "defaults": config_defaults(),
         "rows": [],
     }
     if args.resume and (output_dir / RESULTS_JSON).is_file():
@@ -355,6 +356,8 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
         selection = SELECTION_FIELDS + (tuple(f for f in asdict(args) if f.startswith("needle_")) if needle_free else ())
         made = previous["protocol"]  # B's rows made before `needle_learning_rate` trained at `learning_rate`
         check_same_protocol(asdict(args), made, output_dir / RESULTS_JSON, selection, {"needle_learning_rate": made["learning_rate"]})
+        encodings = {row["model"] for row in previous["rows"] if row["model"] not in REFERENCES}
+        check_same_defaults(previous.get("defaults"), encodings, output_dir / RESULTS_JSON)
         results["rows"] = previous["rows"]
         results["commands"] = previous.get("commands", [previous["command"]]) + [results["command"]]
         results["previous_environments"] = previous.get("previous_environments", []) + [previous["environment"]]
