@@ -69,8 +69,10 @@ def check_inputs(tokens: torch.Tensor, name: str, is_ids: bool) -> None:
 
 
 def check_token_ids(config: LongCtxConfig, input_ids: torch.Tensor | None, name: str) -> None:
-    """Ids outside the vocabulary get a ValueError here, not an IndexError from inside an embedding."""
-    if input_ids is None or input_ids.numel() == 0:
+    """Ids outside the vocabulary get a ValueError here, not an IndexError from inside an embedding. It reads the
+    ids' range on the host, so it runs eagerly only: `torch.compile` traces past it (see `LongCtxDecoder.forward`
+    for the decoding steps, where it runs once)."""
+    if input_ids is None or input_ids.numel() == 0 or torch.compiler.is_compiling():
         return
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= config.vocab_size:
@@ -355,20 +357,28 @@ class LongCtxStack(LongCtxPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
-    def _embed(self, input_ids, inputs_embeds, positions, side: str):
+    def _embed(self, input_ids, inputs_embeds, positions, side: str, length: int | None = None):
+        """`length`: how many positions `positions` spans, where the caller knows it without reading them."""
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        self.position.check_length(int(positions.max()) + 1 if positions.numel() else 0, side)
+        if not torch.compiler.is_compiling():  # it reads the length on the host
+            if length is None:
+                length = int(positions.max()) + 1 if positions.numel() else 0
+            self.position.check_length(int(length), side)
         hidden_states = self.embedding_norm(self.position.add_to_embeddings(inputs_embeds, positions))
         return inputs_embeds, F.dropout(hidden_states, p=self.dropout, training=self.training)
 
-    def _check_tokens(self, input_ids, inputs_embeds, ids_name: str, embeds_name: str) -> torch.Tensor:
-        """Exactly one of ids / embeddings, of a shape and dtype the stack takes; returns the one given."""
+    def _check_tokens(
+        self, input_ids, inputs_embeds, ids_name: str, embeds_name: str, check_ids: bool = True
+    ) -> torch.Tensor:
+        """Exactly one of ids / embeddings, of a shape and dtype the stack takes (and, with `check_ids`, ids inside
+        the vocabulary); returns the one given."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError(f"{type(self).__name__}: pass exactly one of `{ids_name}` or `{embeds_name}`.")
         if input_ids is not None:
             check_inputs(input_ids, ids_name, is_ids=True)
-            check_token_ids(self.config, input_ids, ids_name)
+            if check_ids:
+                check_token_ids(self.config, input_ids, ids_name)
             return input_ids
         check_inputs(inputs_embeds, embeds_name, is_ids=False)
         return inputs_embeds
@@ -522,7 +532,6 @@ class LongCtxDecoder(LongCtxStack):
             from the cache's length. With a non-empty cache only where the keys carry their positions (rotary,
             additive, none); a score bias needs the cached keys' positions, which the cache does not keep.
         """
-        tokens = self._check_tokens(input_ids, inputs_embeds, "decoder_input_ids", "decoder_inputs_embeds")
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         elif cache is not None and not isinstance(cache, EncoderDecoderCache) and encoder_hidden_states is not None:
@@ -530,11 +539,19 @@ class LongCtxDecoder(LongCtxStack):
             # count them as decoded tokens): it is the self-attention cache; the cross-attention gets its own.
             cache = EncoderDecoderCache(cache, DynamicCache(config=self.config))
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+        # An int, or (a static cache past its first step) a 0-d tensor, which is read on the host only eagerly
         past_length = self_cache.get_seq_length() if self_cache is not None else 0
+        first_step = isinstance(past_length, int) and past_length == 0
+        # A decoding step's ids are checked on the host only where that costs no device sync: the first step (the
+        # ids the user or the generation config gave), any step on CPU; on an accelerator the later steps' ids are
+        # the model's own (`generate`), and checking them would sync with the host at every token
+        check_ids = first_step or input_ids is None or input_ids.device.type == "cpu"
+        tokens = self._check_tokens(input_ids, inputs_embeds, "decoder_input_ids", "decoder_inputs_embeds", check_ids)
 
         length, device = tokens.shape[1], tokens.device
-        q_positions = torch.arange(past_length, past_length + length, device=device)
-        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape[1] != past_length + length:
+        q_positions = torch.arange(length, device=device) + past_length
+        mask_columns = attention_mask.shape[1] if attention_mask is not None and attention_mask.dim() == 2 else None
+        if mask_columns is not None and not torch.compiler.is_compiling() and mask_columns != past_length + length:
             raise ValueError(
                 f"`decoder_attention_mask` covers {attention_mask.shape[1]} positions but the decoder sees "
                 f"{past_length + length} ({past_length} cached + {length} new); give one mask column per decoder token."
@@ -554,8 +571,9 @@ class LongCtxDecoder(LongCtxStack):
                     "default (counted from the cache length)."
                 )
             k_positions = q_positions  # no cache: the keys are these tokens
-        side = "generation" if past_length > 0 else "decoder"
-        inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, q_positions, side)
+        side = "decoder" if first_step else "generation"
+        known_length = past_length + length if position_ids is None else None  # no read of the positions
+        inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, q_positions, side, known_length)
 
         mask, bias, rotary, plan = self._self_attention_inputs(
             q_positions,

@@ -67,6 +67,25 @@ def test_token_ids_outside_the_vocabulary(bad_id, where):
         model(**batch)
 
 
+@pytest.mark.parametrize("cache_implementation", ["dynamic", "static"])
+def test_token_ids_outside_the_vocabulary_at_a_cached_step(cache_implementation):
+    """Past the first decoding step the ids are checked where that costs no device sync (here, on CPU)."""
+    from transformers import DynamicCache, EncoderDecoderCache, StaticCache
+
+    model = tiny_model()
+    batch = random_batch(tgt_len=4)
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(batch.pop("labels"))
+    inputs = {**batch, "use_cache": True}
+    if cache_implementation == "static":
+        self_cache = StaticCache(config=model.config, max_cache_len=8)
+        inputs["cache"] = EncoderDecoderCache(self_cache, DynamicCache(config=model.config))
+    prefix = model(**inputs, decoder_input_ids=decoder_input_ids[:, :3])
+    step = decoder_input_ids[:, 3:].clone()
+    step[0, 0] = 99
+    with pytest.raises(ValueError, match=r"`decoder_input_ids` holds ids .*`vocab_size` is 99"):
+        model(**batch, decoder_input_ids=step, cache=prefix.cache, use_cache=True)
+
+
 def test_attention_mask_shape_must_match_input_ids():
     model = tiny_model()
     batch = random_batch()

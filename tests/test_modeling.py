@@ -597,6 +597,37 @@ def test_static_cache_generates_what_the_dynamic_cache_does(case):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("pe", ["relative", "rope"])
+def test_compiled_static_cache_generation_matches_eager(pe):
+    """HF's compiled decoding (static cache + `compile_config`, fullgraph): no step reads a tensor on the host (a
+    graph break would fail `fullgraph`), one graph serves every step, and the tokens and scores are eager's."""
+    from transformers import CompileConfig
+
+    torch._dynamo.reset()
+    model = tiny_model(position_embedding_type=pe)
+    batch = random_batch()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    kwargs = dict(max_new_tokens=6, cache_implementation="static", output_scores=True, return_dict_in_generate=True)
+    eager = model.generate(**inputs, **kwargs)
+    compile_config = CompileConfig(fullgraph=True, dynamic=False, mode="default")
+    compile_config._compile_all_devices = True  # HF compiles on accelerators only unless told
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        compiled = model.generate(**inputs, **kwargs, compile_config=compile_config)
+    assert torch.equal(compiled.sequences, eager.sequences)
+    for a, b in zip(compiled.scores, eager.scores, strict=True):
+        assert_same(a, b)
+
+
+def test_whole_forward_compiles_as_one_graph():
+    """`torch.compile(model, fullgraph=True)`: the checks that read ids and positions on the host step aside."""
+    torch._dynamo.reset()
+    model = tiny_model(position_embedding_type="alibi", encoder_layers=1, decoder_layers=1)
+    batch = random_batch()
+    with torch.no_grad():
+        assert_same(torch.compile(model, fullgraph=True)(**batch).logits, model(**batch).logits)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("pe", ["alibi", "rope"])
 def test_flex_attention_forward_matches_eager(pe):
     """FlexAttention compiles on CPU (tens of seconds) but has no CPU backward: inference only."""
