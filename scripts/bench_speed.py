@@ -13,6 +13,9 @@ over rounds x iterations is reported):
 - generated tokens/s: greedy `generate` with the KV cache, batch 8, source 512, exactly 64 new tokens per row;
   and (`--compile_generate`, on by default) the same with a static cache and the decoding step compiled by
   `torch.compile` (HF's `compile_config`, fullgraph; the warm-up call compiles, it is not timed);
+- padded batches (`--padded_length`, default 4096; 0 skips): batch 2 of that length, unpadded against the second row
+  a quarter padding (`attention_mask` 0), seconds of one encoder pass (no grad; what `generate` runs once) and of
+  one training forward + backward (target 128), and their ratio padded / unpadded;
 - encoder pass, batch 1, no grad, at each `--lengths`: wall time and peak RSS, each in a fresh subprocess
   (peak RSS is per process); `pass_mb` = peak minus the RSS after the model was built. The log-log slope of
   pass_mb against length is fitted over the lengths >= `--slope_from`.
@@ -163,6 +166,9 @@ class Arguments:
         metadata={"help": "Also time generate with a static cache, compiled (HF's compile_config); false: skip it."},
     )
     skip_encoder: bool = False
+    padded_length: int = field(
+        default=4096, metadata={"help": "Source length of the padded-batch measurement (batch 2); 0 skips it."}
+    )
     output: str = "runs/bench_speed.json"
 
 
@@ -242,6 +248,52 @@ def time_generation(model, input_ids, new_tokens: int, iters: int, compiled: boo
     if out.shape[1] - 1 != new_tokens:  # the start token + new_tokens
         raise RuntimeError(f"generate returned {out.shape[1] - 1} new tokens, expected {new_tokens}.")
     return times
+
+
+def time_padded(model, length: int, padded: bool, train: bool) -> float:
+    """Seconds of one encoder pass (no grad) or one training forward + backward (target 128) on a batch of 2
+    sources of `length` tokens; `padded`: the second row's last quarter is padding."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(2, SIZES["vocab_size"], (2, length), generator=generator)
+    attention_mask = torch.ones_like(input_ids)
+    if padded:
+        attention_mask[1, 3 * length // 4 :] = 0
+        input_ids[1, 3 * length // 4 :] = PAD
+    start = time.perf_counter()
+    if train:
+        model.train()
+        labels = torch.randint(2, SIZES["vocab_size"], (2, 128), generator=generator)
+        model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
+        model.zero_grad(set_to_none=True)
+    else:
+        model.eval()
+        with torch.no_grad():
+            model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+    return time.perf_counter() - start
+
+
+def time_padded_batches(models: list[str], args) -> dict:
+    """{model: {encoder|train: {unpadded_s, padded_s, ratio}}}: medians over `rounds`, models alternating."""
+    import torch
+
+    torch.manual_seed(0)
+    built = {name: build_model(name, args.padded_length) for name in models}
+    times = {}
+    for r in range(args.rounds):
+        for name in models if r % 2 == 0 else models[::-1]:
+            for what in ("encoder", "train"):
+                for padded in (False, True):
+                    seconds = time_padded(built[name], args.padded_length, padded, what == "train")
+                    times.setdefault((name, what, padded), []).append(seconds)
+            print(f"round {r} {name}: padded batches done", file=sys.stderr, flush=True)
+    out = {}
+    for name in models:
+        for what in ("encoder", "train"):
+            unpadded, padded = (statistics.median(times[(name, what, p)]) for p in (False, True))
+            out.setdefault(name, {})[what] = {"unpadded_s": unpadded, "padded_s": padded, "ratio": padded / unpadded}
+    return out
 
 
 def matmul_gflops(threads: int, n: int = 1024, repeats: int = 20) -> float:
@@ -348,6 +400,8 @@ def main():
                     }
         del built
 
+    result["padded"] = time_padded_batches(models, args) if args.padded_length else {}
+
     if not args.skip_encoder:
         for length in args.lengths:
             names = list(args.encodings) + [r for r in args.references if length <= args.ref_max_length]
@@ -375,7 +429,7 @@ def main():
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
-    keys = ("train", "generate", "generate_compiled", "ratios", "memory_slope")
+    keys = ("train", "generate", "generate_compiled", "padded", "ratios", "memory_slope")
     print(json.dumps({k: result[k] for k in keys}, default=str))
     markdown = table(result, args)
     with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
@@ -434,6 +488,21 @@ def table(result: dict, args: Arguments) -> str:
             f"{f(r.get(same, {}).get('generate'), 2) if same else '-'} | {f(c.get('new_tokens_per_s'))} | "
             f"{f(r.get('bart', {}).get('generate_compiled'), 2)} | {f(own, 2)} |"
         )
+    if result["padded"]:
+        lines += [
+            "",
+            f"Padded batch: 2 x {args.padded_length} tokens, the second row a quarter padding, against the same batch "
+            "unpadded (seconds, median)",
+            "",
+            "| model | encoder unpadded | encoder padded | ratio | training unpadded | training padded | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, row in result["padded"].items():
+            e, t = row["encoder"], row["train"]
+            lines.append(
+                f"| {name} | {e['unpadded_s']:.2f} | {e['padded_s']:.2f} | {e['ratio']:.2f} | {t['unpadded_s']:.2f} | "
+                f"{t['padded_s']:.2f} | {t['ratio']:.2f} |"
+            )
     lines += ["", "| model | tokens | seconds | peak RSS MB | pass MB | finite |", "|---|---:|---:|---:|---:|---|"]
     for row in sorted(result["encoder"], key=lambda r: (r["model"], r["length"])):
         if "error" in row:
@@ -465,6 +534,9 @@ def targets(result: dict, args: Arguments) -> list[str]:
             ratio = result["ratios"].get(name, {}).get(ref, {}).get(what)
             if ratio is not None:
                 add(f"{name} {what} >= {least}x {ref}", f"{ratio:.2f}x", ratio >= least)
+    for name in args.encodings:  # issue 14: a padded long batch costs at most 1.3x the unpadded one
+        for what, row in result["padded"].get(name, {}).items():
+            add(f"{name} padded {what} <= 1.3x unpadded", f"{row['ratio']:.2f}x", row["ratio"] <= 1.3)
     speedup = result["ratios"].get("relative", {}).get("t5", {}).get("encoder_speedup_16384")
     if speedup is not None:
         add("relative 16k encoder pass >= 3x faster than T5", f"{speedup:.1f}x", speedup >= 3.0)

@@ -109,7 +109,7 @@ def test_unmasked_chunked_blocks_take_the_toeplitz_view_and_match_eager(setup, m
 
 @pytest.mark.parametrize("setup", SCORE_BIAS_SETUPS.values(), ids=SCORE_BIAS_SETUPS.keys())
 def test_padded_chunked_blocks_read_the_offset_values_not_bias_fn(setup, monkeypatch):
-    """With padding, each encoder block flips its view of the offsets into query order and applies the mask."""
+    """With padding the encoder's bias comes from the offset values (a view per row, or masked blocks), not bias_fn."""
     model = tiny_model(**setup, chunked_attention="always", chunked_attention_block_size=4)
     gathered = []
     for module in model.model.encoder._score_biases():
@@ -126,6 +126,52 @@ def test_padded_chunked_blocks_read_the_offset_values_not_bias_fn(setup, monkeyp
     with torch.no_grad():
         chunked = model.model.encoder(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"])
     assert_same(chunked.last_hidden_state, dense.last_hidden_state)
+
+
+@pytest.mark.parametrize("setup", SCORE_BIAS_SETUPS.values(), ids=SCORE_BIAS_SETUPS.keys())
+@pytest.mark.parametrize("padding", ["right", "left", "hole"])
+def test_padded_encoder_attends_each_row_by_its_own_keys(setup, padding, monkeypatch):
+    """Varlen style: a padded batch (right or left) without a bias gradient makes one view of the offsets per layer
+    and attends each row's own key range with it (the masked blocks cost ~3x the unpadded batch); a mask that leaves
+    a row's keys in pieces takes the masked blocks. Either way the encoder's output is the dense path's."""
+    views = []
+    original = attention_module._toeplitz_block_bias
+    monkeypatch.setattr(attention_module, "_toeplitz_block_bias", lambda *a: views.append(a[1:3]) or original(*a))
+    model = tiny_model(**setup, chunked_attention_block_size=4)
+    batch = random_batch(src_len=13)
+    mask = batch["attention_mask"]
+    if padding == "left":
+        mask = mask.flip(-1)
+    elif padding == "hole":
+        mask[0, 5] = 0
+    with torch.no_grad():
+        dense = model.model.encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+        assert views == []
+        model.config.chunked_attention = "always"
+        chunked = model.model.encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state
+    layers = model.config.encoder_layers
+    if padding == "hole":
+        assert views == [(start, 4 if start < 12 else 1) for start in (0, 4, 8, 12)] * layers
+    else:
+        assert views == [(0, 13)] * layers
+    assert_same(chunked, dense)
+
+
+@pytest.mark.parametrize("setup", SCORE_BIAS_SETUPS.values(), ids=SCORE_BIAS_SETUPS.keys())
+@pytest.mark.parametrize("padding", ["right", "hole"])
+def test_padded_chunked_training_matches_dense_in_logits_and_gradients(setup, padding):
+    """With a gradient (blocks, recomputed in backward), rows attended by their own key ranges or through the mask."""
+    batch = random_batch(src_len=13)
+    if padding == "hole":
+        batch["attention_mask"][0, 5] = 0
+    ref_logits, ref_grads = logits_and_grads(tiny_model(**setup).train(), batch)
+    logits, grads = logits_and_grads(
+        tiny_model(**setup, chunked_attention="always", chunked_attention_block_size=4).train(), batch
+    )
+    assert_same(logits, ref_logits)
+    assert grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        assert_same(grads[name], ref_grads[name])
 
 
 def test_single_call_bias_is_a_small_view_in_the_query_dtype_and_dropout_goes_by_blocks(monkeypatch):
