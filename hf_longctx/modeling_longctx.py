@@ -8,6 +8,7 @@ Each stack owns one position encoding (`positions.py`), computes what it gives o
 every layer; cross-attention carries no positions.
 """
 
+import contextvars
 import math
 
 import torch
@@ -81,6 +82,19 @@ def check_token_ids(config: LongCtxConfig, input_ids: torch.Tensor | None, name:
             f"in [0, {config.vocab_size - 1}]. Check the tokenizer matches the model, or call "
             "`model.resize_token_embeddings(len(tokenizer))`."
         )
+
+
+# True while `generate` runs: its decoding steps past the first feed back ids the model itself produced
+_GENERATING = contextvars.ContextVar("hf_longctx_generating", default=False)
+
+
+def decoder_ids_need_check(first_step: bool, device: torch.device) -> bool:
+    """Whether a decoder step checks its ids against the vocabulary (a host read): always, except past the first
+    step of `generate` on an accelerator, where the ids are the model's own and the read would sync every token;
+    never while `torch.compile` traces."""
+    if torch.compiler.is_compiling():
+        return False
+    return first_step or device.type == "cpu" or not _GENERATING.get()
 
 
 def attended_keys(mask_B1QK: torch.Tensor) -> torch.Tensor:
@@ -542,10 +556,7 @@ class LongCtxDecoder(LongCtxStack):
         # An int, or (a static cache past its first step) a 0-d tensor, which is read on the host only eagerly
         past_length = self_cache.get_seq_length() if self_cache is not None else 0
         first_step = isinstance(past_length, int) and past_length == 0
-        # A decoding step's ids are checked on the host only where that costs no device sync: the first step (the
-        # ids the user or the generation config gave), any step on CPU; on an accelerator the later steps' ids are
-        # the model's own (`generate`), and checking them would sync with the host at every token
-        check_ids = first_step or input_ids is None or input_ids.device.type == "cpu"
+        check_ids = input_ids is None or decoder_ids_need_check(first_step, input_ids.device)
         tokens = self._check_tokens(input_ids, inputs_embeds, "decoder_input_ids", "decoder_inputs_embeds", check_ids)
 
         length, device = tokens.shape[1], tokens.device
@@ -770,7 +781,11 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
                 "compile FlexAttention's decoding kernel there). Generate with 'sdpa' (the default) or 'eager': "
                 "`model.set_attn_implementation('sdpa')`, or load with attn_implementation='sdpa'."
             )
-        return super().generate(*args, **kwargs)
+        generating = _GENERATING.set(True)
+        try:
+            return super().generate(*args, **kwargs)
+        finally:
+            _GENERATING.reset(generating)
 
     def prepare_inputs_for_generation(self, *args, **kwargs):
         # `generate` runs the encoder once, with the `position_ids` it was given, and keeps them in its kwargs; the

@@ -86,6 +86,28 @@ def test_token_ids_outside_the_vocabulary_at_a_cached_step(cache_implementation)
         model(**batch, decoder_input_ids=step, cache=prefix.cache, use_cache=True)
 
 
+def test_decoder_ids_are_checked_except_generates_own_steps_on_an_accelerator(monkeypatch):
+    """A host read per token is skipped only where the ids are the model's own (`generate` past its first step) and
+    the read would sync an accelerator; a manual decoding loop keeps the check everywhere."""
+    from hf_longctx import modeling_longctx
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert modeling_longctx.decoder_ids_need_check(False, cuda) and modeling_longctx.decoder_ids_need_check(False, cpu)
+    seen = []
+    original = modeling_longctx.decoder_ids_need_check
+
+    def spy(first_step, device):
+        seen.append((first_step, modeling_longctx._GENERATING.get(), original(first_step, cuda)))
+        return original(first_step, device)
+
+    monkeypatch.setattr(modeling_longctx, "decoder_ids_need_check", spy)
+    model = tiny_model()
+    batch = random_batch()
+    model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], max_new_tokens=3)
+    assert seen == [(True, True, True), (False, True, False), (False, True, False)]
+    assert modeling_longctx._GENERATING.get() is False
+
+
 def test_attention_mask_shape_must_match_input_ids():
     model = tiny_model()
     batch = random_batch()
