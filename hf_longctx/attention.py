@@ -134,12 +134,13 @@ def _attend_block(
         reversed_bias = _toeplitz_block_bias(
             plan.offset_values, start, rows, len(plan.q_positions), k_len, query_BHCDh.dtype
         )
-        if block_mask is None and not plan.causal and (plan.key_padding_mask is None or plan.key_ranges is not None):
+        by_rows = plan.key_ranges is not None and query_BHCDh.device.type == "cpu"  # measured on CPU only
+        if block_mask is None and not plan.causal and (plan.key_padding_mask is None or by_rows):
             # the view is the whole mask; padded (varlen style), each row attends its own key range with the view's
             # columns of it (still a view), where masking the padding would copy the bias (~3x the unpadded time at
             # 4k tokens without a gradient, 1.4x with one)
             pieces = [(slice(None), slice(None))]  # (rows, keys)
-            if plan.key_ranges is not None:
+            if by_rows:
                 pieces = [(slice(row, row + 1), slice(*keys)) for row, keys in enumerate(plan.key_ranges)]
             reversed_outputs = [
                 F.scaled_dot_product_attention(
@@ -163,7 +164,8 @@ def _attend_block(
     if plan.causal:
         rows, k_len = query_BHCDh.shape[2], key.shape[2]
         first = plan.first_query_index + start
-        causal_CLk = torch.arange(k_len, device=key.device) <= torch.arange(first, first + rows, device=key.device)[:, None]
+        # `first` may be a 0-d tensor (a static cache's length): added to an arange, so torch.compile traces it
+        causal_CLk = torch.arange(k_len, device=key.device) <= (torch.arange(rows, device=key.device) + first)[:, None]
         allowed = causal_CLk if allowed is None else allowed & causal_CLk
     if block_mask is not None:
         if block_mask.dtype == torch.bool:
@@ -206,7 +208,7 @@ def chunked_attention_forward(
     # or the mask: a bias that needs its gradient or dropout (the math path), and CUDA, whose memory-efficient
     # kernel copies a mask whose row stride is not a multiple of 8 (the view's is 1).
     # A padded batch whose rows' keys are each one range attends row by row, as if unpadded (`_attend_block`)
-    unpadded_rows = plan.full_mask is None and not plan.causal and plan.key_ranges is not None
+    unpadded_rows = plan.full_mask is None and not plan.causal and plan.key_ranges is not None and query.device.type == "cpu"
     single_call = (
         (nothing_to_mask or unpadded_rows)
         and offsets is not None

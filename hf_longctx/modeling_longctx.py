@@ -69,11 +69,16 @@ def check_inputs(tokens: torch.Tensor, name: str, is_ids: bool) -> None:
         raise ValueError(f"`{name}` has length 0; every example needs at least one token.")
 
 
+def compiling() -> bool:
+    """True while torch.compile traces: the checks that read tensors on the host step aside (they run eagerly)."""
+    return torch.compiler.is_compiling()
+
+
 def check_token_ids(config: LongCtxConfig, input_ids: torch.Tensor | None, name: str) -> None:
     """Ids outside the vocabulary get a ValueError here, not an IndexError from inside an embedding. It reads the
     ids' range on the host, so it runs eagerly only: `torch.compile` traces past it (see `LongCtxDecoder.forward`
     for the decoding steps, where it runs once)."""
-    if input_ids is None or input_ids.numel() == 0 or torch.compiler.is_compiling():
+    if input_ids is None or input_ids.numel() == 0 or compiling():
         return
     low, high = int(input_ids.min()), int(input_ids.max())
     if low < 0 or high >= config.vocab_size:
@@ -92,7 +97,7 @@ def decoder_ids_need_check(first_step: bool, device: torch.device) -> bool:
     """Whether a decoder step checks its ids against the vocabulary (a host read): always, except past the first
     step of `generate` on an accelerator, where the ids are the model's own and the read would sync every token;
     never while `torch.compile` traces."""
-    if torch.compiler.is_compiling():
+    if compiling():
         return False
     return first_step or device.type == "cpu" or not _GENERATING.get()
 
@@ -375,7 +380,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
         """`length`: how many positions `positions` spans, where the caller knows it without reading them."""
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)
-        if not torch.compiler.is_compiling():  # it reads the length on the host
+        if not compiling():  # it reads the length on the host
             if length is None:
                 length = int(positions.max()) + 1 if positions.numel() else 0
             self.position.check_length(int(length), side)
@@ -555,14 +560,15 @@ class LongCtxDecoder(LongCtxStack):
         self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
         # An int, or (a static cache past its first step) a 0-d tensor, which is read on the host only eagerly
         past_length = self_cache.get_seq_length() if self_cache is not None else 0
-        first_step = isinstance(past_length, int) and past_length == 0
+        # (a static cache reset for reuse has a tensor length of 0: read eagerly, it is still a first step)
+        first_step = past_length == 0 if isinstance(past_length, int) else not compiling() and int(past_length) == 0
         check_ids = input_ids is None or decoder_ids_need_check(first_step, input_ids.device)
         tokens = self._check_tokens(input_ids, inputs_embeds, "decoder_input_ids", "decoder_inputs_embeds", check_ids)
 
         length, device = tokens.shape[1], tokens.device
         q_positions = torch.arange(length, device=device) + past_length
         mask_columns = attention_mask.shape[1] if attention_mask is not None and attention_mask.dim() == 2 else None
-        if mask_columns is not None and not torch.compiler.is_compiling() and mask_columns != past_length + length:
+        if mask_columns is not None and not compiling() and mask_columns != past_length + length:
             raise ValueError(
                 f"`decoder_attention_mask` covers {attention_mask.shape[1]} positions but the decoder sees "
                 f"{past_length + length} ({past_length} cached + {length} new); give one mask column per decoder token."
@@ -570,6 +576,10 @@ class LongCtxDecoder(LongCtxStack):
         # Keys as the cache will hold them: a static cache keeps `max_cache_len` slots, the causal mask hides
         # the slots not yet written.
         key_length = self_cache.get_mask_sizes(length, 0)[0] if self_cache is not None else length
+        if first_step and key_length > length and position_ids is None:
+            # a static cache: its slots are the positions decoding will reach, checked now, eagerly (the compiled
+            # steps do not check, and a learned table would be read past its end)
+            self.position.check_length(key_length, "generation")
         k_positions = torch.arange(key_length, device=device)
         if position_ids is not None:
             q_positions = check_position_ids(position_ids, tokens.shape, "decoder_position_ids", "decoder_input_ids")
@@ -781,6 +791,16 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
                 "compile FlexAttention's decoding kernel there). Generate with 'sdpa' (the default) or 'eager': "
                 "`model.set_attn_implementation('sdpa')`, or load with attn_implementation='sdpa'."
             )
+        # the ids `generate` feeds the decoder by itself (finished rows get the pad id), checked once here
+        generation_config = kwargs.get("generation_config") or self.generation_config
+        for name in ("pad_token_id", "eos_token_id", "decoder_start_token_id"):
+            value = kwargs.get(name, getattr(generation_config, name, None))
+            ids = [] if value is None else torch.as_tensor(value).flatten().tolist()
+            if any(not 0 <= int(i) < self.config.vocab_size for i in ids):
+                raise ValueError(
+                    f"`{name}`={value} (given to `generate` or in its generation config) is outside the vocabulary "
+                    f"[0, {self.config.vocab_size - 1}]: set it to an id of the tokenizer the model was trained with."
+                )
         generating = _GENERATING.set(True)
         try:
             return super().generate(*args, **kwargs)

@@ -161,15 +161,34 @@ class Arguments:
     slope_from: int = field(default=4096, metadata={"help": "Fit the memory slope over lengths >= this."})
     skip_train: bool = False
     skip_generate: bool = False
-    compile_generate: bool = field(
-        default=True,
-        metadata={"help": "Also time generate with a static cache, compiled (HF's compile_config); false: skip it."},
+    compile_generate: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Also time generate with a static cache, compiled (HF's compile_config); default: yes unless "
+            "--skip_generate; false: skip it."
+        },
     )
     skip_encoder: bool = False
     padded_length: int = field(
-        default=4096, metadata={"help": "Source length of the padded-batch measurement (batch 2); 0 skips it."}
+        default=4096,
+        metadata={
+            "help": "Source length of the padded-batch measurement (batch 2; the bias encodings take their long-input "
+            "path from 2048 tokens, `chunked_attention_min_length`); 0 skips it. References above --ref_max_length "
+            "are skipped."
+        },
     )
     output: str = "runs/bench_speed.json"
+
+    def __post_init__(self):
+        if self.padded_length != 0 and self.padded_length < 4:
+            raise ValueError(
+                f"`--padded_length`={self.padded_length}: give a source length of at least 4 (its second row is a "
+                "quarter padding), e.g. 4096, or 0 to skip the padded-batch measurement."
+            )
+        if self.compile_generate and self.skip_generate:
+            raise ValueError("`--compile_generate` times generation, which `--skip_generate` skips: drop one of them.")
+        if self.compile_generate is None:
+            self.compile_generate = not self.skip_generate
 
 
 def _proc_status_kb(field: str) -> int:
@@ -280,6 +299,8 @@ def time_padded_batches(models: list[str], args) -> dict:
 
     torch.manual_seed(0)
     built = {name: build_model(name, args.padded_length) for name in models}
+    for name in models:  # a warm-up call each (allocations), not timed
+        time_padded(built[name], args.padded_length, False, train=False)
     times = {}
     for r in range(args.rounds):
         for name in models if r % 2 == 0 else models[::-1]:
@@ -362,7 +383,7 @@ def main():
         labels = torch.randint(2, SIZES["vocab_size"], (args.batch_size, args.target_length))
         batch = {"input_ids": source, "attention_mask": torch.ones_like(source), "labels": labels}
         train_times, gen_times = {n: [] for n in models}, {n: [] for n in models}
-        compiled_times = {n: [] for n in models}
+        compiled_times, compile_errors = {n: [] for n in models}, {}
         for r in range(args.rounds):
             order = models if r % 2 == 0 else models[::-1]  # alternate, and reverse every other round
             for name in order:
@@ -370,10 +391,13 @@ def main():
                     train_times[name] += time_training(built[name], batch, args.iters)
                 if not args.skip_generate:
                     gen_times[name] += time_generation(built[name], source, args.new_tokens, args.iters)
-                    if args.compile_generate:
-                        compiled_times[name] += time_generation(
-                            built[name], source, args.new_tokens, args.iters, compiled=True
-                        )
+                    if args.compile_generate and name not in compile_errors:
+                        try:
+                            compiled_times[name] += time_generation(
+                                built[name], source, args.new_tokens, args.iters, compiled=True
+                            )
+                        except Exception as error:  # recorded in its row; the other measurements go on
+                            compile_errors[name] = f"{type(error).__name__}: {str(error)[:300]}"
                 print(
                     f"round {r} {name}: train {train_times[name][-1:]} gen {gen_times[name][-1:]}",
                     file=sys.stderr,
@@ -392,6 +416,8 @@ def main():
                     / statistics.median(train_times[name])
                     / (result["matmul_gflops"] * 1e9),
                 }
+            if name in compile_errors:
+                result["generate_compiled"][name] = {"error": compile_errors[name]}
             for key, times in (("generate", gen_times[name]), ("generate_compiled", compiled_times[name])):
                 if times:
                     result[key][name] = {
@@ -400,7 +426,8 @@ def main():
                     }
         del built
 
-    result["padded"] = time_padded_batches(models, args) if args.padded_length else {}
+    padded_models = list(args.encodings) + [r for r in args.references if args.padded_length <= args.ref_max_length]
+    result["padded"] = time_padded_batches(padded_models, args) if args.padded_length else {}
 
     if not args.skip_encoder:
         for length in args.lengths:
@@ -453,7 +480,7 @@ def ratios(result: dict, args: Arguments) -> dict:
             if name in result["train"] and ref in result["train"]:
                 entry["train"] = result["train"][name]["tokens_per_s"] / result["train"][ref]["tokens_per_s"]
             for key in ("generate", "generate_compiled"):
-                if name in result[key] and ref in result[key]:
+                if "new_tokens_per_s" in result[key].get(name, {}) and "new_tokens_per_s" in result[key].get(ref, {}):
                     entry[key] = result[key][name]["new_tokens_per_s"] / result[key][ref]["new_tokens_per_s"]
             for length in args.lengths:
                 if (name, length) in enc and (ref, length) in enc:
@@ -480,12 +507,12 @@ def table(result: dict, args: Arguments) -> str:
         c = result["generate_compiled"].get(name, {})
         r = result["ratios"].get(name, {})
         same = SAME_ENCODING.get(name)
-        own = c["new_tokens_per_s"] / g["new_tokens_per_s"] if c and g else None
+        own = c["new_tokens_per_s"] / g["new_tokens_per_s"] if "new_tokens_per_s" in c and g else None
         lines.append(
             f"| {name} | {f(t.get('tokens_per_s'))} | {f(r.get('bart', {}).get('train'), 2)} | "
             f"{f(r.get(same, {}).get('train'), 2) if same else '-'} | {f(t.get('fraction_of_matmul_peak'), 2)} | "
             f"{f(g.get('new_tokens_per_s'))} | {f(r.get('bart', {}).get('generate'), 2)} | "
-            f"{f(r.get(same, {}).get('generate'), 2) if same else '-'} | {f(c.get('new_tokens_per_s'))} | "
+            f"{f(r.get(same, {}).get('generate'), 2) if same else '-'} | {c.get('error') or f(c.get('new_tokens_per_s'))} | "
             f"{f(r.get('bart', {}).get('generate_compiled'), 2)} | {f(own, 2)} |"
         )
     if result["padded"]:

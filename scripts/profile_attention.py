@@ -14,11 +14,10 @@ by hand in blocks of queries, its gradient the sums of the scores' gradient alon
 (`OffsetBiasAttention`; `torch.autograd.gradcheck` passes in float64, `--check`). Measured with
 `python scripts/profile_attention.py --check --batch 2 --length 2048 --repeats 3`, 1 thread, on the shared 2-core
 machine with two other jobs (commit 7d499c4 + this script), forward + backward ms: 330 + 1912 against 998 + 1612
-for SDPA's math path and 358 + 919 without a bias. Put in the model's long-input path instead of its checkpointed
-math-path blocks, a training step at 2 x 4096 tokens (d_model 256, 4+4 layers) did not get faster (alibi 49.95 s
-against 50.03 s, relative 45.54 s against 50.24 s; a quarter-padded batch slower, 48.1 s against 37.2 s; the same
-machine, three other jobs), so the model keeps its blocks: the hand-written backward's separate passes over each
-block's scores (softmax, gradient, diagonal sums) cost what the math path's do. A fused
+for SDPA's math path and 358 + 919 without a bias: the forward is the fused kernel's, but the hand-written
+backward (the five matmuls of a fused one, plus the softmax, the gradient and the diagonal sums as separate passes
+over each block's scores) is slower than the math path's, and the model's blocks already run that path. So the model
+keeps its blocks; in PyTorch ops this does not close the gap, a fused
 kernel would (on CUDA, FlexAttention's `score_mod` with a table whose gradient flows).
 """
 

@@ -108,6 +108,45 @@ def test_decoder_ids_are_checked_except_generates_own_steps_on_an_accelerator(mo
     assert modeling_longctx._GENERATING.get() is False
 
 
+@pytest.mark.parametrize("name", ["pad_token_id", "eos_token_id", "decoder_start_token_id"])
+def test_generate_refuses_special_ids_outside_the_vocabulary(name):
+    """`generate` feeds these to the decoder by itself (finished rows get the pad id): checked once, by name."""
+    model = tiny_model()
+    batch = random_batch()
+    with pytest.raises(ValueError, match=rf"`{name}`=150 .*outside the vocabulary \[0, 98\]"):
+        model.generate(input_ids=batch["input_ids"], max_new_tokens=3, **{name: 150})
+
+
+def test_a_reset_static_cache_starts_a_first_step_again(monkeypatch):
+    """A static cache reused after `reset()` reports a tensor length of 0: its next step is a first step again."""
+    from transformers import DynamicCache, EncoderDecoderCache, StaticCache
+
+    from hf_longctx import modeling_longctx
+
+    first_steps = []
+    original = modeling_longctx.decoder_ids_need_check
+    monkeypatch.setattr(
+        modeling_longctx, "decoder_ids_need_check", lambda first, device: first_steps.append(first) or original(first, device)
+    )
+    model = tiny_model()
+    batch = random_batch(tgt_len=4)
+    decoder_input_ids = model.prepare_decoder_input_ids_from_labels(batch.pop("labels"))
+    cache = EncoderDecoderCache(StaticCache(config=model.config, max_cache_len=8), DynamicCache(config=model.config))
+    prefix = model(**batch, decoder_input_ids=decoder_input_ids[:, :3], cache=cache, use_cache=True)
+    model(**batch, decoder_input_ids=decoder_input_ids[:, 3:], cache=prefix.cache, use_cache=True)
+    cache.reset()
+    model(**batch, decoder_input_ids=decoder_input_ids[:, :2], cache=cache, use_cache=True)
+    assert first_steps == [True, False, True]
+
+
+def test_a_static_cache_longer_than_the_learned_table_is_refused_at_the_first_step():
+    """The compiled decoding steps do not check lengths, so the static cache's slots are checked up front."""
+    model = tiny_model(position_embedding_type="learned", max_position_embeddings=16)
+    batch = random_batch()
+    with pytest.raises(ValueError, match="max_position_embeddings`=16"):
+        model.generate(input_ids=batch["input_ids"], max_new_tokens=20, cache_implementation="static")
+
+
 def test_attention_mask_shape_must_match_input_ids():
     model = tiny_model()
     batch = random_batch()

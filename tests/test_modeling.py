@@ -643,14 +643,20 @@ def test_static_cache_generates_what_the_dynamic_cache_does(case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pe", ["relative", "rope"])
-def test_compiled_static_cache_generation_matches_eager(pe):
+@pytest.mark.parametrize(
+    "case",
+    [{"position_embedding_type": "relative"}, {"position_embedding_type": "rope"}, {"chunked_attention": "always"}],
+    ids=["relative", "rope", "alibi-chunked"],
+)
+def test_compiled_static_cache_generation_matches_eager(case):
     """HF's compiled decoding (static cache + `compile_config`, fullgraph): no step reads a tensor on the host (a
     graph break would fail `fullgraph`), one graph serves every step, and the tokens and scores are eager's."""
+    from torch._dynamo.utils import counters
     from transformers import CompileConfig
 
     torch._dynamo.reset()
-    model = tiny_model(position_embedding_type=pe)
+    counters.clear()
+    model = tiny_model(**case)
     batch = random_batch()
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     kwargs = dict(max_new_tokens=6, cache_implementation="static", output_scores=True, return_dict_in_generate=True)
@@ -659,6 +665,7 @@ def test_compiled_static_cache_generation_matches_eager(pe):
     compile_config._compile_all_devices = True  # HF compiles on accelerators only unless told
     with torch._dynamo.config.patch(error_on_recompile=True):
         compiled = model.generate(**inputs, **kwargs, compile_config=compile_config)
+    assert counters["stats"]["unique_graphs"] == 1, "HF compiles only where its criteria hold, else runs eagerly"
     assert torch.equal(compiled.sequences, eager.sequences)
     for a, b in zip(compiled.scores, eager.scores, strict=True):
         assert_same(a, b)
