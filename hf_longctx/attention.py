@@ -51,13 +51,15 @@ class ChunkedAttentionPlan:
     # The causal mask is by token order, not by position (positions given explicitly need not increase): the first
     # query is key number `first_query_index` (the cache length), query i of a block sees keys up to its own.
     first_query_index: int = 0
-    # Non-causal, padded: each row's attended keys as one range (first, end), where the padding leaves them
-    # contiguous (right or left padding) and every row has one; else None. Set from `key_padding_mask`.
+    # Non-causal, padded, on CPU (where it was measured): each row's attended keys as one range (first, end), where
+    # the padding leaves them contiguous (right or left padding) and every row has one, so each row can attend its
+    # own keys; else None. Set from `key_padding_mask`.
     key_ranges: list[tuple[int, int]] | None = field(init=False, default=None)
 
     def __post_init__(self):
-        if self.key_padding_mask is not None and not self.causal:
-            self.key_ranges = contiguous_key_ranges(self.key_padding_mask)
+        padding = self.key_padding_mask
+        if padding is not None and not self.causal and padding.device.type == "cpu":
+            self.key_ranges = contiguous_key_ranges(padding)
 
 
 def contiguous_key_ranges(key_padding_BK: torch.Tensor) -> list[tuple[int, int]] | None:
@@ -134,7 +136,7 @@ def _attend_block(
         reversed_bias = _toeplitz_block_bias(
             plan.offset_values, start, rows, len(plan.q_positions), k_len, query_BHCDh.dtype
         )
-        by_rows = plan.key_ranges is not None and query_BHCDh.device.type == "cpu"  # measured on CPU only
+        by_rows = plan.key_ranges is not None
         if block_mask is None and not plan.causal and (plan.key_padding_mask is None or by_rows):
             # the view is the whole mask; padded (varlen style), each row attends its own key range with the view's
             # columns of it (still a view), where masking the padding would copy the bias (~3x the unpadded time at
@@ -208,7 +210,7 @@ def chunked_attention_forward(
     # or the mask: a bias that needs its gradient or dropout (the math path), and CUDA, whose memory-efficient
     # kernel copies a mask whose row stride is not a multiple of 8 (the view's is 1).
     # A padded batch whose rows' keys are each one range attends row by row, as if unpadded (`_attend_block`)
-    unpadded_rows = plan.full_mask is None and not plan.causal and plan.key_ranges is not None and query.device.type == "cpu"
+    unpadded_rows = plan.full_mask is None and plan.key_ranges is not None
     single_call = (
         (nothing_to_mask or unpadded_rows)
         and offsets is not None

@@ -76,8 +76,8 @@ def compiling() -> bool:
 
 def check_token_ids(config: LongCtxConfig, input_ids: torch.Tensor | None, name: str) -> None:
     """Ids outside the vocabulary get a ValueError here, not an IndexError from inside an embedding. It reads the
-    ids' range on the host, so it runs eagerly only: `torch.compile` traces past it (see `LongCtxDecoder.forward`
-    for the decoding steps, where it runs once)."""
+    ids' range on the host, so it runs eagerly only: `torch.compile` traces past it (a decoder's steps:
+    `decoder_ids_need_check`)."""
     if input_ids is None or input_ids.numel() == 0 or compiling():
         return
     low, high = int(input_ids.min()), int(input_ids.max())
