@@ -14,7 +14,8 @@ self-attention takes that path (`LongCtxStack._use_chunked`) and hands the layer
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 import torch.nn.functional as F
@@ -51,20 +52,20 @@ class ChunkedAttentionPlan:
     # The causal mask is by token order, not by position (positions given explicitly need not increase): the first
     # query is key number `first_query_index` (the cache length), query i of a block sees keys up to its own.
     first_query_index: int = 0
-    # Non-causal, padded, on CPU (where it was measured): each row's attended keys as one range (first, end), where
-    # the padding leaves them contiguous (right or left padding) and every row has one, so each row can attend its
-    # own keys; else None. Set from `key_padding_mask`.
-    key_ranges: list[tuple[int, int]] | None = field(init=False, default=None)
-
-    def __post_init__(self):
+    @cached_property
+    def key_ranges(self) -> list[tuple[int, int]] | None:
+        """Non-causal, padded, on CPU (where it was measured): each row's attended keys as one range (first, end),
+        where the padding leaves them contiguous (right or left padding) and every row has one, so each row can
+        attend its own keys; else None. Read on the host once per forward, and only by the paths that use it."""
         padding = self.key_padding_mask
-        if padding is not None and not self.causal and padding.device.type == "cpu":
-            self.key_ranges = contiguous_key_ranges(padding)
+        if padding is None or self.causal or padding.device.type != "cpu":
+            return None
+        return contiguous_key_ranges(padding)
 
 
 def contiguous_key_ranges(key_padding_BK: torch.Tensor) -> list[tuple[int, int]] | None:
     """[(first, end)] per row where each row's attended keys (True) are one non-empty run, e.g. right or left
-    padding; None otherwise. Read on the host once per forward (the stack's plan), not per layer."""
+    padding; None otherwise (host reads: `ChunkedAttentionPlan.key_ranges` caches it for every layer)."""
     counts = key_padding_BK.sum(-1)
     first = key_padding_BK.int().argmax(-1)
     keys = torch.arange(key_padding_BK.shape[-1], device=key_padding_BK.device)
@@ -210,10 +211,9 @@ def chunked_attention_forward(
     # or the mask: a bias that needs its gradient or dropout (the math path), and CUDA, whose memory-efficient
     # kernel copies a mask whose row stride is not a multiple of 8 (the view's is 1).
     # A padded batch whose rows' keys are each one range attends row by row, as if unpadded (`_attend_block`)
-    unpadded_rows = plan.full_mask is None and plan.key_ranges is not None
     single_call = (
-        (nothing_to_mask or unpadded_rows)
-        and offsets is not None
+        offsets is not None
+        and (nothing_to_mask or (plan.full_mask is None and plan.key_ranges is not None))
         and query.device.type == "cpu"
         and dropout == 0.0
         and not (torch.is_grad_enabled() and offsets.requires_grad)
