@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers.cache_utils import Cache, EncoderDecoderCache
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
+from transformers.models.gpt_neox.modeling_gpt_neox import apply_rotary_pos_emb as apply_partial_rotary_pos_emb
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from .configuration_longctx import LongCtxConfig
@@ -296,7 +297,8 @@ class LongCtxAttention(nn.Module):
             key, value = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))
             if position_embeddings is not None:
                 cos, sin = position_embeddings
-                query, key = apply_rotary_pos_emb(query, key, cos, sin)
+                rotate = apply_rotary_pos_emb if cos.shape[-1] == query.shape[-1] else apply_partial_rotary_pos_emb
+                query, key = rotate(query, key, cos, sin)
             if layer_cache is not None:
                 key, value = layer_cache.update(key, value, self.layer_idx)
                 if is_cross_attention and isinstance(cache, EncoderDecoderCache):

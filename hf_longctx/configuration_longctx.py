@@ -165,7 +165,9 @@ class LongCtxConfig(PreTrainedConfig):
             (`scripts/profile_attention.py`). `None` keeps the exact linear penalty at every distance.
         rope: rotary q/k; `rope_parameters` selects the scaling used to run past the trained length:
             `{"rope_type": "default" | "linear" | "dynamic" | "yarn", "rope_theta": 10000.0, "factor": 4.0,
-            "original_max_position_embeddings": 64}` (the same dict as HF's decoder-only models).
+            "original_max_position_embeddings": 64}` (the same dict as HF's decoder-only models; a key the
+            scaling does not read is refused). `"partial_rotary_factor": 0.5` rotates only the first half of each
+            head's dimensions (as GPT-NeoX and Phi), leaving the rest to match by content alone.
         sinusoidal_scale: amplitude of the sinusoid table (1.0: the formula, as checkpoints such as Marian use it).
             A row of the table has norm sqrt(d_model / 2) while N(0, init_std) token embeddings have about
             init_std * sqrt(d_model): at d_model 64 the positions are ~35x larger and a fresh passkey model did not
@@ -272,11 +274,13 @@ class LongCtxConfig(PreTrainedConfig):
             self.rope_parameters = dict(self.rope_parameters)
             self.rope_parameters.setdefault("rope_type", "default")
             self.rope_parameters.setdefault("rope_theta", 10000.0)
+            self.standardize_rope_params()  # HF's: yarn's trained length defaults to `max_position_embeddings`
         if self.encoder_conv_kernel is None:  # the encoder's encoding decides (`encoder_conv_kernel_by_default`)
             self.encoder_conv_kernel = _conv_default(self.position_embedding_type)
         # Validate here too, not only in `validate_architecture`: `@strict` wraps what that raises in its own
         # exception type, and users (and `pytest.raises`) expect a plain ValueError.
         self.validate_architecture()
+        self.validate_rope()
         if self.decoder_output_scale is None:  # T5's: logits from N(0, 1) tied embeddings start at unit scale
             tied_fan_in = self.initializer == "fan_in" and self.tie_word_embeddings
             self.decoder_output_scale = self.d_model**-0.5 if tied_fan_in else 1.0
@@ -286,6 +290,12 @@ class LongCtxConfig(PreTrainedConfig):
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
+
+    @property
+    def rotary_dim(self) -> int:
+        """How many of a head's dimensions RoPE rotates (the first ones; the rest carry content alone), as HF reads
+        `rope_parameters["partial_rotary_factor"]`."""
+        return int(self.head_dim * self.rope_parameters.get("partial_rotary_factor", 1.0))
 
     def stack_encodings(self) -> dict[str, str]:
         return {"encoder": self.position_embedding_type, "decoder": self.decoder_position_embedding_type}
@@ -391,6 +401,19 @@ class LongCtxConfig(PreTrainedConfig):
         if "rope" in (self.position_embedding_type, self.decoder_position_embedding_type):
             super().validate_rope()
 
+    @staticmethod
+    def _check_received_keys(rope_type, received_keys, required_keys, optional_keys=None, ignore_keys=None):
+        """HF's check of `rope_parameters`' keys, with a key the scaling does not read refused (HF only warns: a
+        misspelled `rope_theta` would silently keep the default base)."""
+        known = set(required_keys) | set(optional_keys or ()) | set(ignore_keys or ()) | {"partial_rotary_factor"}
+        unknown = set(received_keys) - known - {"type"}
+        if unknown:
+            raise ValueError(
+                f"`rope_parameters` has {', '.join(map(repr, sorted(unknown)))}, which rope_type={rope_type!r} does "
+                f"not read; its keys: {', '.join(sorted(known))}."
+            )
+        PreTrainedConfig._check_received_keys(rope_type, received_keys, required_keys, optional_keys, ignore_keys)
+
     def validate_architecture(self):
         """Part of `@strict` validation: every bad value names its field and the fix."""
         for field in ("vocab_size", "d_model", "num_heads", "encoder_layers", "decoder_layers", "d_ff"):
@@ -444,10 +467,17 @@ class LongCtxConfig(PreTrainedConfig):
             )
         self._validate_relative_buckets()
         uses_rope = "rope" in (self.position_embedding_type, self.decoder_position_embedding_type)
-        if uses_rope and self.head_dim % 2 != 0:
+        fraction = self.rope_parameters.get("partial_rotary_factor", 1.0)
+        if not (isinstance(fraction, (int, float)) and 0 < fraction <= 1):
             raise ValueError(
-                f"position_embedding_type='rope' rotates pairs of dimensions, so the head dimension "
-                f"`d_model // num_heads` ({self.head_dim}) must be even; change `d_model` or `num_heads`."
+                f"`rope_parameters['partial_rotary_factor']` is the fraction of each head's dimensions that RoPE "
+                f"rotates and must be in (0, 1], got {fraction!r}."
+            )
+        if uses_rope and (self.rotary_dim % 2 != 0 or self.rotary_dim < 2):
+            raise ValueError(
+                f"position_embedding_type='rope' rotates pairs of dimensions, so the rotated part of a head, "
+                f"int(head_dim * partial_rotary_factor) = int({self.head_dim} * {fraction}) = {self.rotary_dim}, "
+                "must be even and at least 2; change `d_model`, `num_heads` or `rope_parameters['partial_rotary_factor']`."
             )
         rope_type = self.rope_parameters.get("rope_type")
         if rope_type not in ROPE_TYPES:

@@ -10,7 +10,7 @@ Three kinds (torchtune/torchtitan style: the stack builds the encoding once and 
               layer;
 - "bias":     `bias(q_positions, k_positions) -> (1 or B, H, Lq, Lk)` is added to the attention scores; a function
               of the positions only, so the long-input path can build it block by block;
-- "rotary":   `rotary(positions) -> (cos, sin)`, each `(1 or B, L, Dh)`, rotates q and k inside the attention.
+- "rotary":   `rotary(positions) -> (cos, sin)`, each `(1 or B, L, rotary_dim)`, rotates q and k (their first `rotary_dim` dimensions) inside the attention.
 Deterministic tables are non-persistent buffers that `init_buffers` recomputes (models load on the meta device,
 so `_init_weights` must rebuild them; see ARCHITECTURE.md T4).
 
@@ -350,7 +350,7 @@ class RotaryPositions(PositionEncoding):
 
     def _compute(self, seq_len: int | None) -> tuple[torch.Tensor, float]:
         if self.rope_type == "default":  # HF 5 keeps the plain frequencies in each model, not in the registry
-            dim, theta = self.config.head_dim, self.config.rope_parameters["rope_theta"]
+            dim, theta = self.config.rotary_dim, self.config.rope_parameters["rope_theta"]
             return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)), 1.0
         # linear, yarn, and dynamic NTK (whose base grows once seq_len passes `max_position_embeddings`)
         return ROPE_INIT_FUNCTIONS[self.rope_type](self.config, None, seq_len=seq_len)
@@ -369,7 +369,7 @@ class RotaryPositions(PositionEncoding):
         angles_LI = positions.float()[..., None] * inv_freq  # (L, I), or (B, L, I) per example
         angles_LDh = torch.cat((angles_LI, angles_LI), dim=-1)  # HF's rotate_half layout
         cos, sin = angles_LDh.cos() * self.attention_scaling, angles_LDh.sin() * self.attention_scaling
-        return (cos[None], sin[None]) if positions.dim() == 1 else (cos, sin)  # (1 or B, L, Dh)
+        return (cos[None], sin[None]) if positions.dim() == 1 else (cos, sin)  # (1 or B, L, rotary_dim)
 
 
 POSITION_ENCODINGS: dict[str, type[PositionEncoding]] = {

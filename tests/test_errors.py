@@ -14,7 +14,21 @@ from hf_longctx import LongCtxConfig
         ({"position_embedding_type": "fire"}, r"`position_embedding_type`='fire'.*valid values: sinusoidal, learned"),
         ({"decoder_position_embedding_type": "xpos"}, r"`decoder_position_embedding_type`='xpos'"),
         ({"position_embedding_type": "none"}, r"order-blind.*decoder_position_embedding_type"),
-        ({"position_embedding_type": "rope", "d_model": 36, "num_heads": 4}, r"head dimension.*\(9\) must be even"),
+        ({"position_embedding_type": "rope", "d_model": 36, "num_heads": 4}, r"int\(9 \* 1.0\) = 9, must be even"),
+        (
+            {"position_embedding_type": "rope", "rope_parameters": {"partial_rotary_factor": 0.1}},
+            r"int\(8 \* 0.1\) = 0, must be even and at least 2",
+        ),
+        ({"rope_parameters": {"partial_rotary_factor": 1.5}}, r"`rope_parameters\['partial_rotary_factor'\]`.*\(0, 1\]"),
+        (
+            {"position_embedding_type": "rope", "rope_parameters": {"rope_thetta": 500.0}},
+            r"`rope_parameters` has 'rope_thetta', which rope_type='default' does not read; its keys: "
+            r"partial_rotary_factor, rope_theta, rope_type",
+        ),
+        (
+            {"position_embedding_type": "rope", "rope_parameters": {"rope_type": "linear", "factor": 2.0, "beta_fast": 8}},
+            r"'beta_fast', which rope_type='linear' does not read",
+        ),
         ({"rope_parameters": {"rope_type": "ntk-by-parts"}}, r"rope_type.*valid: default, linear, dynamic, yarn"),
         ({"rope_parameters": {"rope_type": "yarn"}}, r"needs a scaling `factor`"),
         ({"norm_type": "batchnorm"}, r"`norm_type`"),

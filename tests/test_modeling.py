@@ -17,6 +17,7 @@ from conftest import (
 )
 from transformers import AttentionInterface, AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 from transformers import initialization as hf_init
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 import hf_longctx.attention as attention_module
 from hf_longctx import POSITION_ENCODINGS, LongCtxForConditionalGeneration, LongCtxModel
@@ -431,6 +432,36 @@ def test_rope_linear_scaling_is_position_interpolation():
     cos_ref, sin_ref = plain.rotary(positions // 4)
     assert_same(cos_lin, cos_ref)
     assert_same(sin_lin, sin_ref)
+
+
+@pytest.mark.parametrize("rope_parameters", [{}, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}])
+def test_partial_rotary_rotates_the_first_dimensions_as_rope_on_a_smaller_head_and_passes_the_rest(
+    rope_parameters, monkeypatch
+):
+    config = tiny_config(position_embedding_type="rope", rope_parameters={**rope_parameters, "partial_rotary_factor": 0.5})
+    rotary_dim = config.rotary_dim
+    assert rotary_dim == config.head_dim // 2
+    small_head = tiny_config(d_model=config.d_model // 2, position_embedding_type="rope", rope_parameters=rope_parameters)
+    positions = torch.arange(20)
+    cos, sin = POSITION_ENCODINGS["rope"](config, causal=False).rotary(positions)
+    assert cos.shape[-1] == rotary_dim
+    assert_same(cos, POSITION_ENCODINGS["rope"](small_head, causal=False).rotary(positions)[0])
+
+    attention = tiny_model(position_embedding_type="rope", rope_parameters=config.rope_parameters).model.encoder.layers[0].self_attn
+    seen = {}
+    monkeypatch.setitem(
+        AttentionInterface._global_mapping,
+        attention.config._attn_implementation,
+        lambda module, q, k, v, mask, **kwargs: (seen.update(q=q, k=k) or v.transpose(1, 2), None),
+    )
+    hidden = torch.randn(1, 20, config.d_model)
+    attention(hidden, position_embeddings=(cos, sin))
+    query, key = attention._heads(attention.q_proj(hidden)), attention._heads(attention.k_proj(hidden))
+    assert_same(seen["q"][..., rotary_dim:], query[..., rotary_dim:])  # the content-only dimensions pass unrotated
+    assert_same(seen["k"][..., rotary_dim:], key[..., rotary_dim:])
+    expected_q, expected_k = apply_rotary_pos_emb(query[..., :rotary_dim], key[..., :rotary_dim], cos, sin)
+    assert_same(seen["q"][..., :rotary_dim], expected_q)
+    assert_same(seen["k"][..., :rotary_dim], expected_k)
 
 
 # ---------------------------------------------------------------- gradients

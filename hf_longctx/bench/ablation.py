@@ -75,6 +75,12 @@ VARIANTS["plain+conv4/rope"] = {"encoding": "rope", "overrides": {**PLAIN, "enco
 VARIANTS["default+relbias+conv4/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, "encoder_conv_kernel": 4}}
 VARIANTS["default+conv8/rope"] = {"encoding": "rope", "overrides": {"encoder_conv_kernel": 8}}
 VARIANTS["default+relbias+init/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, **T5_INIT}}
+# partial rotary (GPT-NeoX, Phi): only the first half / quarter of each head's dimensions rotate, the rest match by
+# content alone at any distance; with and without the encoder convolution
+for _percent in (50, 25):
+    _partial = {"rope_parameters": {"rope_type": "default", "partial_rotary_factor": _percent / 100}}
+    VARIANTS[f"default+partial{_percent}/rope"] = {"encoding": "rope", "overrides": _partial}
+    VARIANTS[f"default+partial{_percent}+conv4/rope"] = {"encoding": "rope", "overrides": {**_partial, "encoder_conv_kernel": 4}}
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
 # T5's trunk back to the default
 for _name, _fields in {

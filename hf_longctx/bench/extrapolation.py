@@ -214,9 +214,11 @@ def rope_parameters_for(scaling: str | None, length: int, trained: int) -> dict 
     """`rope_parameters` for evaluating at `length` (None: the trained, unscaled rope)."""
     if scaling is None or length <= trained:
         return None
-    if scaling == "dynamic":
-        return {"rope_type": "dynamic", "factor": DYNAMIC_FACTOR, "original_max_position_embeddings": trained}
-    return {"rope_type": scaling, "factor": length / trained, "original_max_position_embeddings": trained}
+    if scaling == "dynamic":  # HF's dynamic NTK reads the trained length from `max_position_embeddings`
+        return {"rope_type": "dynamic", "factor": DYNAMIC_FACTOR}
+    if scaling == "yarn":
+        return {"rope_type": "yarn", "factor": length / trained, "original_max_position_embeddings": trained}
+    return {"rope_type": scaling, "factor": length / trained}
 
 
 def load_model(folder: Path, rope_parameters: dict | None, logn_length: int | None = None):
