@@ -243,7 +243,7 @@ AttentionInterface.register(CHUNKED_ATTENTION, chunked_attention_forward)
 class LongCtxAttention(nn.Module):
     """Self- or cross-attention. Positions reach it as a dense `position_bias`, a `chunked_plan` (the long-input
     path, which then builds the bias block by block) or rotary `position_embeddings` (cos, sin); cross-attention
-    gets none of them."""
+    gets at most a dense `position_bias` (`cross_attention_alignment`)."""
 
     def __init__(self, config: LongCtxConfig, layer_idx: int, is_causal: bool = False):
         super().__init__()

@@ -6,6 +6,7 @@ from `decoder_layers`, and an HF user reads them without a glossary.
 
 import dataclasses
 import difflib
+import math
 
 from huggingface_hub.dataclasses import strict
 from transformers import GenerationConfig, PreTrainedConfig
@@ -180,7 +181,27 @@ class LongCtxConfig(PreTrainedConfig):
         none: no positions. An encoder without positions is order-blind, so `none` is accepted only for
             the decoder (`decoder_position_embedding_type="none"`), where the causal mask gives order.
         decoder_position_embedding_type: defaults to `position_embedding_type`.
-        Cross-attention never carries positions.
+        Cross-attention carries no positions unless `cross_attention_alignment` is set.
+        cross_attention_alignment (`bool`, defaults to `False`): positions in the cross-attention, for outputs that
+            follow the source in order (copy, normalise, transcribe) or backwards (reverse), past the trained output
+            length, where cross-attention without positions has to find "source token t" by content alone
+            (Ontañón et al. 2022, arXiv 2108.04378). Each cross-attention head adds a learned bias of the offset of
+            source position j from the decoder position t along its diagonal: j - t for the first half of the heads,
+            (n - 1 - j) - t for the rest (n: the example's unpadded source tokens, j counted over them), in T5's
+            bidirectional buckets (`relative_attention_num_buckets`, up to `cross_attention_alignment_max_distance`);
+            one table per decoder, shared by its layers, zero at initialisation (so a fresh model starts as it would
+            without).
+            The bias at decoder step t needs only t and the encoder mask, so cached decoding, beam search and a
+            static cache are unchanged, and an offset means the same at any length. It is the location bias of
+            Dubois et al. 2020 ("Location Attention for Extrapolation to Longer Sequences") with the reference
+            position moving one source token per output token instead of predicted (what the predicted one would
+            need, a reference carried from step to step, the KV cache does not hold).
+        cross_attention_alignment_max_distance (`int`, defaults to 16): offsets from the diagonal up to this distance
+            get buckets of their own (exact to a quarter of the buckets, logarithmic beyond); every farther offset
+            shares the last bucket of its side. Keep it below the shortest training source, so that a longer
+            source meets only buckets that were trained: with T5's 128 (trained at 16-64 tokens), copy learned at
+            64 tokens failed from about 100 on, where offsets reached buckets still at their initial 0 and drew the
+            attention off the diagonal.
         cross_attention_logn_length (`int | None`, defaults to `None`): log-length scaling of the cross-attention
             (Chiang & Cholak 2022, "Overcoming a Theoretical Limitation of Self-Attention"; Qwen's `use_logn_attn`).
             Over n > this many encoder tokens (n counts each example's unpadded tokens), the decoder's queries to
@@ -240,6 +261,8 @@ class LongCtxConfig(PreTrainedConfig):
     relative_bias: bool | None = None
     encoder_conv_kernel: int | None = None
     cross_attention_logn_length: int | None = None
+    cross_attention_alignment: bool = False
+    cross_attention_alignment_max_distance: int = 16
     rope_parameters: dict | None = None
     sinusoidal_scale: float = 1.0
     randomized_positions_max_length: int | None = None
@@ -436,6 +459,34 @@ class LongCtxConfig(PreTrainedConfig):
                 f"`encoder_conv_kernel` is a number of tokens (the current one and those before it) and must be an "
                 f"integer >= 0, got {self.encoder_conv_kernel!r}; 0 turns the convolution off."
             )
+        for field, what in (
+            ("layer_norm_eps", "is added to the variance before its square root"),
+            ("init_std", "is the standard deviation of the initial weights"),
+            ("sinusoidal_scale", "is the amplitude of the sinusoid table"),
+            ("decoder_output_scale", "multiplies the decoder's output before the vocabulary projection"),
+        ):
+            value = getattr(self, field)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"`{field}` {what} and must be a finite number > 0, got {value}.")
+        default_distance = type(self).cross_attention_alignment_max_distance
+        if not self.cross_attention_alignment and self.cross_attention_alignment_max_distance != default_distance:
+            raise ValueError(
+                f"`cross_attention_alignment_max_distance`={self.cross_attention_alignment_max_distance} shapes the "
+                "bias of `cross_attention_alignment`, which is off: set cross_attention_alignment=True, or drop it."
+            )
+        if self.chunked_attention_min_length < 1:
+            raise ValueError(
+                f"`chunked_attention_min_length` is a key length and must be a positive integer, got "
+                f"{self.chunked_attention_min_length}; `chunked_attention='always'` takes the path at every length."
+            )
+        for field in ("pad_token_id", "bos_token_id", "decoder_start_token_id", "eos_token_id"):
+            ids = getattr(self, field, None)
+            for token_id in ids if isinstance(ids, list | tuple) else [ids]:
+                if token_id is not None and not 0 <= token_id < self.vocab_size:
+                    raise ValueError(
+                        f"`{field}`={ids} is not a token of the vocabulary (`vocab_size`={self.vocab_size}): give an id "
+                        f"in [0, {self.vocab_size - 1}] (the tokenizer's), or None."
+                    )
         if self.attention_scale is not None and not self.attention_scale > 0:
             raise ValueError(
                 f"`attention_scale` multiplies q.k and must be > 0, or None for 1/sqrt(head_dim); got {self.attention_scale}."
@@ -490,8 +541,19 @@ class LongCtxConfig(PreTrainedConfig):
                 "(target length / trained length), e.g. {'rope_type': 'yarn', 'factor': 4.0}."
             )
         factor = self.rope_parameters.get("factor")
-        if factor is not None and not factor > 0:
-            raise ValueError(f"`rope_parameters['factor']` must be > 0 (target length / trained length), got {factor}.")
+        if factor is not None and not factor >= 1:
+            raise ValueError(
+                f"`rope_parameters['factor']` is target length / trained length and must be >= 1 (a scaling stretches "
+                f"the trained positions over a longer input), got {factor}."
+            )
+        theta = self.rope_parameters.get("rope_theta")
+        if theta is not None and not theta > 0:
+            raise ValueError(f"`rope_parameters['rope_theta']` is RoPE's base and must be > 0 (default 10000), got {theta}.")
+        trained = self.rope_parameters.get("original_max_position_embeddings")
+        if trained is not None and not trained >= 1:
+            raise ValueError(
+                f"`rope_parameters['original_max_position_embeddings']` is the trained length and must be >= 1, got {trained}."
+            )
         if self.activation_function not in ACT2FN:
             raise ValueError(
                 f"`activation_function`={self.activation_function!r} is unknown; use a key of "
@@ -542,19 +604,25 @@ class LongCtxConfig(PreTrainedConfig):
     def _validate_relative_buckets(self):
         """T5's bucketing: a stack's buckets are half exact distances (max_exact of them) and half logarithmic up to
         `relative_attention_max_distance`, which must lie beyond the exact ones (log(max_distance / max_exact) > 0)."""
-        buckets, distance = self.relative_attention_num_buckets, self.relative_attention_max_distance
-        for stack in [name for name, kind in self.stack_encodings().items() if self.uses_relative_buckets(kind)]:
-            # the encoder splits its buckets between the two directions, the causal decoder uses all for one
-            per_direction = buckets // 2 if stack == "encoder" else buckets
+        buckets = self.relative_attention_num_buckets
+        stacks = [name for name, kind in self.stack_encodings().items() if self.uses_relative_buckets(kind)]
+        for stack in stacks + (["cross-attention"] if self.cross_attention_alignment else []):
+            distance_field = (
+                "cross_attention_alignment_max_distance" if stack == "cross-attention" else "relative_attention_max_distance"
+            )
+            distance = getattr(self, distance_field)
+            # the encoder (and the alignment) splits its buckets between the two directions, the causal decoder
+            # uses all for one
+            per_direction = buckets if stack == "decoder" else buckets // 2
             max_exact = per_direction // 2
             if max_exact < 1:
                 raise ValueError(
                     f"`relative_attention_num_buckets`={buckets} leaves the {stack} no exact-distance bucket; use at "
-                    f"least {4 if stack == 'encoder' else 2} (T5 uses 32)."
+                    f"least {2 if stack == 'decoder' else 4} (T5 uses 32)."
                 )
             if distance <= max_exact:
                 raise ValueError(
-                    f"`relative_attention_max_distance`={distance} must exceed the {max_exact} exact-distance buckets "
+                    f"`{distance_field}`={distance} must exceed the {max_exact} exact-distance buckets "
                     f"of the {stack} (`relative_attention_num_buckets`={buckets}); use e.g. {4 * max_exact} "
                     "(T5: 32 buckets, max distance 128)."
                 )
@@ -563,8 +631,8 @@ class LongCtxConfig(PreTrainedConfig):
         """An option the chosen encodings never read is most likely a mistake: say so once (values equal to the
         defaults are what every saved config carries, so they say nothing)."""
         used = set(self.stack_encodings().values())
-        if any(self.has_relative_bias(encoding) for encoding in used):
-            used.add("relative")  # its bucket options shape `relative_bias` too
+        if any(self.has_relative_bias(encoding) for encoding in used) or self.cross_attention_alignment:
+            used.add("relative")  # its bucket options shape `relative_bias` and the alignment too
         fields = {f.name: f for f in dataclasses.fields(self)}
         encodings = _position_encodings()
         read = {name for encoding in used if encoding in encodings for name in encodings[encoding].options}
@@ -576,7 +644,7 @@ class LongCtxConfig(PreTrainedConfig):
                 if getattr(self, name) != default:
                     logger.warning_once(
                         f"LongCtxConfig: `{name}`={getattr(self, name)!r} does nothing without a {encoding!r} stack"
-                        + (" or `relative_bias`" if encoding == "relative" else "")
+                        + (" or `relative_bias` or `cross_attention_alignment`" if encoding == "relative" else "")
                         + " "
                         f"(encodings here: {', '.join(sorted(used))})."
                     )

@@ -5,10 +5,12 @@ Legend: B batch, L length (Ls source, Lt target), D d_model, V vocabulary.
 The classic Transformer (Vaswani et al. 2017): encoder layers of self-attention + feed-forward, decoder layers of
 causal self-attention + cross-attention + feed-forward, residuals around each with LayerNorm (pre- or post-norm).
 Each stack owns one position encoding (`positions.py`), computes what it gives once per forward and hands it to
-every layer; cross-attention carries no positions.
+every layer; cross-attention carries no positions unless `cross_attention_alignment` adds its bias.
 """
 
 import contextvars
+import difflib
+import inspect
 import math
 
 import torch
@@ -35,7 +37,7 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .attention import ChunkedAttentionPlan, LongCtxAttention
 from .configuration_longctx import LongCtxConfig
-from .positions import PositionEncoding, RelativePositions, build_position_encoding
+from .positions import CrossAttentionAlignment, PositionEncoding, RelativePositions, build_position_encoding
 
 logger = logging.get_logger(__name__)
 
@@ -67,6 +69,40 @@ def check_inputs(tokens: torch.Tensor, name: str, is_ids: bool) -> None:
         raise ValueError(f"`{name}` holds a batch of 0 examples; pass at least one.")
     if tokens.shape[1] == 0:
         raise ValueError(f"`{name}` has length 0; every example needs at least one token.")
+
+
+# What a forward's `**kwargs` may carry: transformers' `TransformersKwargs` (output flags, Trainer's
+# `num_items_in_batch`, the attention backends' keys), `return_dict` (read by `can_return_tuple`) and `use_cache`
+# (which `merge_with_config_defaults` hands the encoder too). Anything else is a typo or an argument this model does
+# not have, which HF's models drop without a word.
+FORWARD_KWARGS = frozenset(
+    name for cls in TransformersKwargs.__mro__ for name in getattr(cls, "__annotations__", {})
+) | {"return_dict", "use_cache"}
+OUTPUT_KWARGS = ("output_attentions", "output_hidden_states", "return_dict")  # the ones worth listing in an error
+NOT_SUPPORTED = {  # arguments of other HF seq2seq models that have no meaning here, with what to do instead
+    "head_mask": "this model has no head masking (transformers 5 dropped it); drop it",
+    "decoder_head_mask": "this model has no head masking (transformers 5 dropped it); drop it",
+    "cross_attn_head_mask": "this model has no head masking (transformers 5 dropped it); drop it",
+    "token_type_ids": "this model has no token types; drop it (tokenizer(..., return_token_type_ids=False))",
+}
+
+
+def check_forward_kwargs(forward, kwargs: dict, passed_through: frozenset = frozenset()) -> None:
+    """A keyword `forward` has no use for gets a TypeError naming it (with the closest argument it may have meant),
+    where HF's models would ignore it: `attention_masks=` must not run unmasked. `passed_through`: keywords meant for
+    another part of the model that HF hands this one too."""
+    unknown = [name for name in kwargs if name not in FORWARD_KWARGS and name not in passed_through]
+    if not unknown:
+        return
+    name = unknown[0]
+    if name in NOT_SUPPORTED:
+        raise TypeError(f"{forward.__qualname__}() got `{name}`: {NOT_SUPPORTED[name]}.")
+    known = [p for p in inspect.signature(forward).parameters if p not in ("self", "kwargs")] + list(OUTPUT_KWARGS)
+    close = difflib.get_close_matches(name, known + sorted(FORWARD_KWARGS - set(known)), n=1, cutoff=0.6)
+    raise TypeError(
+        f"{forward.__qualname__}() got an unexpected keyword argument `{name}`"
+        + (f"; did you mean `{close[0]}`?" if close else f"; it takes: {', '.join(known)}.")
+    )
 
 
 def compiling() -> bool:
@@ -282,6 +318,7 @@ class LongCtxDecoderLayer(GradientCheckpointingLayer):
         encoder_attention_mask=None,
         position_bias=None,
         position_embeddings=None,
+        alignment_bias=None,
         cache: Cache | None = None,
         logn_scale: torch.Tensor | None = None,
         chunked_plan=None,
@@ -303,6 +340,7 @@ class LongCtxDecoderLayer(GradientCheckpointingLayer):
                 self.encoder_attn,
                 key_value_states=encoder_hidden_states,
                 attention_mask=encoder_attention_mask,
+                position_bias=alignment_bias,
                 cache=cache,
                 logn_scale=logn_scale,
                 **kwargs,
@@ -326,6 +364,8 @@ class LongCtxPreTrainedModel(PreTrainedModel):
             _init_fan_in(module, self.config)
         if isinstance(module, LongCtxTokenConv):
             init.normal_(module.weight, std=self.config.init_std)
+        if isinstance(module, CrossAttentionAlignment):
+            module.init_parameters()
         if isinstance(module, PositionEncoding):
             with torch.no_grad():
                 module.init_buffers()  # deterministic tables are not in checkpoints (T4)
@@ -483,6 +523,9 @@ class LongCtxEncoder(LongCtxStack):
             into a row, with a block-diagonal 4-D `attention_mask`). Default: 0, 1, 2, ... (randomized in training
             when `randomized_positions_max_length` is set; explicit positions are used as given).
         """
+        # `generate` hands an encoder that takes **kwargs every model keyword not meant for the decoder (prefix
+        # `decoder_`): Seq2SeqTrainer's evaluation passes `labels` that way
+        check_forward_kwargs(self.forward, kwargs, passed_through=frozenset({"labels"}))
         tokens = self._check_tokens(input_ids, inputs_embeds, "input_ids", "inputs_embeds")
         check_mask_shape(attention_mask, tokens.shape[:2], "attention_mask", "input_ids")
         length, device = tokens.shape[1], tokens.device
@@ -529,6 +572,7 @@ class LongCtxDecoder(LongCtxStack):
     def __init__(self, config: LongCtxConfig):
         super().__init__(config)
         self.layers = nn.ModuleList([LongCtxDecoderLayer(config, i) for i in range(config.decoder_layers)])
+        self.cross_alignment = CrossAttentionAlignment(config) if config.cross_attention_alignment else None
         self.post_init()
 
     @merge_with_config_defaults
@@ -551,6 +595,7 @@ class LongCtxDecoder(LongCtxStack):
             from the cache's length. With a non-empty cache only where the keys carry their positions (rotary,
             additive, none); a score bias needs the cached keys' positions, which the cache does not keep.
         """
+        check_forward_kwargs(self.forward, kwargs)
         if use_cache and cache is None:
             cache = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
         elif cache is not None and not isinstance(cache, EncoderDecoderCache) and encoder_hidden_states is not None:
@@ -606,6 +651,7 @@ class LongCtxDecoder(LongCtxStack):
             past_length=past_length,
         )
         logn_scale = self._logn_scale(encoder_hidden_states, encoder_attention_mask, hidden_states.dtype)
+        alignment_bias = self._alignment_bias(q_positions, encoder_hidden_states, encoder_attention_mask, hidden_states.dtype)
         encoder_attention_mask = create_bidirectional_mask(
             self.config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
         )
@@ -617,12 +663,23 @@ class LongCtxDecoder(LongCtxStack):
                 encoder_attention_mask,
                 bias,
                 rotary,
+                alignment_bias,
                 cache=cache,
                 logn_scale=logn_scale,
                 chunked_plan=plan,
                 **kwargs,
             )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.final_norm(hidden_states), cache=cache)
+
+    def _alignment_bias(self, q_positions, encoder_hidden_states, encoder_attention_mask, dtype) -> torch.Tensor | None:
+        """(B or 1, H, Lq, Ls): `cross_attention_alignment`'s bias for these decoder positions, once for all layers;
+        None when the option is off."""
+        if self.cross_alignment is None or encoder_hidden_states is None:
+            return None
+        mask = encoder_attention_mask
+        if mask is not None and mask.dim() == 4:
+            mask = attended_keys(mask)
+        return self.cross_alignment(q_positions, mask, encoder_hidden_states.shape[1]).to(dtype)
 
     def _logn_scale(self, encoder_hidden_states, encoder_attention_mask, dtype) -> torch.Tensor | None:
         """(B, 1, 1, 1) = max(1, log(n) / log(`cross_attention_logn_length`)), n = each example's unpadded encoder
@@ -689,6 +746,7 @@ class LongCtxModel(LongCtxPreTrainedModel):
         position_ids / decoder_position_ids (`(L,)` or `(B, L)`, *optional*): explicit positions of the encoder /
             decoder tokens (see `LongCtxEncoder.forward` / `LongCtxDecoder.forward`); default 0, 1, 2, ...
         """
+        check_forward_kwargs(self.forward, kwargs)
         if decoder_input_ids is None and decoder_inputs_embeds is None:
             raise ValueError(
                 "LongCtxModel needs `decoder_input_ids` (or `decoder_inputs_embeds`); pass `labels` to "
@@ -845,6 +903,7 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
             micro-batches, passed by `Trainer`; the loss is then a sum divided by it, so accumulation reports
             the same loss as one big batch.
         """
+        check_forward_kwargs(self.forward, kwargs)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         if labels is not None:
             check_inputs(labels, "labels", is_ids=True)
@@ -852,6 +911,14 @@ class LongCtxForConditionalGeneration(LongCtxPreTrainedModel, GenerationMixin):
             use_cache = False
             if decoder_input_ids is None and decoder_inputs_embeds is None:
                 decoder_input_ids = self.prepare_decoder_input_ids_from_labels(labels)
+            decoder = decoder_input_ids if decoder_input_ids is not None else decoder_inputs_embeds
+            if tuple(decoder.shape[:2]) != tuple(labels.shape[:2]):  # the loss pairs each position with its label
+                name = "decoder_input_ids" if decoder_input_ids is not None else "decoder_inputs_embeds"
+                raise ValueError(
+                    f"`labels` has shape {tuple(labels.shape[:2])} but `{name}` covers {tuple(decoder.shape[:2])} "
+                    f"(batch, length): the loss scores position t of the decoder against label t. Give them the same "
+                    f"shape, or drop `{name}` (they are then the labels shifted right)."
+                )
         outputs = self.model(
             input_ids,
             attention_mask=attention_mask,

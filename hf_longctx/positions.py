@@ -240,6 +240,46 @@ class RelativePositions(OffsetBias):
         )
         return self.relative_attention_bias(buckets_N).T
 
+class CrossAttentionAlignment(nn.Module):
+    """`cross_attention_alignment`: a learned bias on the cross-attention scores of the offset of source position j
+    from decoder position t along each head's diagonal, j - t for the first ceil(H / 2) heads (the output follows
+    the source), (n - 1 - j) - t for the others (it follows the source backwards), with n each example's unpadded
+    source length and j counted over its unpadded tokens (so left and right padding give the same bias). T5's
+    bidirectional buckets up to `cross_attention_alignment_max_distance`; one table per decoder, shared by its
+    layers, zero at initialisation."""
+
+    def __init__(self, config: LongCtxConfig):
+        super().__init__()
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.cross_attention_alignment_max_distance
+        self.forward_heads = (config.num_heads + 1) // 2
+        self.weight = nn.Parameter(torch.zeros(self.num_buckets, config.num_heads))  # (bucket, head)
+
+    def init_parameters(self) -> None:
+        init.zeros_(self.weight)  # a parameter of its own: HF's rules for an Embedding leaf would draw it
+
+    def forward(self, q_positions: torch.Tensor, source_mask: torch.Tensor | None, source_length: int) -> torch.Tensor:
+        """(B or 1, H, Lq, Ls) for decoder positions (Lq,) or (B, Lq) and the encoder's (B, Ls) mask (None: no
+        padding)."""
+        if source_mask is None:
+            j = torch.arange(source_length, device=q_positions.device)[None]  # (1, Ls)
+        else:
+            j = source_mask.long().cumsum(-1) - 1  # (B, Ls): index among the example's unpadded tokens
+        n = j[:, -1:] + 1 if source_mask is None else source_mask.long().sum(-1, keepdim=True)
+        t = q_positions[..., :, None]  # (Lq, 1) or (B, Lq, 1)
+        weights = self.weight
+        biases = []
+        for offsets, columns in (
+            (j[:, None, :] - t, weights[:, : self.forward_heads]),
+            ((n - 1 - j)[:, None, :] - t, weights[:, self.forward_heads :]),
+        ):
+            buckets = T5Attention._relative_position_bucket(
+                offsets, bidirectional=True, num_buckets=self.num_buckets, max_distance=self.max_distance
+            )
+            biases.append(columns[buckets])  # (B, Lq, Ls, heads of this diagonal)
+        return torch.cat(biases, -1).permute(0, 3, 1, 2)
+
+
 def alibi_slopes(num_heads: int) -> list[float]:
     """Head slopes of Press et al. 2022: 2^(-8h/H) for h = 1..H when H is a power of 2; otherwise the slopes of
     the closest smaller power of 2, completed by every other slope of the next power (their reference code)."""

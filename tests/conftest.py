@@ -22,6 +22,8 @@ OTHER_SETUPS = {
     "alibi-plain": {"position_embedding_type": "alibi", "relative_bias": False},
     "rope+relative_bias": {"position_embedding_type": "rope", "relative_bias": True},
     "rope+encoder_conv": {"position_embedding_type": "rope", "encoder_conv_kernel": 3},
+    "alibi+alignment": {"position_embedding_type": "alibi", "cross_attention_alignment": True},
+    "rope+alignment": {"position_embedding_type": "rope", "cross_attention_alignment": True},
 }
 # Every way a stack's scores get a bias (what the chunked long-input path serves): T5's buckets alone, ALiBi alone,
 # and the learned buckets on top of ALiBi and of RoPE.
@@ -62,6 +64,8 @@ def tiny_model(seed: int = 0, attn_implementation: str = "sdpa", **overrides) ->
     config = tiny_config(**overrides)
     model = LongCtxForConditionalGeneration(config).eval()
     model.set_attn_implementation(attn_implementation)
+    if model.model.decoder.cross_alignment is not None:  # zero at init, where it would change nothing to test
+        torch.nn.init.normal_(model.model.decoder.cross_alignment.weight)
     return model
 
 

@@ -43,7 +43,29 @@ from hf_longctx import LongCtxConfig
             r"exceeds the learned table",
         ),
         ({"activation_function": "swishy"}, r"`activation_function`='swishy' is unknown"),
-        ({"rope_parameters": {"rope_type": "linear", "factor": -2.0}}, r"`rope_parameters\['factor'\]` must be > 0"),
+        ({"rope_parameters": {"rope_type": "linear", "factor": -2.0}}, r"`rope_parameters\['factor'\]` .* must be >= 1"),
+        ({"rope_parameters": {"rope_type": "yarn", "factor": 0.5}}, r"`rope_parameters\['factor'\]` .* must be >= 1"),
+        ({"rope_parameters": {"rope_theta": 0.0}}, r"`rope_parameters\['rope_theta'\]` is RoPE's base and must be > 0"),
+        (
+            {"rope_parameters": {"rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": -10}},
+            r"`rope_parameters\['original_max_position_embeddings'\]` is the trained length and must be >= 1",
+        ),
+        ({"layer_norm_eps": -1.0}, r"`layer_norm_eps` .* must be a finite number > 0, got -1.0"),
+        ({"init_std": -0.02}, r"`init_std` .* must be a finite number > 0"),
+        ({"sinusoidal_scale": float("inf")}, r"`sinusoidal_scale` .* must be a finite number > 0, got inf"),
+        ({"decoder_output_scale": 0.0}, r"`decoder_output_scale` .* must be a finite number > 0"),
+        ({"chunked_attention_min_length": 0}, r"`chunked_attention_min_length` is a key length"),
+        ({"decoder_start_token_id": -3}, r"`decoder_start_token_id`=-3 is not a token of the vocabulary \(`vocab_size`=99\)"),
+        ({"eos_token_id": [1, 500]}, r"`eos_token_id`=\[1, 500\] is not a token"),
+        (
+            {"position_embedding_type": "rope", "cross_attention_alignment": True, "relative_attention_num_buckets": 2},
+            r"leaves the cross-attention no exact",
+        ),
+        (
+            {"cross_attention_alignment": True, "cross_attention_alignment_max_distance": 2},
+            r"`cross_attention_alignment_max_distance`=2 must exceed the 2 exact-distance buckets of the cross-attention",
+        ),
+        ({"cross_attention_alignment_max_distance": 8}, r"`cross_attention_alignment_max_distance`=8 .* which is off"),
         ({"chunked_attention": "sometimes"}, r"`chunked_attention`"),
         ({"chunked_attention_block_size": 0}, r"`chunked_attention_block_size`"),
         ({"alibi_max_penalty": 0.0}, r"`alibi_max_penalty` must be > 0 .* or None"),
@@ -458,3 +480,31 @@ def test_the_long_input_path_is_not_an_attn_implementation_to_choose():
     model.config._attn_implementation = "longctx_chunked"  # what set_attn_implementation would accept by name
     with pytest.raises(ValueError, match=r"'longctx_chunked' is hf_longctx's long-input path, which its stacks choose"):
         model(**random_batch())
+
+
+@pytest.mark.parametrize(
+    "extra,pattern",
+    [
+        ({"attention_masks": None}, r"unexpected keyword argument `attention_masks`; did you mean `attention_mask`\?"),
+        ({"decoder_attention_maks": None}, r"did you mean `decoder_attention_mask`\?"),
+        ({"head_mask": None}, r"got `head_mask`: this model has no head masking"),
+        ({"token_type_ids": None}, r"got `token_type_ids`: this model has no token types"),
+        ({"frobnicate": 3}, r"unexpected keyword argument `frobnicate`; it takes: input_ids, attention_mask"),
+    ],
+)
+def test_a_keyword_the_model_does_not_read_is_refused_not_dropped(extra, pattern):
+    """HF's models swallow unknown keywords (`**kwargs`): a misspelt mask would run the batch unmasked."""
+    model = tiny_model()
+    batch = random_batch()
+    with pytest.raises(TypeError, match=pattern):
+        model(**batch, **extra)
+    with pytest.raises(TypeError, match=r"LongCtxEncoder.forward\(\) got an unexpected keyword argument `attention_maks`"):
+        model.get_encoder()(batch["input_ids"], attention_maks=batch["attention_mask"])
+    assert model(**batch, output_attentions=False, output_hidden_states=True, return_dict=True).loss is not None
+
+
+def test_labels_and_decoder_inputs_of_different_lengths_are_refused_by_name():
+    model = tiny_model()
+    batch = random_batch(tgt_len=7)
+    with pytest.raises(ValueError, match=r"`labels` has shape \(3, 7\) but `decoder_input_ids` covers \(3, 3\)"):
+        model(**batch, decoder_input_ids=batch["labels"][:, :3].clamp(min=0))

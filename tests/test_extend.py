@@ -209,3 +209,12 @@ def test_a_registered_subclass_extends_as_its_base_does():
         assert extended.config.rope_parameters.get("rope_type") == "default", "the rope settings are untouched"
     finally:
         del POSITION_ENCODINGS["mytable"]
+
+
+@pytest.mark.parametrize("method", ["linear", "dynamic", "yarn"])
+def test_rope_scaling_keeps_the_partial_rotation_the_model_was_trained_with(method):
+    model = tiny_model(position_embedding_type="rope", rope_parameters={"partial_rotary_factor": 0.5})
+    rotated = model.model.encoder.position.inv_freq.numel()
+    extended = extend_context(model, 64, method, trained_length=16)
+    assert extended.config.rope_parameters["partial_rotary_factor"] == 0.5
+    assert extended.model.encoder.position.inv_freq.numel() == rotated, "the same dimensions rotate, rescaled"

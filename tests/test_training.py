@@ -244,6 +244,23 @@ def test_train_writes_a_loadable_folder_and_results(tmp_path):
     assert score == pytest.approx(results["eval"]["96"]["token_accuracy"])
 
 
+@pytest.mark.parametrize("given", [{}, {"generation_num_beams": 3, "generation_max_length": 9}])
+def test_the_final_evaluation_generates_as_the_generation_arguments_say(given, tmp_path, monkeypatch):
+    """Greedy and as long as the longest target by default; the user's `generation_*` arguments when given."""
+    from hf_longctx import LongCtxForConditionalGeneration
+
+    calls, generate = [], LongCtxForConditionalGeneration.generate
+
+    def spy(self, *args, **kwargs):
+        calls.append({k: kwargs.get(k) for k in ("num_beams", "max_length")})
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(LongCtxForConditionalGeneration, "generate", spy)
+    train(*tiny_run_args(tmp_path, max_steps=1, eval_strategy="no", **given))
+    expected = {"num_beams": given.get("generation_num_beams", 1), "max_length": given.get("generation_max_length", 7)}
+    assert calls and all(call == expected for call in calls), calls
+
+
 def test_final_folder_holds_training_arguments_as_json_not_a_pickle(tmp_path):
     train(*tiny_run_args(tmp_path, max_steps=1, eval_strategy="no"))
     assert not (tmp_path / "training_args.bin").exists()

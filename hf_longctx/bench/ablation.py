@@ -90,6 +90,8 @@ for _name, _fields in {
     "decnone": {"decoder_position_embedding_type": "none"},
 }.items():
     VARIANTS[f"default+{_name}+conv4/rope"] = {"encoding": "rope", "overrides": {**_fields, "encoder_conv_kernel": 4}}
+for _encoding in ("relative", "rope"):
+    VARIANTS[f"default+align/{_encoding}"] = {"encoding": _encoding, "overrides": {"cross_attention_alignment": True}}
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
 # T5's trunk back to the default
 for _name, _fields in {
@@ -101,6 +103,7 @@ for _name, _fields in {
     "exactalibi": {"alibi_max_penalty": None},  # ALiBi's penalty at every distance (no 60-penalty window)
     "decnone": {"decoder_position_embedding_type": "none"},  # the decoder's order from its causal mask alone
     "conv4": {"encoder_conv_kernel": 4},
+    "align": {"cross_attention_alignment": True},  # positions in the cross-attention (copy, reverse)
 }.items():
     VARIANTS[f"plain+{_name}/alibi"] = {"encoding": "alibi", "overrides": {**PLAIN, **_fields}}
     VARIANTS[f"default+{_name}/alibi"] = {"encoding": "alibi", "overrides": _fields}
@@ -112,7 +115,8 @@ for _name, _fields in {
 
 
 TABLES = ("bart", "marian")  # references whose positions are a table of `max_position_embeddings` rows
-ABLATION_TASKS = ("multikey", "kv_recall", "passkey")  # competing keys, and the one-needle reference point
+# competing keys, the one-needle reference point, and outputs as long as the source (`cross_attention_alignment`)
+ABLATION_TASKS = ("multikey", "kv_recall", "passkey", "copy", "reverse")
 
 
 @dataclass
@@ -166,7 +170,7 @@ class AblationArguments:
             raise ValueError(f"`variants`: unknown {', '.join(unknown)}; valid: {', '.join(VARIANTS)}.")
         if self.task not in ABLATION_TASKS:
             raise ValueError(
-                f"`task`={self.task!r}: the ablation is about retrieval by key; use one of {', '.join(ABLATION_TASKS)}."
+                f"`task`={self.task!r} is not an ablation task; use one of {', '.join(ABLATION_TASKS)}."
             )
 
 

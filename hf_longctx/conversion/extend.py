@@ -147,7 +147,10 @@ def _scale_rope(model, target_length: int, method: str, trained_length: int | No
             "of target / trained <= 1 changes nothing. Give the length to run at, longer than the trained one."
         )
     factor = target_length / trained_length
-    parameters = {"rope_type": method, "rope_theta": config.rope_parameters["rope_theta"], "factor": factor}
+    # the keys that say how the model was trained (its base, how much of each head rotates) stay; a scaling the
+    # model had before is replaced
+    trained = {k: v for k, v in config.rope_parameters.items() if k in ("rope_theta", "partial_rotary_factor")}
+    parameters = {"rope_type": method, **trained, "factor": factor}
     if method == "yarn":
         parameters["original_max_position_embeddings"] = trained_length
     if method == "dynamic":  # HF's dynamic NTK treats max_position_embeddings as the trained length

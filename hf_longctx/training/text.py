@@ -39,7 +39,7 @@ from ..data.text import (
     train_bpe_tokenizer,
 )
 from ..hub.model_card import write_model_card
-from .trainer import RESULTS_JSON, ModelArguments, build_model, fit, load_metric, start_run
+from .trainer import RESULTS_JSON, ModelArguments, build_model, fit, generation_kwargs, load_metric, start_run
 
 logger = logging.get_logger(__name__)
 CHRF_KEYS = ("chrf", "bleu")  # the chrf module also echoes its settings (char_order, ...)
@@ -266,7 +266,7 @@ def train_text(
         model, tokenizer, training_args, train_set, eval_set, compute_metrics, callbacks, resume_from_checkpoint
     )
 
-    eval_kwargs = {"max_length": longest_target + 1, "num_beams": 1} if training_args.predict_with_generate else {}
+    eval_kwargs = generation_kwargs(training_args, longest_target + 1) if training_args.predict_with_generate else {}
     scores = trainer.evaluate(eval_set, metric_key_prefix="heldout", **eval_kwargs)
     results = {
         "objective": text_args.objective,

@@ -647,13 +647,22 @@ def checkpoint_to_resume(training_args: Seq2SeqTrainingArguments) -> str | None:
     return resume
 
 
+def generation_kwargs(args: Seq2SeqTrainingArguments, max_length: int) -> dict:
+    """What a final evaluation passes `predict` / `evaluate`: greedy, `max_length` tokens, except where the user
+    gave `generation_num_beams` / `generation_max_length` (Seq2SeqTrainer reads those only when nothing is passed)."""
+    return {
+        "max_length": args.generation_max_length or max_length,
+        "num_beams": args.generation_num_beams or 1,
+    }
+
+
 def evaluate_length(trainer: Seq2SeqTrainer, tokenizer, raw: Dataset, length: int) -> dict:
-    """Greedy generation on the examples of one source length: metrics, and exact match by needle depth."""
+    """Generation on the examples of one source length (greedy, as long as the longest target, unless the training
+    arguments' `generation_num_beams` / `generation_max_length` say otherwise): metrics, and exact match by depth."""
     output = trainer.predict(
         tokenize(raw, tokenizer),
         metric_key_prefix=f"test_len{length}",
-        max_length=_max_decoder_length(raw),
-        num_beams=1,
+        **generation_kwargs(trainer.args, _max_decoder_length(raw)),
     )
     if len(output.predictions) != len(raw):  # e.g. repeats from distributed sampling (LongCtxSeq2SeqTrainer)
         raise RuntimeError(f"{len(output.predictions)} predictions for {len(raw)} examples at length {length}.")
