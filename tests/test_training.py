@@ -372,6 +372,23 @@ def test_train_needs_predict_with_generate(tmp_path):
         train(*tiny_run_args(tmp_path, predict_with_generate=False))
 
 
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        ({"num_eval": 0}, r"`num_eval` is a number of examples and must be at least 1, got 0"),
+        ({"num_train": 0}, r"`num_train` is a number of examples"),
+        ({"eval_lengths": [64, 5]}, r"`eval_lengths` has 5, too short for task 'passkey': .* at least 7 tokens"),
+        ({"train_min_len": 100}, r"`train_min_len`=100 exceeds `train_max_len`=64"),
+        ({"task": "multikey", "num_records": 3}, r"`train_min_len` has 16, too short for task 'multikey'"),
+        ({"task": "kv_recall", "eval_lengths": [5000]}, r"`eval_lengths` has 5000, too long for task 'kv_recall'"),
+    ],
+)
+def test_data_flags_are_checked_by_their_own_names(kwargs, pattern):
+    """Not as `num_samples` / `min_len` from inside `make_task` once the run has started."""
+    with pytest.raises(ValueError, match=pattern):
+        DataArguments(**kwargs)
+
+
 def test_empty_eval_lengths_raise():
     with pytest.raises(ValueError, match="eval_lengths"):
         DataArguments(eval_lengths=[])

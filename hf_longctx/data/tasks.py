@@ -148,6 +148,29 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+def source_lengths(name: str, num_records: int | None = None) -> tuple[int, int | None, str]:
+    """(shortest, longest or None, what the shortest holds): the encoder lengths (EOS included) task `name` can fill.
+    Raises ValueError for an unknown task or a `num_records` the task cannot take."""
+    if name not in TASKS:
+        raise ValueError(f"`name`={name!r} is not a known task; valid tasks: {', '.join(TASKS)}.")
+    spec = TASKS[name]
+    if not spec.record_tokens:
+        if num_records is not None:
+            with_records = [task for task, s in TASKS.items() if s.record_tokens]
+            raise ValueError(
+                f"`num_records`={num_records} means nothing to task {name!r}; only {', '.join(with_records)} have "
+                "records. Leave it unset."
+            )
+        return spec.min_len, spec.max_len, spec.needs
+    num_records = DEFAULT_NUM_RECORDS if num_records is None else num_records
+    if not 1 <= num_records <= KV_MAX_PAIRS:
+        raise ValueError(
+            f"`num_records` must be between 1 and {KV_MAX_PAIRS} (the distinct two-letter keys) for task {name!r}, "
+            f"got {num_records}."
+        )
+    return spec.min_len + (num_records - 1) * spec.record_tokens, spec.max_len, spec.needs
+
+
 def make_task(
     name: str, num_samples: int, min_len: int, max_len: int, seed: int = 0, num_records: int | None = None
 ) -> Dataset:
@@ -158,25 +181,11 @@ def make_task(
     Raises ValueError naming the argument when `name` is unknown, `num_samples` < 1, `min_len` > `max_len`, or a
     length cannot hold one instance of the task.
     """
-    if name not in TASKS:
-        raise ValueError(f"`name`={name!r} is not a known task; valid tasks: {', '.join(TASKS)}.")
+    needed, longest, needs = source_lengths(name, num_records)
     spec = TASKS[name]
-    generate, needed = spec.generate, spec.min_len
+    generate = spec.generate
     if spec.record_tokens:
-        num_records = DEFAULT_NUM_RECORDS if num_records is None else num_records
-        if not 1 <= num_records <= KV_MAX_PAIRS:
-            raise ValueError(
-                f"`num_records` must be between 1 and {KV_MAX_PAIRS} (the distinct two-letter keys) for task {name!r}, "
-                f"got {num_records}."
-            )
-        generate = functools.partial(spec.generate, num_records=num_records)
-        needed += (num_records - 1) * spec.record_tokens
-    elif num_records is not None:
-        with_records = [task for task, s in TASKS.items() if s.record_tokens]
-        raise ValueError(
-            f"`num_records`={num_records} means nothing to task {name!r}; only {', '.join(with_records)} have "
-            "records. Leave it unset."
-        )
+        generate = functools.partial(spec.generate, num_records=DEFAULT_NUM_RECORDS if num_records is None else num_records)
     if num_samples < 1:
         raise ValueError(f"`num_samples` must be at least 1 (an empty dataset trains nothing), got {num_samples}.")
     if min_len > max_len:
@@ -184,11 +193,11 @@ def make_task(
     if min_len < needed:
         raise ValueError(
             f"`min_len`={min_len} is too short for task {name!r}: a source needs at least {needed} tokens "
-            f"({spec.needs}); raise `min_len`."
+            f"({needs}); raise `min_len`."
         )
-    if spec.max_len is not None and max_len > spec.max_len:
+    if longest is not None and max_len > longest:
         raise ValueError(
-            f"`max_len`={max_len} is too long for task {name!r}: it runs out of distinct keys past {spec.max_len} "
+            f"`max_len`={max_len} is too long for task {name!r}: it runs out of distinct keys past {longest} "
             "tokens; lower `max_len`."
         )
 

@@ -46,7 +46,7 @@ from transformers.training_args import ParallelMode
 from transformers.utils import logging
 
 from ..configuration_longctx import LongCtxConfig
-from ..data.tasks import DEPTH_BINS, TASKS, depth_bin_labels, make_task
+from ..data.tasks import DEPTH_BINS, TASKS, depth_bin_labels, make_task, source_lengths
 from ..data.tokenization import build_tokenizer
 from ..hub.model_card import launched_by, write_model_card
 
@@ -173,8 +173,27 @@ class DataArguments:
     dataset_seed: int = field(default=1234, metadata={"help": "Seed of the generated datasets."})
 
     def __post_init__(self):
+        """Each flag checked by its own name (here, not as an argument of `make_task` deep in the run)."""
         if not self.eval_lengths:
             raise ValueError("`eval_lengths` must list at least one source length.")
+        for name in ("num_train", "num_eval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` is a number of examples and must be at least 1, got {getattr(self, name)}.")
+        if self.train_min_len > self.train_max_len:
+            raise ValueError(f"`train_min_len`={self.train_min_len} exceeds `train_max_len`={self.train_max_len}.")
+        shortest, longest, needs = source_lengths(self.task, self.num_records)
+        for name, lengths in (("train_min_len", [self.train_min_len]), ("eval_lengths", self.eval_lengths)):
+            if min(lengths) < shortest:
+                raise ValueError(
+                    f"`{name}` has {min(lengths)}, too short for task {self.task!r}: a source needs at least {shortest} "
+                    f"tokens ({needs})."
+                )
+        for name, lengths in (("train_max_len", [self.train_max_len]), ("eval_lengths", self.eval_lengths)):
+            if longest is not None and max(lengths) > longest:
+                raise ValueError(
+                    f"`{name}` has {max(lengths)}, too long for task {self.task!r}: it runs out of distinct keys past "
+                    f"{longest} tokens."
+                )
 
 
 def load_metric(name: str) -> evaluate.EvaluationModule:
