@@ -11,15 +11,20 @@ from hf_longctx import LongCtxForConditionalGeneration
 from hf_longctx.positions import CrossAttentionAlignment
 
 
-def test_off_by_default_and_a_fresh_table_changes_nothing():
+def test_off_by_default_and_a_fresh_table_starts_every_head_on_its_diagonal():
     plain = tiny_model()
     assert plain.config.cross_attention_alignment is False and plain.model.decoder.cross_alignment is None
-    aligned = LongCtxForConditionalGeneration(tiny_config(cross_attention_alignment=True)).eval()
-    assert aligned.model.decoder.cross_alignment.weight.abs().max() == 0, "zero at initialisation"
-    missing, unexpected = aligned.load_state_dict(plain.state_dict(), strict=False)[:2]
-    assert missing == ["model.decoder.cross_alignment.weight"] and not unexpected
-    batch = random_batch()
-    assert_same(aligned(**batch).logits, plain(**batch).logits)  # (a zero bias may take another SDPA kernel)
+    aligned = LongCtxForConditionalGeneration(tiny_config(
+        cross_attention_alignment=True, relative_attention_num_buckets=32, relative_attention_max_distance=128
+    ))
+    bias = aligned.model.decoder.cross_alignment(torch.tensor([3]), None, 40)[0, :, 0]  # (H, Ls): step 3, 40 tokens
+    j = torch.arange(40)
+    # weights e^-|offset| around each diagonal (buckets of one offset up to 16 here; the farthest share the last)
+    assert torch.equal(bias[0], -(j - 3).abs().clamp(max=15).float()), "forward heads: j = t"
+    assert torch.equal(bias[3], -(39 - j - 3).abs().clamp(max=15).float()), "backward heads: j = n - 1 - t"
+    same = tiny_config(relative_attention_num_buckets=32, relative_attention_max_distance=128)
+    missing = aligned.load_state_dict(LongCtxForConditionalGeneration(same).state_dict(), strict=False)[0]
+    assert missing == ["model.decoder.cross_alignment.weight"], "its only parameter"
 
 
 @pytest.mark.parametrize("padding", ["right", "left"])
