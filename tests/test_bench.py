@@ -403,3 +403,22 @@ def test_resume_refuses_rows_built_under_other_config_defaults(tmp_path, caplog)
     with caplog.at_level("WARNING"):
         check_same_defaults(None, ["relative"], tmp_path)
     assert "made before the config defaults were recorded" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "kwargs,pattern",
+    [
+        ({"encodings": ["alibi"], "logn": ["alibi", "sinusoidal"]}, r"`logn` has sinusoidal, which `encodings` \(alibi\)"),
+        ({"encodings": ["alibi"], "rope_scalings": ["yarn"]}, r"`rope_scalings` rescale the rope row"),
+        ({"second_task": None, "second_task_encodings": ["rope"]}, r"`second_task_encodings` / `second_task_lengths`"),
+        ({"second_task": None, "second_task_lengths": [64]}, r"for the second task, which is off"),
+        ({"steps": 0}, r"`steps`=0: every row trains"),
+    ],
+)
+def test_extrapolation_flags_that_select_no_row_are_refused(kwargs, pattern, tmp_path):
+    from hf_longctx.bench.extrapolation import run_benchmark
+
+    args = BenchArguments(output_dir=str(tmp_path), work_dir=str(tmp_path / "runs"), **kwargs)
+    with pytest.raises(ValueError, match=pattern):
+        run_benchmark(args, command="test")
+    assert not (tmp_path / "results.json").exists(), "refused before anything is written"

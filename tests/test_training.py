@@ -545,6 +545,18 @@ def test_bad_config_overrides_are_refused(overrides, pattern):
         build_model(ModelArguments(config_overrides=overrides), build_tokenizer(), 256)
 
 
+def test_an_override_of_a_flag_the_user_also_gave_is_refused():
+    """`--d_model 128 --config_overrides d_model=32` built d_model 32 in silence; the same value twice is fine."""
+    from hf_longctx.training.trainer import build_model
+
+    with pytest.raises(ValueError, match=r"`config_overrides` sets `d_model`=32, which is also given as --d_model 128"):
+        build_model(ModelArguments(d_model=128, config_overrides="d_model=32"), build_tokenizer(), 256)
+    model = build_model(ModelArguments(d_model=128, config_overrides="d_model=128"), build_tokenizer(), 256)
+    assert model.config.d_model == 128
+    model = build_model(ModelArguments(config_overrides="decoder_position_embedding_type=none"), build_tokenizer(), 256)
+    assert model.config.decoder_position_embedding_type == "none", "a flag left at its default is overridden"
+
+
 @pytest.mark.parametrize(
     "overrides, pattern",
     [

@@ -311,6 +311,27 @@ SELECTION_FIELDS = (
 )  # fmt: skip
 
 
+def check_rows_selected(args: BenchArguments) -> None:
+    """A selection flag the user gave that picks no row is refused (its default may pick none: it was not given)."""
+    defaults = BenchArguments()
+    if args.steps < 1:
+        raise ValueError(f"`steps`={args.steps}: every row trains; give a step budget of at least 1.")
+    given = {name for name in ("logn", "rope_scalings", "second_task_encodings") if getattr(args, name) != getattr(defaults, name)}
+    idle = [e for e in args.logn if e not in args.encodings] if "logn" in given else []
+    if idle:
+        raise ValueError(
+            f"`logn` has {', '.join(idle)}, which `encodings` ({', '.join(args.encodings)}) does not train: the +logn "
+            "rows are of the passkey rows. Add them to --encodings, or drop them from --logn."
+        )
+    if "rope_scalings" in given and args.rope_scalings and "rope" not in args.encodings:
+        raise ValueError("`rope_scalings` rescale the rope row, and `encodings` has no rope: add rope, or drop them.")
+    if args.second_task is None and ("second_task_encodings" in given or args.second_task_lengths is not None):
+        raise ValueError(
+            "`second_task_encodings` / `second_task_lengths` are for the second task, which is off (--second_task "
+            "None): name a --second_task, or drop them."
+        )
+
+
 def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
     """Train and evaluate every planned row; write JSON, markdown and plots after each; return the results."""
     for scaling in args.rope_scalings:
@@ -318,6 +339,7 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
             raise ValueError(f"`rope_scalings` entry {scaling!r} is unknown; valid: {', '.join(ROPE_SCALINGS)}.")
     if args.second_task is not None and args.second_task not in ("kv_recall", "copy", "reverse", "passkey"):
         raise ValueError(f"`second_task`={args.second_task!r} is not a known task.")
+    check_rows_selected(args)
     output_dir, work_dir = Path(args.output_dir), Path(args.work_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path = output_dir / RESULTS_JSON

@@ -270,7 +270,7 @@ def train_text(
     scores = trainer.evaluate(eval_set, metric_key_prefix="heldout", **eval_kwargs)
     results = {
         "objective": text_args.objective,
-        "position_embedding_type": model_args.position_embedding_type,
+        "position_embedding_type": model.config.position_embedding_type,
         "model_args": asdict(model_args),
         "text_args": asdict(text_args),
         "num_parameters": model.num_parameters(),

@@ -265,7 +265,20 @@ def build_model(
     for name, encoding in (("sinusoidal_scale", "sinusoidal"), ("relative_attention_max_distance", "relative")):
         if encoding in stacks or getattr(model_args, name) != getattr(defaults, name):
             fields[name] = getattr(model_args, name)
-    config = LongCtxConfig(**{**fields, **parse_config_overrides(model_args.config_overrides)})
+    overrides = parse_config_overrides(model_args.config_overrides)
+    flags = {f.name for f in dataclasses.fields(ModelArguments)}
+    clash = [
+        name
+        for name, value in overrides.items()
+        if name in flags and getattr(model_args, name) != getattr(defaults, name) and value != getattr(model_args, name)
+    ]
+    if clash:
+        raise ValueError(
+            f"`config_overrides` sets {', '.join(f'`{n}`={overrides[n]!r}' for n in clash)}, which "
+            f"{'is' if len(clash) == 1 else 'are'} also given as {', '.join(f'--{n} {getattr(model_args, n)}' for n in clash)}: "
+            "say it once (the flag, or the override)."
+        )
+    config = LongCtxConfig(**{**fields, **overrides})
     return _greedy(AutoModelForSeq2SeqLM.from_config(config, attn_implementation=model_args.attn_implementation))
 
 
@@ -496,7 +509,7 @@ def train(
 
     results = {
         "task": data_args.task,
-        "position_embedding_type": model_args.position_embedding_type if model_args.reference is None else None,
+        "position_embedding_type": model.config.position_embedding_type if model_args.reference is None else None,
         "reference": model_args.reference,
         "model_args": asdict(model_args),
         "data_args": asdict(data_args),
