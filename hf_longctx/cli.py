@@ -29,7 +29,7 @@ from .data.tokenization import build_tokenizer
 from .hub.model_card import invocation_command
 from .hub.push import DEFAULT_COMMIT_MESSAGE, IncompleteModelFolderError, push_model_folder
 from .positions import POSITION_ENCODINGS
-from .training.text import TextDataArguments, train_text
+from .training.text import TextDataArguments, check_text_flags, train_text
 from .training.trainer import RESULTS_JSON, RESULTS_TABLE, DataArguments, ModelArguments, NonFiniteTrainingError, train
 
 logger = logging.getLogger(__name__)
@@ -188,6 +188,8 @@ def _parse_training(dataclass_types, defaults: dict, argv: list[str]):
         parser.set_defaults(**_demo_defaults_for(defaults, given))
         parsed = parser.parse_args_into_dataclasses(args=argv)
     _check_flags_take_effect(parsed[-1], given)
+    if isinstance(parsed[1], TextDataArguments):
+        check_text_flags(parsed[1], given)
     return parsed
 
 
@@ -321,6 +323,15 @@ def check_extend_flags(args: ExtendArguments, argv: list[str]) -> None:
         )
     if args.finetune_steps and args.eval_seed is not None:
         raise ValueError("--eval_seed is for evaluation without fine-tuning; after fine-tuning, train() evaluates.")
+    if not args.finetune_steps and not args.eval_lengths:
+        idle = sorted(given & {"task", "num_eval", "eval_seed"})
+        if idle:
+            raise ValueError(
+                f"{', '.join('--' + n for n in idle)} set the fine-tuning or evaluation, and this run does neither "
+                "(no --finetune_steps, no --eval_lengths): give one, or drop them."
+            )
+    if args.finetune_steps and "num_train_epochs" in given:
+        raise ValueError("--num_train_epochs: the fine-tuning runs --finetune_steps steps, whatever the epochs; drop it.")
 
 
 def extend_main(argv: list[str] | None = None) -> None:

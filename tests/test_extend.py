@@ -168,6 +168,8 @@ def test_a_target_that_extends_nothing_is_refused(make, target, method, trained,
         (["--learning_rate", "5"], r"--learning_rate set training, but --finetune_steps is 0"),
         (["--max_steps", "7"], r"--max_steps: the fine-tuning steps are --finetune_steps"),
         (["--finetune_steps", "2", "--eval_seed", "3"], r"--eval_seed is for evaluation without fine-tuning"),
+        (["--task", "copy", "--num_eval", "3"], r"--num_eval, --task set the fine-tuning or evaluation, and this run"),
+        (["--finetune_steps", "1", "--num_train_epochs", "5"], r"--num_train_epochs: the fine-tuning runs --finetune_steps"),
     ],
 )
 def test_extend_script_refuses_flags_it_would_not_use(extra, pattern, tmp_path):
@@ -218,3 +220,8 @@ def test_rope_scaling_keeps_the_partial_rotation_the_model_was_trained_with(meth
     extended = extend_context(model, 64, method, trained_length=16)
     assert extended.config.rope_parameters["partial_rotary_factor"] == 0.5
     assert extended.model.encoder.position.inv_freq.numel() == rotated, "the same dimensions rotate, rescaled"
+
+
+def test_switching_a_learned_table_to_an_offset_bias_takes_no_trained_length():
+    with pytest.raises(ValueError, match=r"`trained_length`=999 means nothing to method 'alibi' \(alibi runs at any length\)"):
+        extend_context(tiny_model(position_embedding_type="learned", max_position_embeddings=16), 4096, "alibi", 999)

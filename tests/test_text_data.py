@@ -534,3 +534,23 @@ def test_a_needle_haystack_needs_a_tokenizer_that_marks_word_starts(devil_docume
 
     with pytest.raises(ValueError, match=r"marks no token as a word start .* so the needle would go inside words"):
         needle_haystack_dataset(devil_documents, build_tokenizer(), [64], seed=0)
+
+
+@pytest.mark.parametrize(
+    "extra, pattern",
+    [
+        (["--source_column", "definition", "--target_column", "word", "--noise_density", "0.5", "--text_column", "x"],
+         r"--text_column is read only by the denoising objective; --noise_density is read only by the denoising"),
+        (["--max_source_length", "16"], r"--max_source_length is read only by the seq2seq objective .*this run is denoising"),
+        (["--tokenizer_name", "somewhere", "--tokenizer_vocab_size", "3000"],
+         r"--tokenizer_vocab_size is read only by a trained BPE \(no --tokenizer_name\)"),
+        (["--dataset_split", "validation"], r"--dataset_split is read only by --dataset_name"),
+    ],
+)  # fmt: skip
+def test_text_flags_this_run_would_not_read_are_refused(extra, pattern):
+    from hf_longctx.cli import parse_train_text_args
+
+    with pytest.raises(ValueError, match=pattern):
+        parse_train_text_args(["--text_file", str(CORPUS_JSONL), *extra])
+    config = parse_train_text_args(["--text_file", str(CORPUS_TXT), "--chunk_length", "32"])[1]
+    assert config.chunk_length == 32, "a flag the objective reads is taken"

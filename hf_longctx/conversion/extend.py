@@ -44,12 +44,10 @@ def extend_context(
         )
     if target_length < 1:
         raise ValueError(f"`target_length` must be positive, got {target_length}.")
+    if trained_length is not None and (method == "none" or (issubclass(cls, LearnedPositions) and method in ("alibi", "relative"))):
+        what = f"{encoding} runs at any length as it is" if method == "none" else f"{method} runs at any length"
+        raise ValueError(f"`trained_length`={trained_length} means nothing to method {method!r} ({what}); drop it.")
     if method == "none":
-        if trained_length is not None:
-            raise ValueError(
-                f"`trained_length`={trained_length} means nothing to method 'none' ({encoding} runs at any length "
-                "as it is); drop it."
-            )
         return model
     if issubclass(cls, LearnedPositions) and method in ("copy", "interpolate"):
         return _grow_learned(model, target_length, method, trained_length)

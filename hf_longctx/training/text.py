@@ -120,6 +120,36 @@ class TextDataArguments:
         return "seq2seq" if self.source_column is not None else "denoising"
 
 
+# The flags that only one objective reads, and those that shape the BPE trained when no tokenizer is given
+OBJECTIVE_FLAGS = {
+    "denoising": ("text_column", "chunk_length", "noise_density", "mean_noise_span_length"),
+    "seq2seq": ("max_source_length", "long_targets"),
+}
+TOKENIZER_TRAINING_FLAGS = ("tokenizer_vocab_size", "num_sentinels")
+DATASET_FLAGS = ("dataset_config_name", "dataset_split")  # of `dataset_name`, not of a local `text_file`
+
+
+def check_text_flags(text_args: TextDataArguments, given: set[str]) -> None:
+    """A flag the user gave (`given`: the names on the command line) that this run's objective, tokenizer or data
+    source never reads is refused, naming it and what would read it."""
+    other = "seq2seq" if text_args.objective == "denoising" else "denoising"
+    idle = [(name, f"the {other} objective" + (" (--source_column / --target_column)" if other == "seq2seq" else ""))
+            for name in OBJECTIVE_FLAGS[other] if name in given]  # fmt: skip
+    if text_args.tokenizer_name is not None:
+        idle += [(name, "a trained BPE (no --tokenizer_name)") for name in TOKENIZER_TRAINING_FLAGS if name in given]
+    if text_args.text_file is not None:
+        idle += [(name, "--dataset_name") for name in DATASET_FLAGS if name in given]
+    if idle:
+        raise ValueError(
+            "; ".join(f"--{name} is read only by {what}" for name, what in idle)
+            + f", and this run is {text_args.objective} on "
+            + (f"--text_file {text_args.text_file}" if text_args.text_file else f"--dataset_name {text_args.dataset_name}")
+            + (f" with --tokenizer_name {text_args.tokenizer_name}" if text_args.tokenizer_name else "")
+            + ": drop "
+            + ("it." if len(idle) == 1 else "them.")
+        )
+
+
 def build_text_examples(text_args: TextDataArguments, tokenizer: PreTrainedTokenizerBase | None = None):
     """(tokenizer, examples): the checked text, the tokenizer (given, loaded or trained) and the tokenized examples.
 
