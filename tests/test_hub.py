@@ -97,6 +97,19 @@ def test_model_card_metadata_round_trips_and_holds_the_results(trained):
     check_model_card(folder / "README.md")  # the offline validation the dry run uses
 
 
+def test_the_card_says_which_cross_attention_positions_the_model_has(trained, tmp_path):
+    folder, results = trained
+    card = ModelCard.load(folder / "README.md").text
+    assert "| cross-attention positions | none |" in card and "the option\n  `cross_attention_alignment`" in card
+    config = {**json.loads((folder / "config.json").read_text()), "cross_attention_alignment": True,
+              "cross_attention_alignment_max_distance": 16}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_model_card(tmp_path, results, None)
+    aligned = ModelCard.load(tmp_path / "README.md").text
+    assert "| cross-attention positions | `cross_attention_alignment`: a learned bias" in aligned and "buckets to 16 |" in aligned
+    assert "Cross-attention carries no positions" not in aligned
+
+
 def test_card_shows_the_project_benchmark_table_and_plot(trained, tmp_path, monkeypatch):
     folder, results = trained
     copy = tmp_path / "model"

@@ -235,6 +235,10 @@ def template_values(results, config, training_args, command, model_id, example_s
         "relative_bias_stacks": " and ".join(f"{e} {stack}" for stack, e in relative_bias_stacks.items()),
         "relative_bias_on_alibi": "alibi" in relative_bias_stacks.values(),
         "encoder_conv_kernel": config.get("encoder_conv_kernel", 0),  # a config saved before the field had none
+        # its bucket distance where the option is on (a config saved before the field had neither)
+        "cross_attention_alignment": config.get("cross_attention_alignment_max_distance")
+        if config.get("cross_attention_alignment")
+        else None,
         "learned_table": config.get("max_position_embeddings") if "learned" in (encoder_pe, decoder_pe) else None,
         "optimisation": _optimisation(results, training_args),
         "command": command or invocation_command(),
