@@ -82,6 +82,23 @@ def random_batch(batch=3, src_len=11, tgt_len=7, vocab=99, seed=0, pad_last=True
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
+def decode_step_by_step(model, batch: dict, decoder_input_ids: torch.Tensor, cache=None):
+    """(logits of one cached forward per decoder token, concatenated; the cache): what a full forward must equal."""
+    encoder_outputs = model.get_encoder()(batch["input_ids"], attention_mask=batch["attention_mask"])
+    steps = []
+    for t in range(decoder_input_ids.shape[1]):
+        out = model(
+            encoder_outputs=encoder_outputs,
+            attention_mask=batch["attention_mask"],
+            decoder_input_ids=decoder_input_ids[:, t : t + 1],
+            cache=cache,
+            use_cache=True,
+        )
+        cache = out.cache
+        steps.append(out.logits)
+    return torch.cat(steps, dim=1), cache
+
+
 @pytest.fixture
 def batch():
     return random_batch()

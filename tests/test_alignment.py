@@ -4,7 +4,7 @@ with cached decoding, padding, beam search, the long-input path and save / load 
 
 import pytest
 import torch
-from conftest import ENCODING_PAIRS, random_batch, tiny_config, tiny_model
+from conftest import ENCODING_PAIRS, decode_step_by_step, random_batch, tiny_config, tiny_model
 from test_modeling import assert_same, pair_id, pair_kwargs
 
 from hf_longctx import LongCtxForConditionalGeneration
@@ -63,18 +63,7 @@ def test_cached_decoding_and_padding_agree_with_every_self_attention_encoding(pa
     batch = random_batch(tgt_len=8)
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(batch["labels"])
     full = model(batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids).logits
-    encoder_outputs = model.get_encoder()(batch["input_ids"], attention_mask=batch["attention_mask"])
-    cache, steps = None, []
-    for t in range(decoder_input_ids.shape[1]):
-        out = model(
-            encoder_outputs=encoder_outputs,
-            attention_mask=batch["attention_mask"],
-            decoder_input_ids=decoder_input_ids[:, t : t + 1],
-            cache=cache,
-            use_cache=True,
-        )
-        cache, steps = out.cache, steps + [out.logits]
-    assert_same(torch.cat(steps, dim=1), full)
+    assert_same(decode_step_by_step(model, batch, decoder_input_ids)[0], full)
     for row in range(3):  # a padded example decodes as it would alone: the diagonals count its own tokens
         n = int(batch["attention_mask"][row].sum())
         alone = model(input_ids=batch["input_ids"][row : row + 1, :n], decoder_input_ids=decoder_input_ids[row : row + 1])

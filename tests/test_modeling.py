@@ -11,6 +11,7 @@ from conftest import (
     OTHER_SETUPS,
     ROPE_SCALINGS,
     SCORE_BIAS_SETUPS,
+    decode_step_by_step,
     random_batch,
     tiny_config,
     tiny_model,
@@ -256,20 +257,9 @@ def test_cached_decoding_logits_equal_full_forward(case):
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(batch["labels"])
     full = model(batch["input_ids"], attention_mask=batch["attention_mask"], decoder_input_ids=decoder_input_ids).logits
 
-    encoder_outputs = model.get_encoder()(batch["input_ids"], attention_mask=batch["attention_mask"])
-    cache, steps = None, []
-    for t in range(decoder_input_ids.shape[1]):
-        out = model(
-            encoder_outputs=encoder_outputs,
-            attention_mask=batch["attention_mask"],
-            decoder_input_ids=decoder_input_ids[:, t : t + 1],
-            cache=cache,
-            use_cache=True,
-        )
-        cache = out.cache
-        steps.append(out.logits)
+    steps, cache = decode_step_by_step(model, batch, decoder_input_ids)
     assert cache.get_seq_length() == decoder_input_ids.shape[1]
-    assert_same(torch.cat(steps, dim=1), full)
+    assert_same(steps, full)
 
 
 @pytest.mark.parametrize("pe", ENCODINGS)
