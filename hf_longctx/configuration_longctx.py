@@ -199,9 +199,8 @@ class LongCtxConfig(PreTrainedConfig):
         cross_attention_alignment_max_distance (`int`, defaults to 16): offsets from the diagonal up to this distance
             get buckets of their own (exact to a quarter of the buckets, logarithmic beyond); every farther offset
             shares the last bucket of its side. Keep it below the shortest training source, so that a longer
-            source meets only buckets that were trained: with T5's 128 (trained at 16-64 tokens), copy learned at
-            64 tokens failed from about 100 on, where offsets reached buckets still at their initial 0 and drew the
-            attention off the diagonal.
+            source meets only buckets that were trained (with T5's 128 and sources of 16-64 tokens, offsets past 64
+            would fall in buckets no training example reaches).
         cross_attention_logn_length (`int | None`, defaults to `None`): log-length scaling of the cross-attention
             (Chiang & Cholak 2022, "Overcoming a Theoretical Limitation of Self-Attention"; Qwen's `use_logn_attn`).
             Over n > this many encoder tokens (n counts each example's unpadded tokens), the decoder's queries to
