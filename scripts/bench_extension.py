@@ -23,6 +23,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from transformers import HfArgumentParser  # noqa: E402
 
 from hf_longctx.cli import extend_main  # noqa: E402
+from hf_longctx.conversion.extend import SWITCH_METHODS  # noqa: E402
 from hf_longctx.positions import POSITION_ENCODINGS  # noqa: E402
 
 
@@ -42,10 +43,12 @@ def run(folder, method, target, steps, args, workdir) -> float:
     out = workdir / f"{Path(folder).name}-{method}-{target}-{steps}"
     argv = [
         "--model", folder, "--output_dir", str(out), "--target_length", str(target), "--method", method,
-        "--trained_length", str(args.trained_length), "--finetune_steps", str(steps),
+        "--finetune_steps", str(steps),
         "--eval_lengths", str(target), "--num_eval", str(args.num_eval), "--disable_tqdm", "true",
         "--log_level", "warning",
     ]  # fmt: skip
+    if method not in SWITCH_METHODS:  # a switch to an encoding that runs at any length takes no trained length
+        argv += ["--trained_length", str(args.trained_length)]
     if steps:  # training flags only with a fine-tune (extend_context.py refuses them otherwise)
         argv += ["--per_device_train_batch_size", str(args.batch_size), "--warmup_steps", str(steps // 10)]
     extend_main(argv)
@@ -54,6 +57,8 @@ def run(folder, method, target, steps, args, workdir) -> float:
 
 def main():
     (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses()
+    if args.learned is None and args.rope is None:
+        sys.exit("bench_extension.py: error: give --learned and / or --rope (a trained passkey model folder each).")
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     workdir = Path("runs/extension")

@@ -31,6 +31,10 @@ def grow_table(table: torch.Tensor, length: int, method: str) -> torch.Tensor:
     return nn.functional.interpolate(table.T[None], size=length, mode="linear", align_corners=True)[0].T.contiguous()
 
 
+# A learned table's extension methods that replace it by an encoding running at any length (no trained length)
+SWITCH_METHODS = ("alibi", "relative")
+
+
 def extend_context(
     model: LongCtxForConditionalGeneration, target_length: int, method: str, trained_length: int | None = None
 ) -> LongCtxForConditionalGeneration:
@@ -44,14 +48,14 @@ def extend_context(
         )
     if target_length < 1:
         raise ValueError(f"`target_length` must be positive, got {target_length}.")
-    if trained_length is not None and (method == "none" or (issubclass(cls, LearnedPositions) and method in ("alibi", "relative"))):
+    if trained_length is not None and (method == "none" or (issubclass(cls, LearnedPositions) and method in SWITCH_METHODS)):
         what = f"{encoding} runs at any length as it is" if method == "none" else f"{method} runs at any length"
         raise ValueError(f"`trained_length`={trained_length} means nothing to method {method!r} ({what}); drop it.")
     if method == "none":
         return model
     if issubclass(cls, LearnedPositions) and method in ("copy", "interpolate"):
         return _grow_learned(model, target_length, method, trained_length)
-    if issubclass(cls, LearnedPositions) and method in ("alibi", "relative"):
+    if issubclass(cls, LearnedPositions) and method in SWITCH_METHODS:
         return _switch_encoding(model, method)
     if issubclass(cls, RotaryPositions) and method in ("linear", "dynamic", "yarn"):
         return _scale_rope(model, target_length, method, trained_length)
