@@ -471,7 +471,8 @@ class LongCtxConfig(PreTrainedConfig):
         if not self.cross_attention_alignment and self.cross_attention_alignment_max_distance != default_distance:
             raise ValueError(
                 f"`cross_attention_alignment_max_distance`={self.cross_attention_alignment_max_distance} shapes the "
-                "bias of `cross_attention_alignment`, which is off: set cross_attention_alignment=True, or drop it."
+                "bias of `cross_attention_alignment`, which is off: set cross_attention_alignment=True, or drop it "
+                f"(for a saved config: pass cross_attention_alignment_max_distance={default_distance} with it)."
             )
         if self.chunked_attention_min_length < 1:
             raise ValueError(
@@ -630,11 +631,13 @@ class LongCtxConfig(PreTrainedConfig):
         """An option the chosen encodings never read is most likely a mistake: say so once (values equal to the
         defaults are what every saved config carries, so they say nothing)."""
         used = set(self.stack_encodings().values())
-        if any(self.has_relative_bias(encoding) for encoding in used) or self.cross_attention_alignment:
-            used.add("relative")  # its bucket options shape `relative_bias` and the alignment too
+        if any(self.has_relative_bias(encoding) for encoding in used):
+            used.add("relative")  # its bucket options shape `relative_bias` too
         fields = {f.name: f for f in dataclasses.fields(self)}
         encodings = _position_encodings()
         read = {name for encoding in used if encoding in encodings for name in encodings[encoding].options}
+        if self.cross_attention_alignment:
+            read.add("relative_attention_num_buckets")  # (its distance is `cross_attention_alignment_max_distance`)
         for encoding, cls in encodings.items():
             if encoding in used:
                 continue
@@ -643,7 +646,8 @@ class LongCtxConfig(PreTrainedConfig):
                 if getattr(self, name) != default:
                     logger.warning_once(
                         f"LongCtxConfig: `{name}`={getattr(self, name)!r} does nothing without a {encoding!r} stack"
-                        + (" or `relative_bias` or `cross_attention_alignment`" if encoding == "relative" else "")
+                        + (" or `relative_bias`" if encoding == "relative" else "")
+                        + (" or `cross_attention_alignment`" if name == "relative_attention_num_buckets" else "")
                         + " "
                         f"(encodings here: {', '.join(sorted(used))})."
                     )

@@ -84,6 +84,7 @@ NOT_SUPPORTED = {  # arguments of other HF seq2seq models that have no meaning h
     "decoder_head_mask": "this model has no head masking (transformers 5 dropped it); drop it",
     "cross_attn_head_mask": "this model has no head masking (transformers 5 dropped it); drop it",
     "token_type_ids": "this model has no token types; drop it (tokenizer(..., return_token_type_ids=False))",
+    "cache_position": "the positions come from the cache's length here (`decoder_position_ids` for explicit ones); drop it",
 }
 
 

@@ -153,7 +153,7 @@ def test_text_training_writes_a_card_with_the_held_out_scores(tmp_path):
     recorded = {r.metric_type: r.metric_value for r in card.data.eval_results}
     assert recorded == {m: round(results["eval"][m], 4) for m in ("exact_match", "token_accuracy", "chrf", "bleu")}
     assert f"| Loss | {results['eval']['loss']:.4f} |" in card.text and "<extra_id_" in card.text  # example input
-    assert "Greedy outputs on 8 held-out examples" in card.text and "T5 span corruption on `text`" in card.text
+    assert re.search(r"Outputs \(greedy decoding, at most \d+ tokens\) on 8 held-out examples", card.text) and "T5 span corruption on `text`" in card.text
     assert re.search(r"- \*\*Data:\*\* `.*`, 32\s+training examples, 8 held out\.", card.text)
 
 

@@ -256,9 +256,17 @@ def test_the_final_evaluation_generates_as_the_generation_arguments_say(given, t
         return generate(self, *args, **kwargs)
 
     monkeypatch.setattr(LongCtxForConditionalGeneration, "generate", spy)
-    train(*tiny_run_args(tmp_path, max_steps=1, eval_strategy="no", **given))
+    results = train(*tiny_run_args(tmp_path, max_steps=1, eval_strategy="no", **given))
     expected = {"num_beams": given.get("generation_num_beams", 1), "max_length": given.get("generation_max_length", 7)}
     assert calls and all(call == expected for call in calls), calls
+    assert results["generation"] == {**expected, "max_length": given.get("generation_max_length")}
+    card = (tmp_path / "README.md").read_text()
+    assert ("beam search (3 beams), at most 9 tokens" if given else "fresh examples each, greedy decoding.") in card
+
+
+def test_a_generation_max_length_shorter_than_the_targets_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"`generation_max_length`=5 cuts the final evaluation short: .* needs 7"):
+        train(*tiny_run_args(tmp_path, max_steps=1, eval_strategy="no", generation_max_length=5))
 
 
 def test_final_folder_holds_training_arguments_as_json_not_a_pickle(tmp_path):

@@ -240,6 +240,7 @@ def template_values(results, config, training_args, command, model_id, example_s
         if config.get("cross_attention_alignment")
         else None,
         "learned_table": config.get("max_position_embeddings") if "learned" in (encoder_pe, decoder_pe) else None,
+        "decoding": _decoding(results.get("generation")),
         "optimisation": _optimisation(results, training_args),
         "command": command or invocation_command(),
         "arguments_json": json.dumps(_arguments(results, training_args), indent=2, default=str),
@@ -250,6 +251,14 @@ def template_values(results, config, training_args, command, model_id, example_s
     else:
         values |= _text_values(results, example_source)
     return values
+
+
+def _decoding(generation: dict | None) -> str:
+    """How the final evaluation generated (results' `generation`; a run recorded before it had one was greedy)."""
+    generation = generation or {}
+    beams = generation.get("num_beams") or 1
+    words = "greedy decoding" if beams == 1 else f"beam search ({beams} beams)"
+    return words + (f", at most {generation['max_length']} tokens" if generation.get("max_length") else "")
 
 
 def _synthetic_values(results: dict, config: dict, example_source: str | None) -> dict:

@@ -303,6 +303,7 @@ def train_text(
         "position_embedding_type": model.config.position_embedding_type,
         "model_args": asdict(model_args),
         "text_args": asdict(text_args),
+        "generation": eval_kwargs or None,
         "num_parameters": model.num_parameters(),
         "vocab_size": len(tokenizer),
         "num_train_examples": len(train_set),

@@ -7,7 +7,7 @@
 2. builds a fresh `LongCtxForConditionalGeneration` through `AutoModelForSeq2SeqLM.from_config`;
 3. trains with `Seq2SeqTrainer` + `DataCollatorForSeq2Seq` (labels padded with -100; the model honours
    `num_items_in_batch`, so gradient accumulation reports the right loss, ARCHITECTURE.md T8);
-4. evaluates each length with `predict_with_generate` (greedy) and `compute_metrics` (exact match and token accuracy
+4. evaluates each length with `predict_with_generate` (greedy unless `generation_num_beams`) and `compute_metrics` (exact match and token accuracy
    from the shipped `evaluate` modules in `hf_longctx/training/metrics/`), plus exact match by needle depth;
 5. saves the model folder (safetensors weights, config + modeling code, tokenizer, generation config) to
    `output_dir`, with `results.json`, a markdown table `results.md` and the model card README.md (`hub/model_card.py`).
@@ -267,10 +267,12 @@ def build_model(
             fields[name] = getattr(model_args, name)
     overrides = parse_config_overrides(model_args.config_overrides)
     flags = {f.name for f in dataclasses.fields(ModelArguments)}
+    # (a flag left at its default cannot be told from one not given: only a changed flag counts; it is compared as
+    # built, so `--cross_attention_logn_length 64` and the override 64 agree)
     clash = [
         name
         for name, value in overrides.items()
-        if name in flags and getattr(model_args, name) != getattr(defaults, name) and value != getattr(model_args, name)
+        if name in flags and getattr(model_args, name) != getattr(defaults, name) and value != fields.get(name, getattr(model_args, name))
     ]
     if clash:
         raise ValueError(
@@ -484,6 +486,13 @@ def train(
         for i, length in enumerate(data_args.eval_lengths)
     }
     max_length = max([data_args.train_max_len, *data_args.eval_lengths])
+    needed = max(_max_decoder_length(raw) for raw in eval_raw.values())
+    if training_args.generation_max_length and training_args.generation_max_length < needed:
+        raise ValueError(
+            f"`generation_max_length`={training_args.generation_max_length} cuts the final evaluation short: the "
+            f"longest target of `eval_lengths` needs {needed} decoder tokens (start + target + EOS), and a cut answer "
+            "scores 0. Raise it, or drop it (each length then decodes as long as its longest target)."
+        )
 
     if model is None:
         model = build_model(model_args, tokenizer, max_length, trained_length=data_args.train_max_len)
@@ -516,6 +525,7 @@ def train(
         "num_parameters": model.num_parameters(),
         "train": {"global_step": train_output.global_step, **train_output.metrics},
         "launch": launch_record(training_args),
+        "generation": generation_kwargs(training_args, None),  # max_length None: each length's longest target
         "eval": {},
     }
     for length, raw in eval_raw.items():
@@ -679,7 +689,7 @@ def checkpoint_to_resume(training_args: Seq2SeqTrainingArguments) -> str | None:
     return resume
 
 
-def generation_kwargs(args: Seq2SeqTrainingArguments, max_length: int) -> dict:
+def generation_kwargs(args: Seq2SeqTrainingArguments, max_length: int | None) -> dict:
     """What a final evaluation passes `predict` / `evaluate`: greedy, `max_length` tokens, except where the user
     gave `generation_num_beams` / `generation_max_length` (Seq2SeqTrainer reads those only when nothing is passed)."""
     return {
