@@ -189,8 +189,8 @@ class LongCtxConfig(PreTrainedConfig):
             source position j from the decoder position t along its diagonal: j - t for the first half of the heads,
             (n - 1 - j) - t for the rest (n: the example's unpadded source tokens, j counted over them), in T5's
             bidirectional buckets (`relative_attention_num_buckets`, up to `cross_attention_alignment_max_distance`);
-            one table per decoder, shared by its layers, starting at -|offset| (each head attends around its
-            diagonal from the first step and may learn to spread out).
+            one table per decoder, shared by its layers; the first head of each diagonal starts at -|offset|
+            (it attends around its diagonal from the first step), the others at 0 (content heads).
             The bias at decoder step t needs only t and the encoder mask, so cached decoding, beam search and a
             static cache are unchanged, and an offset means the same at any length. It is the location bias of
             Dubois et al. 2020 ("Location Attention for Extrapolation to Longer Sequences") with the reference

@@ -256,13 +256,18 @@ class CrossAttentionAlignment(nn.Module):
         self.weight = nn.Parameter(torch.zeros(self.num_buckets, config.num_heads))  # (bucket, head)
 
     def init_parameters(self) -> None:
-        """Each bucket starts at minus the smallest distance from the diagonal it holds (so every head starts
-        attending around its diagonal, e^-|offset|, and may learn to spread out): from a zero table, copy was
-        learned by content instead and failed past the trained length (0.06 at 2x)."""
+        """The first head of each diagonal starts at minus the smallest distance from the diagonal each bucket holds
+        (it attends around its diagonal from the first step, e^-|offset|), the other heads at 0 (content heads that
+        may learn a diagonal). Measured (`scripts/ablate_trunk.py`, docs/configuration.md): from a zero table copy
+        was learned by content and failed at 2x (0.06); with every head on its diagonal passkey took 2000 steps
+        where the default takes 750; with one head per diagonal copy and passkey both learn at their usual pace."""
         distances = torch.arange(-self.max_distance - 1, self.max_distance + 2)
         buckets = self._buckets(distances)
         start = torch.zeros(self.num_buckets).scatter_reduce(0, buckets, -distances.abs().float(), "amax", include_self=False)
-        init.copy_(self.weight, start[:, None].expand(-1, self.weight.shape[1]))
+        heads = self.weight.shape[1]
+        on_diagonal = torch.zeros(heads)
+        on_diagonal[[0, self.forward_heads % heads]] = 1.0  # the first forward and the first backward head
+        init.copy_(self.weight, start[:, None] * on_diagonal[None])
 
     def _buckets(self, offsets: torch.Tensor) -> torch.Tensor:
         return T5Attention._relative_position_bucket(

@@ -11,7 +11,7 @@ from hf_longctx import LongCtxForConditionalGeneration
 from hf_longctx.positions import CrossAttentionAlignment
 
 
-def test_off_by_default_and_a_fresh_table_starts_every_head_on_its_diagonal():
+def test_off_by_default_and_a_fresh_table_starts_one_head_per_diagonal_on_it():
     plain = tiny_model()
     assert plain.config.cross_attention_alignment is False and plain.model.decoder.cross_alignment is None
     aligned = LongCtxForConditionalGeneration(tiny_config(
@@ -20,8 +20,9 @@ def test_off_by_default_and_a_fresh_table_starts_every_head_on_its_diagonal():
     bias = aligned.model.decoder.cross_alignment(torch.tensor([3]), None, 40)[0, :, 0]  # (H, Ls): step 3, 40 tokens
     j = torch.arange(40)
     # weights e^-|offset| around each diagonal (buckets of one offset up to 16 here; the farthest share the last)
-    assert torch.equal(bias[0], -(j - 3).abs().clamp(max=15).float()), "forward heads: j = t"
-    assert torch.equal(bias[3], -(39 - j - 3).abs().clamp(max=15).float()), "backward heads: j = n - 1 - t"
+    assert torch.equal(bias[0], -(j - 3).abs().clamp(max=15).float()), "the first forward head: j = t"
+    assert torch.equal(bias[2], -(39 - j - 3).abs().clamp(max=15).float()), "the first backward head: j = n - 1 - t"
+    assert bias[1].abs().max() == 0 and bias[3].abs().max() == 0, "the others start as content heads"
     same = tiny_config(relative_attention_num_buckets=32, relative_attention_max_distance=128)
     missing = aligned.load_state_dict(LongCtxForConditionalGeneration(same).state_dict(), strict=False)[0]
     assert missing == ["model.decoder.cross_alignment.weight"], "its only parameter"
