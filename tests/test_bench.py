@@ -400,6 +400,12 @@ def test_resume_refuses_rows_built_under_other_config_defaults(tmp_path, caplog)
     with pytest.raises(ValueError, match=r"has 'relative' rows built when `LongCtxConfig`'s default "
                        r"`encoder_conv_kernel` was 0; this code builds 4: new rows would not be comparable"):  # fmt: skip
         check_same_defaults(made, ["relative"], tmp_path)
+    made = config_defaults()
+    del made["base"]["cross_attention_alignment"]  # a field added since, whose default is the model as it was
+    check_same_defaults(made, ["alibi"], tmp_path)
+    del made["relative"]["encoder_conv_kernel"]  # added since, with another value then (SAVED_BEFORE: 0)
+    with pytest.raises(ValueError, match=r"`encoder_conv_kernel` was 0; this code builds 4"):
+        check_same_defaults(made, ["relative"], tmp_path)
     with caplog.at_level("WARNING"):
         check_same_defaults(None, ["relative"], tmp_path)
     assert "made before the config defaults were recorded" in caplog.text

@@ -83,11 +83,16 @@ def check_same_defaults(made: dict | None, encodings: Iterable[str], path: Path)
             f"build them (e.g. `relative` has an encoder convolution by default since 44cf45f) cannot be checked."
         )
         return
+    from ..configuration_longctx import SAVED_BEFORE
+
     now = config_defaults()
     for name in encodings:
         if name not in now or name not in made:
             continue
         was, new = {**made["base"], **made[name]}, {**now["base"], **now[name]}
+        # a field the record lacks did not exist then: the rows were built as its value in SAVED_BEFORE says (the
+        # rule a saved config follows), or, for a field whose default reproduces the old model, as its default
+        was = {k: was[k] if k in was else SAVED_BEFORE.get(k, new[k]) for k in was.keys() | new.keys()}
         changed = {k: (was.get(k), new.get(k)) for k in was.keys() | new.keys() if was.get(k) != new.get(k)}
         if changed:
             field, (before, after) = sorted(changed.items())[0]
