@@ -145,6 +145,11 @@ def attended_keys(mask_B1QK: torch.Tensor) -> torch.Tensor:
     return allowed[:, 0].any(-2)
 
 
+def keys_of(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The (B, S) keys of an encoder mask given as (B, S) or as a ready 4-D mask (`attended_keys`); None stays None."""
+    return attended_keys(mask) if mask is not None and mask.dim() == 4 else mask
+
+
 def check_position_ids(
     positions: torch.Tensor, tokens_shape: tuple[int, ...], name: str, tokens_name: str
 ) -> torch.Tensor:
@@ -651,8 +656,9 @@ class LongCtxDecoder(LongCtxStack):
             kwargs,
             past_length=past_length,
         )
-        logn_scale = self._logn_scale(encoder_hidden_states, encoder_attention_mask, hidden_states.dtype)
-        alignment_bias = self._alignment_bias(q_positions, encoder_hidden_states, encoder_attention_mask, hidden_states.dtype)
+        source_keys = keys_of(encoder_attention_mask)  # once, for the two that count each example's keys
+        logn_scale = self._logn_scale(encoder_hidden_states, source_keys, hidden_states.dtype)
+        alignment_bias = self._alignment_bias(q_positions, encoder_hidden_states, source_keys, hidden_states.dtype)
         encoder_attention_mask = create_bidirectional_mask(
             self.config, inputs_embeds, encoder_attention_mask, encoder_hidden_states=encoder_hidden_states
         )
@@ -672,28 +678,24 @@ class LongCtxDecoder(LongCtxStack):
             )
         return BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=self.final_norm(hidden_states), cache=cache)
 
-    def _alignment_bias(self, q_positions, encoder_hidden_states, encoder_attention_mask, dtype) -> torch.Tensor | None:
+    def _alignment_bias(self, q_positions, encoder_hidden_states, source_keys, dtype) -> torch.Tensor | None:
         """(B or 1, H, Lq, Ls): `cross_attention_alignment`'s bias for these decoder positions, once for all layers;
-        None when the option is off."""
+        None when the option is off. `source_keys`: the (B, Ls) encoder mask, or None."""
         if self.cross_alignment is None or encoder_hidden_states is None:
             return None
-        mask = encoder_attention_mask
-        if mask is not None and mask.dim() == 4:
-            mask = attended_keys(mask)
-        return self.cross_alignment(q_positions, mask, encoder_hidden_states.shape[1]).to(dtype)
+        return self.cross_alignment(q_positions, source_keys, encoder_hidden_states.shape[1]).to(dtype)
 
-    def _logn_scale(self, encoder_hidden_states, encoder_attention_mask, dtype) -> torch.Tensor | None:
+    def _logn_scale(self, encoder_hidden_states, source_keys, dtype) -> torch.Tensor | None:
         """(B, 1, 1, 1) = max(1, log(n) / log(`cross_attention_logn_length`)), n = each example's unpadded encoder
-        tokens (so a padded batch decodes as each example alone); None when the option is off."""
+        tokens (`source_keys`, the encoder mask, 2-D or a ready 4-D one, or None: every token), so a padded batch
+        decodes as each example alone; None when the option is off."""
         trained = self.config.cross_attention_logn_length
         if trained is None or encoder_hidden_states is None:
             return None
         batch, length = encoder_hidden_states.shape[:2]
-        mask = encoder_attention_mask
-        if mask is not None and mask.dim() == 4:
-            mask = attended_keys(mask)
-        if mask is not None:
-            n = mask.sum(-1).clamp(min=1).float()
+        source_keys = keys_of(source_keys)
+        if source_keys is not None:
+            n = source_keys.sum(-1).clamp(min=1).float()
         else:
             n = torch.full((batch,), float(length), device=encoder_hidden_states.device)
         return (n.log() / math.log(trained)).clamp(min=1.0).view(-1, 1, 1, 1).to(dtype)

@@ -240,6 +240,7 @@ class RelativePositions(OffsetBias):
         )
         return self.relative_attention_bias(buckets_N).T
 
+
 class CrossAttentionAlignment(nn.Module):
     """`cross_attention_alignment`: a learned bias on the cross-attention scores of the offset of source position j
     from decoder position t along each head's diagonal, j - t for the first ceil(H / 2) heads (the output follows
@@ -278,16 +279,14 @@ class CrossAttentionAlignment(nn.Module):
         """(B or 1, H, Lq, Ls) for decoder positions (Lq,) or (B, Lq) and the encoder's (B, Ls) mask (None: no
         padding)."""
         if source_mask is None:
-            j = torch.arange(source_length, device=q_positions.device)[None]  # (1, Ls)
-        else:
-            j = source_mask.long().cumsum(-1) - 1  # (B, Ls): index among the example's unpadded tokens
-        n = j[:, -1:] + 1 if source_mask is None else source_mask.long().sum(-1, keepdim=True)
+            j, n = torch.arange(source_length, device=q_positions.device)[None], source_length  # (1, Ls), every token
+        else:  # (B, Ls): index among the example's unpadded tokens; (B, 1) of them
+            j, n = source_mask.long().cumsum(-1) - 1, source_mask.long().sum(-1, keepdim=True)
         t = q_positions[..., :, None]  # (Lq, 1) or (B, Lq, 1)
-        weights = self.weight
         biases = []
         for offsets, columns in (
-            (j[:, None, :] - t, weights[:, : self.forward_heads]),
-            ((n - 1 - j)[:, None, :] - t, weights[:, self.forward_heads :]),
+            (j[:, None, :] - t, self.weight[:, : self.forward_heads]),
+            ((n - 1 - j)[:, None, :] - t, self.weight[:, self.forward_heads :]),
         ):
             biases.append(columns[self._buckets(offsets)])  # (B, Lq, Ls, heads of this diagonal)
         return torch.cat(biases, -1).permute(0, 3, 1, 2)
