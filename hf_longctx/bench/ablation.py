@@ -81,6 +81,11 @@ for _percent in (50, 25):
     _partial = {"rope_parameters": {"rope_type": "default", "partial_rotary_factor": _percent / 100}}
     VARIANTS[f"default+partial{_percent}/rope"] = {"encoding": "rope", "overrides": _partial}
     VARIANTS[f"default+partial{_percent}+conv4/rope"] = {"encoding": "rope", "overrides": {**_partial, "encoder_conv_kernel": 4}}
+    # ... and with T5's buckets on the scores (exact offsets from the start, as `relative_bias` gives ALiBi)
+    VARIANTS[f"default+partial{_percent}+relbias+conv4/rope"] = {
+        "encoding": "rope",
+        "overrides": {**_partial, "relative_bias": True, "encoder_conv_kernel": 4},
+    }
 # RoPE learns even the value of *a* record slowly at lr 1e-3 (0.28 at step 1000 where ALiBi has 0.53): its positions
 # come only from q.k, which start near 0 (N(0, 0.02) weights, 1/sqrt(d) scores). With the encoder convolution, one
 # factor that makes q.k large from the start (T5's init, no score scale) or lets the decoder count by its mask alone
