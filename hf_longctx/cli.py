@@ -173,6 +173,26 @@ def _check_flags_take_effect(training_args: Seq2SeqTrainingArguments, given: set
             f"--num_train_epochs {training_args.num_train_epochs:g} does nothing with --max_steps "
             f"{training_args.max_steps} (max_steps wins in Trainer); give one of the two."
         )
+    if training_args.max_steps == 0 or training_args.max_steps < -1:  # Trainer runs one step, or its 3 epochs
+        raise ValueError(
+            f"--max_steps {training_args.max_steps} "
+            + ("trains nothing" if training_args.max_steps == 0 else "is not a number of steps")
+            + ": give a positive number of steps, or -1 to train --num_train_epochs."
+        )
+    if training_args.max_steps == -1 and training_args.num_train_epochs <= 0:
+        raise ValueError(
+            f"--num_train_epochs {training_args.num_train_epochs:g} trains nothing: give a positive number of "
+            "epochs (or --max_steps)."
+        )
+    decoding = sorted({"generation_num_beams", "generation_max_length", "generation_config"} & given)
+    if decoding and not training_args.predict_with_generate:
+        raise ValueError(
+            ", ".join(f"--{name}" for name in decoding)
+            + (" sets" if len(decoding) == 1 else " set")
+            + " how the held-out examples are decoded, and --predict_with_generate false scores the loss only: drop "
+            + ("it" if len(decoding) == 1 else "them")
+            + ", or drop --predict_with_generate false."
+        )
 
 
 def _parse_training(dataclass_types, defaults: dict, argv: list[str]):

@@ -545,6 +545,12 @@ def test_a_needle_haystack_needs_a_tokenizer_that_marks_word_starts(devil_docume
         (["--tokenizer_name", "somewhere", "--tokenizer_vocab_size", "3000"],
          r"--tokenizer_vocab_size is read only by a trained BPE \(no --tokenizer_name\)"),
         (["--dataset_split", "validation"], r"--dataset_split is read only by --dataset_name"),
+        (["--predict_with_generate", "false", "--generation_num_beams", "4"],
+         r"--generation_num_beams sets how the held-out examples are decoded, and --predict_with_generate false "
+         r"scores the loss only: drop it, or drop --predict_with_generate false"),
+        (["--max_train_examples", "0"], r"`max_train_examples`=0 .* at least 1"),
+        (["--max_source_length", "0"], r"`max_source_length`=0 leaves no source token before the EOS"),
+        (["--max_target_length", "1"], r"`max_target_length`=1 leaves no target token before the EOS"),
     ],
 )  # fmt: skip
 def test_text_flags_this_run_would_not_read_are_refused(extra, pattern):

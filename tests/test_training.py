@@ -264,6 +264,46 @@ def test_the_final_evaluation_generates_as_the_generation_arguments_say(given, t
     assert ("beam search (3 beams), at most 9 tokens" if given else "fresh examples each, greedy decoding.") in card
 
 
+def test_a_generation_config_decodes_the_final_evaluation_and_is_recorded(tmp_path, monkeypatch):
+    """`--generation_config` (a folder or a GenerationConfig) sets the final evaluation's beams and length where no
+    `generation_*` argument does, the folder saves, and the results say how it decoded (it used to crash on saving
+    the arguments, a Path, after training, and to score with greedy decoding whatever the config said)."""
+    from hf_longctx import LongCtxForConditionalGeneration
+
+    calls, generate = [], LongCtxForConditionalGeneration.generate
+
+    def spy(self, *args, **kwargs):
+        calls.append({k: kwargs.get(k) for k in ("num_beams", "max_length")})
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(LongCtxForConditionalGeneration, "generate", spy)
+    GenerationConfig(num_beams=3, max_length=30, pad_token_id=0, eos_token_id=1, decoder_start_token_id=0).save_pretrained(
+        tmp_path / "gen"
+    )
+    results = train(*tiny_run_args(tmp_path / "run", max_steps=1, eval_strategy="no", generation_config=tmp_path / "gen"))
+    assert calls and all(call == {"num_beams": 3, "max_length": 30} for call in calls), calls
+    assert results["generation"] == {"num_beams": 3, "max_length": 30}
+    assert json.loads((tmp_path / "run" / "training_args.json").read_text())["generation_config"]
+    assert GenerationConfig.from_pretrained(tmp_path / "run").num_beams == 3
+    with pytest.raises(ValueError, match=r"`generation_config`.*max_length=5 cuts the final evaluation short"):
+        train(*tiny_run_args(tmp_path / "short", max_steps=1, eval_strategy="no",
+                             generation_config=GenerationConfig(max_length=5)))  # fmt: skip
+
+
+def test_resuming_a_checkpoint_of_another_model_is_refused_naming_the_fields(tmp_path):
+    train(*tiny_run_args(tmp_path, max_steps=2, eval_strategy="no", save_strategy="steps", save_steps=2))
+    model_args, data_args, training_args = tiny_run_args(
+        tmp_path, max_steps=4, eval_strategy="no", save_strategy="steps", save_steps=2, resume_from_checkpoint="last"
+    )
+    model_args.position_embedding_type = "rope"
+    with pytest.raises(ValueError, match=r"checkpoint-2 holds a model with .*position_embedding_type='alibi' \(this "
+                       r"run builds 'rope'\).*resume with the model arguments it was trained with"):  # fmt: skip
+        train(model_args, data_args, training_args)
+    model_args.position_embedding_type, model_args.d_model = "alibi", 64
+    with pytest.raises(ValueError, match=r"d_model=32 \(this run builds 64\)"):
+        train(model_args, data_args, training_args)
+
+
 def test_a_generation_max_length_shorter_than_the_targets_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"`generation_max_length`=5 cuts the final evaluation short: .* needs 7"):
         train(*tiny_run_args(tmp_path, max_steps=1, eval_strategy="no", generation_max_length=5))
@@ -341,6 +381,9 @@ def _json_or_str(value: str):
         (["--save_strategy", "no", "--save_steps", "3"], r"--save_steps 3 does nothing with --save_strategy no"),
         (["--eval_strategy", "no", "--eval_steps", "5"], r"--eval_steps 5 does nothing with --eval_strategy no"),
         (["--max_steps", "10", "--num_train_epochs", "2"], r"--num_train_epochs 2.* does nothing with --max_steps 10"),
+        (["--max_steps", "0"], r"--max_steps 0 trains nothing: give a positive number of steps, or -1"),
+        (["--max_steps", "-5"], r"--max_steps -5 .* a positive number of steps, or -1"),
+        (["--num_train_epochs", "0"], r"--num_train_epochs 0 trains nothing"),
     ],
 )
 def test_flags_that_cancel_each_other_are_refused(argv, pattern, tmp_path):

@@ -114,6 +114,21 @@ class TextDataArguments:
             )
         if self.num_eval_examples < 1:
             raise ValueError(f"`num_eval_examples` must be at least 1, got {self.num_eval_examples}.")
+        if self.max_train_examples is not None and self.max_train_examples < 1:
+            raise ValueError(
+                f"`max_train_examples`={self.max_train_examples} leaves nothing to train on: give at least 1, or drop it "
+                "to use every training example."
+            )
+        # the tokenizer reads a max_length of 0 as "no limit"; one token is the EOS alone
+        if self.max_source_length is not None and self.max_source_length < 2:
+            raise ValueError(
+                f"`max_source_length`={self.max_source_length} leaves no source token before the EOS: give at least 2, "
+                "or drop it (`--max_source_length None`) to keep whole sources."
+            )
+        if self.max_target_length < 2:
+            raise ValueError(
+                f"`max_target_length`={self.max_target_length} leaves no target token before the EOS: give at least 2."
+            )
 
     @property
     def objective(self) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import (
+    AutoConfig,
     AutoModelForSeq2SeqLM,
     DataCollatorForSeq2Seq,
     EvalPrediction,
@@ -486,13 +487,7 @@ def train(
         for i, length in enumerate(data_args.eval_lengths)
     }
     max_length = max([data_args.train_max_len, *data_args.eval_lengths])
-    needed = max(_max_decoder_length(raw) for raw in eval_raw.values())
-    if training_args.generation_max_length and training_args.generation_max_length < needed:
-        raise ValueError(
-            f"`generation_max_length`={training_args.generation_max_length} cuts the final evaluation short: the "
-            f"longest target of `eval_lengths` needs {needed} decoder tokens (start + target + EOS), and a cut answer "
-            "scores 0. Raise it, or drop it (each length then decodes as long as its longest target)."
-        )
+    check_generation_length(training_args, max(_max_decoder_length(raw) for raw in eval_raw.values()))
 
     if model is None:
         model = build_model(model_args, tokenizer, max_length, trained_length=data_args.train_max_len)
@@ -567,6 +562,8 @@ def fit(model, tokenizer, training_args, train_dataset, eval_dataset, compute_me
         compute_metrics=compute_metrics,
         callbacks=[StopOnNonFinite(), *(callbacks or [])],
     )
+    if resume_from_checkpoint is not None:
+        check_checkpoint_model(resume_from_checkpoint, model)
     train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     save_final_model(trainer, training_args.output_dir)
     return trainer, train_output
@@ -642,7 +639,8 @@ def save_final_model(trainer: Seq2SeqTrainer, output_dir: str) -> None:
     trainer.save_model(output_dir)
     if trainer.is_world_process_zero():
         Path(output_dir, TRAINING_ARGS_NAME).unlink(missing_ok=True)
-        Path(output_dir, TRAINING_ARGS_JSON).write_text(trainer.args.to_json_string() + "\n")
+        # default=str: a `generation_config` given as a path (HfArgumentParser makes it a Path)
+        Path(output_dir, TRAINING_ARGS_JSON).write_text(json.dumps(trainer.args.to_dict(), indent=2, default=str) + "\n")
 
 
 def is_complete_checkpoint(folder: Path) -> bool:
@@ -689,13 +687,62 @@ def checkpoint_to_resume(training_args: Seq2SeqTrainingArguments) -> str | None:
     return resume
 
 
+# config keys that say where and how a model was saved, not which model it is
+NOT_THE_MODEL = ("transformers_version", "_name_or_path", "architectures", "auto_map", "dtype")
+
+
+def check_checkpoint_model(checkpoint: str, model) -> None:
+    """A checkpoint resumes only into the model it was trained as: every config field that differs from the model
+    this run built is named (Trainer would load what fits, warn about the rest as it does on any resume, and train a
+    different model; or fail deep in torch on a size)."""
+    saved = AutoConfig.from_pretrained(checkpoint)
+    built = model.config
+    if type(saved) is not type(built):
+        differ = {"model_type": (saved.model_type, built.model_type)}
+    else:
+        saved_fields, built_fields = saved.to_dict(), built.to_dict()
+        differ = {
+            key: (saved_fields.get(key), built_fields.get(key))
+            for key in sorted(saved_fields.keys() | built_fields.keys())
+            if key not in NOT_THE_MODEL and saved_fields.get(key) != built_fields.get(key)
+        }
+    if differ:
+        raise ValueError(
+            f"{Path(checkpoint).name} holds a model with "
+            + ", ".join(f"{key}={old!r} (this run builds {new!r})" for key, (old, new) in differ.items())
+            + ": resume with the model arguments it was trained with (and the same --config_overrides), or train into "
+            "another --output_dir."
+        )
+
+
 def generation_kwargs(args: Seq2SeqTrainingArguments, max_length: int | None) -> dict:
     """What a final evaluation passes `predict` / `evaluate`: greedy, `max_length` tokens, except where the user
-    gave `generation_num_beams` / `generation_max_length` (Seq2SeqTrainer reads those only when nothing is passed)."""
+    gave `generation_num_beams` / `generation_max_length`, or a `generation_config` that sets `num_beams` /
+    `max_length` (Seq2SeqTrainer reads the arguments only when nothing is passed, and the config is the model's)."""
+    given = {}
+    if args.generation_config is not None:
+        given = Seq2SeqTrainer.load_generation_config(args.generation_config).to_diff_dict()
     return {
-        "max_length": args.generation_max_length or max_length,
-        "num_beams": args.generation_num_beams or 1,
+        "max_length": args.generation_max_length or given.get("max_length") or max_length,
+        "num_beams": args.generation_num_beams or given.get("num_beams") or 1,
     }
+
+
+def check_generation_length(args: Seq2SeqTrainingArguments, needed: int) -> None:
+    """A decoding length the user gave (`generation_max_length`, or its `generation_config`'s `max_length`) that
+    cuts a final-evaluation answer short is refused: a cut answer scores 0."""
+    max_length = generation_kwargs(args, None)["max_length"]
+    if max_length is not None and max_length < needed:
+        given = (
+            f"`generation_max_length`={max_length}"
+            if args.generation_max_length
+            else f"`generation_config`'s max_length={max_length}"
+        )
+        raise ValueError(
+            f"{given} cuts the final evaluation short: the longest target of `eval_lengths` needs {needed} decoder "
+            "tokens (start + target + EOS), and a cut answer scores 0. Raise it, or drop it (each length then "
+            "decodes as long as its longest target)."
+        )
 
 
 def evaluate_length(trainer: Seq2SeqTrainer, tokenizer, raw: Dataset, length: int) -> dict:
