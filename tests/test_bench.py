@@ -419,6 +419,9 @@ def test_resume_refuses_rows_built_under_other_config_defaults(tmp_path, caplog)
         ({"second_task": None, "second_task_encodings": ["rope"]}, r"`second_task_encodings` / `second_task_lengths`"),
         ({"second_task": None, "second_task_lengths": [64]}, r"for the second task, which is off"),
         ({"steps": 0}, r"`steps`=0: every row trains"),
+        ({"lengths": [3, 32]}, r"`lengths` has 3, too short for passkey \(a source needs at least 7 tokens\)"),
+        ({"second_task": "kv_recall", "second_task_lengths": [8, 64]}, r"`second_task_lengths` has 8, too short for kv_recall"),
+        ({"resume": True}, r"--resume: .* has no results.json, so there is nothing to resume: check --output_dir"),
     ],
 )
 def test_extrapolation_flags_that_select_no_row_are_refused(kwargs, pattern, tmp_path):
@@ -428,3 +431,18 @@ def test_extrapolation_flags_that_select_no_row_are_refused(kwargs, pattern, tmp
     with pytest.raises(ValueError, match=pattern):
         run_benchmark(args, command="test")
     assert not (tmp_path / "results.json").exists(), "refused before anything is written"
+
+
+def test_a_benchmark_folder_with_results_is_not_overwritten_without_resume(tmp_path):
+    """Run again into a folder with results, a benchmark used to replace them with its first row."""
+    from hf_longctx.bench.extrapolation import run_benchmark
+    from hf_longctx.bench.realtext import RealTextArguments, run_realtext
+
+    made = {"rows": [{"name": "alibi"}, {"name": "alibi+logn"}]}
+    (tmp_path / "results.json").write_text(json.dumps(made))
+    pattern = r"results.json already holds 2 rows \(alibi, alibi\+logn\), which this run would replace: pass --resume"
+    with pytest.raises(ValueError, match=pattern):
+        run_benchmark(BenchArguments(output_dir=str(tmp_path), work_dir=str(tmp_path / "runs")), command="test")
+    with pytest.raises(ValueError, match=pattern):
+        run_realtext(RealTextArguments(output_dir=str(tmp_path), work_dir=str(tmp_path / "runs")), command="test")
+    assert json.loads((tmp_path / "results.json").read_text()) == made

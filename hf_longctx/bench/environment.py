@@ -1,6 +1,7 @@
 """Where and how a result was made: library versions, threads, machine, the checkout's commit (with `+dirty`), and
 the check that results kept by `--resume` were made under the protocol now asked for."""
 
+import json
 import os
 import platform
 from collections.abc import Iterable
@@ -57,6 +58,28 @@ def check_same_protocol(
             )
 
 
+def previous_results(path: Path, resume: bool) -> dict | None:
+    """The results an earlier run wrote at `path`, to add rows to (`--resume`). Without `--resume` a folder that
+    holds results is refused: the first row this run writes would replace them. `--resume` where there are none is
+    refused too (a mistyped --output_dir would start from scratch)."""
+    if not path.is_file():
+        if resume:
+            raise ValueError(
+                f"--resume: {path.parent} has no {path.name}, so there is nothing to resume: check --output_dir, or "
+                "drop --resume to start there."
+            )
+        return None
+    previous = json.loads(path.read_text())
+    if not resume:
+        names = [row.get("name", "?") for row in previous.get("rows", [])]
+        raise ValueError(
+            f"{path} already holds {len(names)} rows ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''}), which "
+            "this run would replace: pass --resume to add to them, give another --output_dir, or delete the file to "
+            "start over."
+        )
+    return previous
+
+
 def config_defaults() -> dict:
     """What `LongCtxConfig`'s defaults build for each encoding an encoder takes: {"base": the fields of the first
     one, encoding: the fields that differ from it}. Recorded with results, so that `--resume` can tell whether a
@@ -104,4 +127,4 @@ def check_same_defaults(made: dict | None, encodings: Iterable[str], path: Path)
             )
 
 
-__all__ = ["environment", "check_same_protocol", "config_defaults", "check_same_defaults"]
+__all__ = ["environment", "check_same_protocol", "previous_results", "config_defaults", "check_same_defaults"]

@@ -35,7 +35,7 @@ import torch
 from transformers import AutoConfig, AutoModelForSeq2SeqLM, Seq2SeqTrainingArguments, TrainerCallback
 from transformers.utils import logging
 
-from ..data.tasks import make_task
+from ..data.tasks import make_task, source_lengths
 from ..positions import POSITION_ENCODINGS, LearnedPositions, encoding_names
 from ..training.trainer import (
     RESULTS_JSON,
@@ -46,7 +46,7 @@ from ..training.trainer import (
     load_metric,
     train,
 )
-from .environment import check_same_defaults, check_same_protocol, config_defaults, environment
+from .environment import check_same_defaults, check_same_protocol, config_defaults, environment, previous_results
 from .report import markdown, plot
 
 logger = logging.get_logger(__name__)
@@ -330,6 +330,18 @@ def check_rows_selected(args: BenchArguments) -> None:
             "`second_task_encodings` / `second_task_lengths` are for the second task, which is off (--second_task "
             "None): name a --second_task, or drop them."
         )
+    evaluated = [("passkey", "lengths", args.lengths)]
+    if args.second_task is not None:
+        flag = "second_task_lengths" if args.second_task_lengths is not None else "lengths"
+        evaluated.append((args.second_task, flag, args.second_task_lengths or args.lengths))
+    for task, flag, lengths in evaluated:
+        needed = source_lengths(task)[0]
+        short = [n for n in lengths if n < needed]
+        if short:  # checked here, before any training, not as a "-" cell after it
+            raise ValueError(
+                f"`{flag}` has {', '.join(map(str, short))}, too short for {task} (a source needs at least {needed} "
+                f"tokens): drop {'it' if len(short) == 1 else 'them'}, or give lengths of at least {needed}."
+            )
 
 
 def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
@@ -350,8 +362,8 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
         "defaults": config_defaults(),
         "rows": [],
     }
-    if args.resume and json_path.is_file():
-        previous = json.loads(json_path.read_text())
+    previous = previous_results(json_path, args.resume)
+    if previous is not None:
         check_same_protocol(asdict(args), previous["protocol"], json_path, SELECTION_FIELDS, asdict(BenchArguments()))
         check_same_defaults(previous.get("defaults"), {row["encoding"] for row in previous["rows"]}, json_path)
         results["rows"] = previous["rows"]

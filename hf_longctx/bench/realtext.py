@@ -56,7 +56,7 @@ from ..training.trainer import (
     load_metric,
     start_run,
 )
-from .environment import check_same_defaults, check_same_protocol, config_defaults, environment
+from .environment import check_same_defaults, check_same_protocol, config_defaults, environment, previous_results
 from .extrapolation import load_model, recipe_training_args, rope_parameters_for
 from .report import depth_heatmap
 
@@ -353,8 +353,8 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
         "defaults": config_defaults(),
         "rows": [],
     }
-    if args.resume and (output_dir / RESULTS_JSON).is_file():
-        previous = json.loads((output_dir / RESULTS_JSON).read_text())
+    previous = previous_results(output_dir / RESULTS_JSON, args.resume)
+    if previous is not None:
         needle_free = not any("needle" in row for row in previous["rows"])  # they gain B's fields now
         selection = SELECTION_FIELDS + (tuple(f for f in asdict(args) if f.startswith("needle_")) if needle_free else ())
         made = previous["protocol"]  # B's rows made before `needle_learning_rate` trained at `learning_rate`
