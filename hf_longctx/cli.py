@@ -25,6 +25,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, HfArgumentParser,
 
 from .bench.extrapolation import exact_match_at_length
 from .conversion.extend import extend_context, write_extension_card
+from .data.tasks import TASKS, source_lengths
 from .data.tokenization import build_tokenizer
 from .hub.model_card import invocation_command
 from .hub.push import DEFAULT_COMMIT_MESSAGE, IncompleteModelFolderError, push_model_folder
@@ -318,6 +319,10 @@ class ExtendArguments:
         metadata={"help": "Synthetic task for fine-tuning and evaluation; default: the task the source folder was "
                   "trained on (its results.json), else passkey."},
     )
+    num_records: int | None = field(
+        default=None,
+        metadata={"help": "Records per source of `multikey`; default: the source folder's (its results.json), else 2."},
+    )
     eval_lengths: list[int] = field(default_factory=list, metadata={"help": "Lengths to evaluate after extension."})
     num_eval: int = field(default=200, metadata={"help": "Samples per evaluation length."})
     eval_seed: int | None = field(
@@ -354,6 +359,41 @@ def check_extend_flags(args: ExtendArguments, argv: list[str]) -> None:
         raise ValueError("--num_train_epochs: the fine-tuning runs --finetune_steps steps, whatever the epochs; drop it.")
 
 
+FINETUNE_MIN_LENGTH = 16  # the shortest fine-tuning source (half the target length, at least this)
+
+
+def resolve_extend_task(args: ExtendArguments) -> None:
+    """The task (and its records) fine-tuning and evaluation use: the given ones, else the source folder's own (its
+    results.json), else passkey; then every evaluation input is checked by its flag's name, before any model is
+    loaded or any folder written."""
+    source_results = Path(args.model) / RESULTS_JSON
+    source = json.loads(source_results.read_text()) if source_results.is_file() else {}
+    if args.task is None:
+        args.task = source.get("task") or "passkey"
+        if args.num_records is None and TASKS.get(args.task, TASKS["passkey"]).record_tokens:
+            args.num_records = (source.get("data_args") or {}).get("num_records")
+    if not (args.finetune_steps or args.eval_lengths):
+        return
+    if args.task not in TASKS:
+        raise ValueError(f"--task {args.task!r} is not a task; valid: {', '.join(TASKS)}.")
+    if args.num_records is not None and not TASKS[args.task].record_tokens:
+        raise ValueError(f"--num_records {args.num_records} means nothing to task {args.task!r}, which has no records: drop it.")
+    if args.num_eval < 1:
+        raise ValueError(f"--num_eval {args.num_eval}: give at least 1 example per length.")
+    shortest, longest, needs = source_lengths(args.task, args.num_records)
+    short = [n for n in args.eval_lengths if n < shortest or (longest is not None and n > longest)]
+    if short:
+        raise ValueError(
+            f"--eval_lengths has {', '.join(map(str, short))}, outside what {args.task} fills (at least {shortest} "
+            f"tokens: {needs}" + (f"; at most {longest}" if longest else "") + "): drop them, or give other lengths."
+        )
+    if args.finetune_steps and args.target_length < max(FINETUNE_MIN_LENGTH, shortest):
+        raise ValueError(
+            f"--target_length {args.target_length} is below the {max(FINETUNE_MIN_LENGTH, shortest)} tokens of the "
+            "shortest fine-tuning source: extend to a longer target, or drop --finetune_steps."
+        )
+
+
 def extend_main(argv: list[str] | None = None) -> None:
     """Extend a trained folder's context (scripts/extend_context.py, `hf-longctx-extend`)."""
     parser = HfArgumentParser((ExtendArguments, Seq2SeqTrainingArguments))
@@ -366,6 +406,7 @@ def extend_main(argv: list[str] | None = None) -> None:
     check_extend_flags(args, argv)
     if args.finetune_steps < 0:
         raise ValueError(f"`finetune_steps` must be 0 (no fine-tuning) or more, got {args.finetune_steps}.")
+    resolve_extend_task(args)
     model = AutoModelForSeq2SeqLM.from_pretrained(args.model)
     if os.path.isdir(args.model) and not os.path.isfile(os.path.join(args.model, "tokenizer_config.json")):
         raise ValueError(
@@ -373,10 +414,6 @@ def extend_main(argv: list[str] | None = None) -> None:
             "tokenizer, so save it there first (`tokenizer.save_pretrained(folder)`)."
         )
     tokenizer = AutoTokenizer.from_pretrained(args.model)  # the model's own, saved with the extended model
-    if args.task is None:  # the source's own task, where its folder says which
-        source_results = Path(args.model) / RESULTS_JSON
-        args.task = json.loads(source_results.read_text()).get("task") if source_results.is_file() else None
-        args.task = args.task or "passkey"
     if (args.finetune_steps or args.eval_lengths) and tokenizer.get_vocab() != build_tokenizer().get_vocab():
         raise ValueError(
             f"Fine-tuning and evaluation here use the synthetic `--task` {args.task!r}, whose vocabulary the tokenizer "
@@ -391,6 +428,7 @@ def extend_main(argv: list[str] | None = None) -> None:
         "trained_length": args.trained_length,
         "finetune_steps": args.finetune_steps,
         "task": args.task if args.finetune_steps or args.eval_lengths else None,
+        "num_records": args.num_records if args.finetune_steps or args.eval_lengths else None,
         "command": invocation_command(),
     }
     model = extend_context(model, args.target_length, args.method, args.trained_length)
@@ -399,11 +437,12 @@ def extend_main(argv: list[str] | None = None) -> None:
         training_args.max_steps = args.finetune_steps
         data_args = DataArguments(
             task=args.task,
-            train_min_len=max(16, args.target_length // 2),
+            train_min_len=max(FINETUNE_MIN_LENGTH, args.target_length // 2),
             train_max_len=args.target_length,
             eval_lengths=args.eval_lengths or [args.target_length],
             num_train=max(64, args.finetune_steps * training_args.per_device_train_batch_size),
             num_eval=args.num_eval,
+            num_records=args.num_records,
         )
         model_args = ModelArguments(position_embedding_type=model.config.position_embedding_type)
         results = train(model_args, data_args, training_args, model=model)
@@ -414,7 +453,9 @@ def extend_main(argv: list[str] | None = None) -> None:
         model.eval()
         batch = training_args.per_device_eval_batch_size
         evaluated = {
-            str(n): exact_match_at_length(model, tokenizer, args.task, n, args.num_eval, (args.eval_seed or 4321) + i, batch)
+            str(n): exact_match_at_length(
+                model, tokenizer, args.task, n, args.num_eval, (args.eval_seed or 4321) + i, batch, args.num_records
+            )
             for i, n in enumerate(args.eval_lengths)
         }
         results = {"eval": evaluated}

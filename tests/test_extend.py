@@ -170,8 +170,15 @@ def test_a_target_that_extends_nothing_is_refused(make, target, method, trained,
         (["--finetune_steps", "2", "--eval_seed", "3"], r"--eval_seed is for evaluation without fine-tuning"),
         (["--task", "copy", "--num_eval", "3"], r"--num_eval, --task set the fine-tuning or evaluation, and this run"),
         (["--finetune_steps", "1", "--num_train_epochs", "5"], r"--num_train_epochs: the fine-tuning runs --finetune_steps"),
+        # checked before a model is loaded or a folder written, by the flags' names
+        (["--eval_lengths", "3"], r"--eval_lengths has 3, outside what passkey fills \(at least 7 tokens"),
+        (["--eval_lengths", "48", "--task", "paskey"], r"--task 'paskey' is not a task; valid: passkey,"),
+        (["--eval_lengths", "48", "--num_eval", "0"], r"--num_eval 0: give at least 1 example per length"),
+        (["--finetune_steps", "2", "--target_length", "8", "--method", "none"],
+         r"--target_length 8 is below the 16 tokens of the shortest fine-tuning source"),
+        (["--eval_lengths", "48", "--num_records", "3"], r"--num_records 3 means nothing to task 'passkey'"),
     ],
-)
+)  # fmt: skip
 def test_extend_script_refuses_flags_it_would_not_use(extra, pattern, tmp_path):
     from hf_longctx.data.tokenization import build_tokenizer
 
@@ -180,6 +187,7 @@ def test_extend_script_refuses_flags_it_would_not_use(extra, pattern, tmp_path):
     tokenizer.save_pretrained(tmp_path / "m")
     with pytest.raises(ValueError, match=pattern):
         extend_main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o"), "--target_length", "48", "--method", "copy", *extra])
+    assert not (tmp_path / "o").exists(), "refused before anything is written"
 
 
 def test_extend_script_evaluates_the_task_the_source_was_trained_on(tmp_path):
@@ -190,10 +198,14 @@ def test_extend_script_evaluates_the_task_the_source_was_trained_on(tmp_path):
     tokenizer = build_tokenizer()
     tiny_model(position_embedding_type="alibi", vocab_size=len(tokenizer)).save_pretrained(tmp_path / "m")
     tokenizer.save_pretrained(tmp_path / "m")
-    (tmp_path / "m" / "results.json").write_text(json.dumps({"task": "multikey"}))
+    (tmp_path / "m" / "results.json").write_text(json.dumps({"task": "multikey", "data_args": {"num_records": 3}}))
     extend_main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o"), "--target_length", "48",
                     "--method", "none", "--eval_lengths", "48", "--num_eval", "2"])  # fmt: skip
-    assert json.loads((tmp_path / "o" / "results.json").read_text())["extension"]["task"] == "multikey"
+    extension = json.loads((tmp_path / "o" / "results.json").read_text())["extension"]
+    assert extension["task"] == "multikey" and extension["num_records"] == 3, "the source's records, not the default 2"
+    extend_main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o4"), "--target_length", "64",
+                    "--method", "none", "--eval_lengths", "64", "--num_eval", "2", "--num_records", "4"])  # fmt: skip
+    assert json.loads((tmp_path / "o4" / "results.json").read_text())["extension"]["num_records"] == 4
     with pytest.raises(ValueError, match=r"`trained_length`=64 means nothing to method 'none'"):
         extend_context(tiny_model(position_embedding_type="alibi"), 128, "none", 64)
 
