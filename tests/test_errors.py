@@ -55,6 +55,10 @@ from hf_longctx import LongCtxConfig
         ({"sinusoidal_scale": float("inf")}, r"`sinusoidal_scale` .* must be a finite number > 0, got inf"),
         ({"decoder_output_scale": 0.0}, r"`decoder_output_scale` .* must be a finite number > 0"),
         ({"chunked_attention_min_length": 0}, r"`chunked_attention_min_length` is a key length"),
+        ({"chunked_attention": "always", "chunked_attention_min_length": 16},
+         r"`chunked_attention_min_length`=16 does nothing with chunked_attention='always' .*use chunked_attention='auto'"),
+        ({"chunked_attention": "never", "chunked_attention_block_size": 64},
+         r"`chunked_attention_block_size`=64 does nothing with chunked_attention='never'"),
         ({"decoder_start_token_id": -3}, r"`decoder_start_token_id`=-3 is not a token of the vocabulary \(`vocab_size`=99\)"),
         ({"eos_token_id": [1, 500]}, r"`eos_token_id`=\[1, 500\] is not a token"),
         (
