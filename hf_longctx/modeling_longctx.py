@@ -544,7 +544,13 @@ class LongCtxEncoder(LongCtxStack):
             restarts = positions[..., 1:] <= positions[..., :-1]
             if self.config.encoder_conv_kernel and bool(restarts.any()):
                 segments = F.pad(restarts.cumsum(-1), (1, 0)).reshape(-1, length)
-        elif self.training and bound is not None and bound > length:  # randomized positions (Ruoss et al. 2023)
+        elif self.training and bound is not None and bound != length:  # randomized positions (Ruoss et al. 2023)
+            if bound < length:
+                raise ValueError(
+                    f"`randomized_positions_max_length`={bound} is below this training batch's {length} source tokens: "
+                    "positions are drawn below the bound, so give at least the longest training source (better: the "
+                    "longest length the model is to run at)."
+                )
             positions, first_positions = torch.randperm(bound, device=device)[:length].sort().values, None
         inputs_embeds, hidden_states = self._embed(input_ids, inputs_embeds, positions, "encoder")
 

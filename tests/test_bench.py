@@ -422,6 +422,8 @@ def test_resume_refuses_rows_built_under_other_config_defaults(tmp_path, caplog)
         ({"lengths": [3, 32]}, r"`lengths` has 3, too short for passkey \(a source needs at least 7 tokens\)"),
         ({"second_task": "kv_recall", "second_task_lengths": [8, 64]}, r"`second_task_lengths` has 8, too short for kv_recall"),
         ({"resume": True}, r"--resume: .* has no results.json, so there is nothing to resume: check --output_dir"),
+        ({"randomized": ["sinusoidal"], "lengths": [32]}, r"`randomized` rows sample positions below the longest of "
+         r"`lengths` \(32\), which is below `train_max_len`=64"),
     ],
 )
 def test_extrapolation_flags_that_select_no_row_are_refused(kwargs, pattern, tmp_path):

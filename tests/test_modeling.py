@@ -833,6 +833,15 @@ def test_randomized_positions_apply_in_training_only(pe):
     assert torch.all(positions[1:] > positions[:-1]), "sorted and distinct"
 
 
+def test_a_randomized_positions_bound_below_a_training_source_is_refused():
+    """It used to train such sources on 0..L-1 without a word, as if the option were off."""
+    model = tiny_model(position_embedding_type="alibi", randomized_positions_max_length=8).train()
+    with pytest.raises(ValueError, match=r"`randomized_positions_max_length`=8 is below this training batch's 11 "
+                       r"source tokens.*at least the longest training source"):  # fmt: skip
+        model(**random_batch())
+    model.eval()(**random_batch())  # inference reads 0..L-1, whatever the bound
+
+
 def test_decoder_alone_skips_cross_attention_and_caches_once():
     model = tiny_model(position_embedding_type="rope")
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else model.model.decoder

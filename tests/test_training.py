@@ -304,6 +304,15 @@ def test_resuming_a_checkpoint_of_another_model_is_refused_naming_the_fields(tmp
         train(model_args, data_args, training_args)
 
 
+def test_a_randomized_positions_bound_below_the_training_length_is_refused_before_training(tmp_path):
+    model_args, data_args, training_args = tiny_run_args(tmp_path, max_steps=1, eval_strategy="no")
+    model_args.randomized_positions_max_length = 24
+    with pytest.raises(ValueError, match=r"`randomized_positions_max_length`=24 is below `train_max_len`=32.*Give at "
+                       r"least 32 \(better: the longest `eval_lengths`, 96\)"):  # fmt: skip
+        train(model_args, data_args, training_args)
+    assert not (tmp_path / "model.safetensors").exists()
+
+
 def test_a_generation_max_length_shorter_than_the_targets_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"`generation_max_length`=5 cuts the final evaluation short: .* needs 7"):
         train(*tiny_run_args(tmp_path, max_steps=1, eval_strategy="no", generation_max_length=5))

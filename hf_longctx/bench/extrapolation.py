@@ -330,6 +330,11 @@ def check_rows_selected(args: BenchArguments) -> None:
             "`second_task_encodings` / `second_task_lengths` are for the second task, which is off (--second_task "
             "None): name a --second_task, or drop them."
         )
+    if args.randomized and max(args.lengths) < args.train_max_len:  # the rows' bound is the longest length
+        raise ValueError(
+            f"`randomized` rows sample positions below the longest of `lengths` ({max(args.lengths)}), which is below "
+            f"`train_max_len`={args.train_max_len}: add a length of at least {args.train_max_len}, or drop --randomized."
+        )
     evaluated = [("passkey", "lengths", args.lengths)]
     if args.second_task is not None:
         flag = "second_task_lengths" if args.second_task_lengths is not None else "lengths"

@@ -489,6 +489,13 @@ def train(
     max_length = max([data_args.train_max_len, *data_args.eval_lengths])
     check_generation_length(training_args, max(_max_decoder_length(raw) for raw in eval_raw.values()))
 
+    bound = model_args.randomized_positions_max_length
+    if bound is not None and bound < data_args.train_max_len:
+        raise ValueError(
+            f"`randomized_positions_max_length`={bound} is below `train_max_len`={data_args.train_max_len}: positions "
+            "are drawn below the bound, so the longer sources could not be trained with it. Give at least "
+            f"{data_args.train_max_len} (better: the longest `eval_lengths`, {max_length})."
+        )
     if model is None:
         model = build_model(model_args, tokenizer, max_length, trained_length=data_args.train_max_len)
     # The saved generation config answers the trained task: room for its longest in-distribution target. (A length
