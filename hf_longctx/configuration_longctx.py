@@ -379,8 +379,16 @@ class LongCtxConfig(PreTrainedConfig):
         for name in [k for k in kwargs if k in RETIRED_NAMES and kwargs[k]]:
             raise ValueError(f"`{name}`={kwargs[name]!r} is no longer a field of LongCtxConfig: {RETIRED_NAMES[name]}.")
         foreign = _foreign_config_keys()
-        known = set(fields) | set(aliases) | HF_CONFIG_KEYS | set(GenerationConfig._get_default_generation_params())
+        generation = GenerationConfig._get_default_generation_params()
+        known = set(fields) | set(aliases) | HF_CONFIG_KEYS | set(generation)
         for name in kwargs:
+            if name in generation and kwargs[name] != generation[name]:
+                # PreTrainedConfig drops them (transformers 5), as it does for BART / T5: say so, and where they go
+                logger.warning(
+                    f"LongCtxConfig: `{name}`={kwargs[name]!r} is a generation setting, which transformers 5 keeps in "
+                    f"the GenerationConfig, not the model config: it is dropped here. Set "
+                    f"`model.generation_config.{name}` (or pass it to `generate`)."
+                )
             if name in known:
                 continue
             if name in foreign:  # a BART / T5 / Marian option this model does not have: theirs, not a typo of ours

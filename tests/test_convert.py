@@ -263,3 +263,12 @@ def test_script_reports_an_unsupported_source_and_exits_2(tmp_path):
     assert result.returncode == 2, result.stderr
     assert "`d_kv`=16" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_source_that_is_not_a_model_folder_is_named_not_read_as_a_hub_id(tmp_path):
+    """A mistyped SOURCE_DIR used to end in a hub error about repo ids (an OSError traceback)."""
+    from hf_longctx.conversion.convert import convert_folder
+
+    with pytest.raises(ValueError, match=r"missing is not a model folder \(no config.json\)"):
+        convert_folder(tmp_path / "missing", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

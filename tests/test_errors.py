@@ -316,6 +316,14 @@ def test_hf_config_keys_load_without_error_and_odd_keys_are_kept_with_a_warning(
     assert "architectures" not in caplog.text and "id2label" not in caplog.text
 
 
+def test_generation_settings_given_to_the_config_are_named_where_they_go(caplog):
+    """transformers 5 drops them from every model config (BART's too); they used to go without a word here."""
+    with caplog.at_level("WARNING"):
+        tiny_config(num_beams=4, max_length=20)  # 20: GenerationConfig's default, which says nothing
+    assert "`num_beams`=4 is a generation setting" in caplog.text and "model.generation_config.num_beams" in caplog.text
+    assert "max_length" not in caplog.text
+
+
 def test_odd_head_dimension_is_fine_without_rope_and_names_rope_with_it():
     assert tiny_config(d_model=60, num_heads=4, position_embedding_type="alibi").head_dim == 15
     with pytest.raises(ValueError, match="rope"):

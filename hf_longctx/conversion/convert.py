@@ -372,6 +372,11 @@ def convert_folder(source_dir: str | Path, output_dir: str | Path) -> LongCtxFor
     """A converted model folder: safetensors, config + modeling code (loads with `import hf_longctx` or with
     `trust_remote_code=True`), generation config, the source's tokenizer files and a model card naming the source."""
     source_dir, output_dir = Path(source_dir), Path(output_dir)
+    if not (source_dir / "config.json").is_file():  # else from_pretrained reads the path as a hub repo id
+        raise ValueError(
+            f"{source_dir} is not a model folder (no config.json): give the folder `save_pretrained` wrote (download a "
+            "hub model first, e.g. `hf download facebook/bart-base --local-dir bart-base`)."
+        )
     source = AutoModelForSeq2SeqLM.from_pretrained(source_dir, local_files_only=True).eval()
     model = convert_model(source)
     model.save_pretrained(output_dir)
