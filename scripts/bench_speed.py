@@ -180,6 +180,9 @@ class Arguments:
     output: str = "runs/bench_speed.json"
 
     def __post_init__(self):
+        for name in ("rounds", "iters"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`--{name}`={getattr(self, name)} times nothing: give at least 1.")
         if self.padded_length != 0 and self.padded_length < 4:
             raise ValueError(
                 f"`--padded_length`={self.padded_length}: give a source length of at least 4 (its second row is a "

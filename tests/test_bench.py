@@ -448,3 +448,14 @@ def test_a_benchmark_folder_with_results_is_not_overwritten_without_resume(tmp_p
     with pytest.raises(ValueError, match=pattern):
         run_realtext(RealTextArguments(output_dir=str(tmp_path), work_dir=str(tmp_path / "runs")), command="test")
     assert json.loads((tmp_path / "results.json").read_text()) == made
+
+
+@pytest.mark.parametrize("flag", ["--rounds", "--iters"])
+def test_bench_speed_refuses_a_run_that_times_nothing(flag):
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_speed.py", flag, "0", "--encodings", "alibi", "--references", "bart"],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0 and f"`{flag}`=0 times nothing: give at least 1." in result.stderr

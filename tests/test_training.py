@@ -313,6 +313,13 @@ def test_a_randomized_positions_bound_below_the_training_length_is_refused_befor
     assert not (tmp_path / "model.safetensors").exists()
 
 
+def test_training_with_flex_attention_on_cpu_is_refused_before_the_first_step(tmp_path):
+    model_args, data_args, training_args = tiny_run_args(tmp_path, max_steps=1, eval_strategy="no")
+    model_args.attn_implementation = "flex_attention"
+    with pytest.raises(ValueError, match=r"flex_attention has no backward on CPU .* train with sdpa or eager"):
+        train(model_args, data_args, training_args)
+
+
 def test_a_generation_max_length_shorter_than_the_targets_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"`generation_max_length`=5 cuts the final evaluation short: .* needs 7"):
         train(*tiny_run_args(tmp_path, max_steps=1, eval_strategy="no", generation_max_length=5))

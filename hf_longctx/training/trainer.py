@@ -559,6 +559,11 @@ def fit(model, tokenizer, training_args, train_dataset, eval_dataset, compute_me
     """Train with `LongCtxSeq2SeqTrainer` (Seq2SeqTrainer with exact distributed evaluation; a non-finite loss stops
     the run) and save the final model; `eval_dataset` is the in-training check unless `eval_strategy` is "no".
     Returns (trainer, train() output)."""
+    if model.config._attn_implementation == "flex_attention" and training_args.device.type == "cpu":
+        raise ValueError(
+            "`attn_implementation`=flex_attention has no backward on CPU (PyTorch's FlexAttention runs forward only "
+            "there): train with sdpa or eager, and load the trained model with flex_attention on a GPU."
+        )
     trainer = LongCtxSeq2SeqTrainer(
         model=model,
         args=training_args,
