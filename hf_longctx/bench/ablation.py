@@ -95,6 +95,7 @@ for _name, _fields in {
     "decnone": {"decoder_position_embedding_type": "none"},
 }.items():
     VARIANTS[f"default+{_name}+conv4/rope"] = {"encoding": "rope", "overrides": {**_fields, "encoder_conv_kernel": 4}}
+VARIANTS["default+init/rope"] = {"encoding": "rope", "overrides": T5_INIT}  # the init alone, without the convolution
 for _encoding in ("relative", "rope"):
     VARIANTS[f"default+align/{_encoding}"] = {"encoding": _encoding, "overrides": {"cross_attention_alignment": True}}
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
