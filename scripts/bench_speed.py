@@ -25,6 +25,7 @@ training reaches (6 x matmul parameters x the tokens that pass through them; att
 Writes JSON to --output and prints a markdown table.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -188,10 +189,26 @@ class Arguments:
                 f"`--padded_length`={self.padded_length}: give a source length of at least 4 (its second row is a "
                 "quarter padding), e.g. 4096, or 0 to skip the padded-batch measurement."
             )
+        defaults = Arguments.__dataclass_fields__
+        idle = {
+            "skip_encoder": ("lengths", "slope_from"),
+            "skip_generate": ("new_tokens",),
+        }
+        for skip, names in idle.items():
+            given = [n for n in names if getattr(self, n) != _default(defaults[n])] if getattr(self, skip) else []
+            if given:
+                raise ValueError(
+                    f"{', '.join('--' + n for n in given)} shape{'s' if len(given) == 1 else ''} what --{skip} skips: "
+                    f"drop {'it' if len(given) == 1 else 'them'}, or drop --{skip}."
+                )
         if self.compile_generate and self.skip_generate:
             raise ValueError("`--compile_generate` times generation, which `--skip_generate` skips: drop one of them.")
         if self.compile_generate is None:
             self.compile_generate = not self.skip_generate
+
+
+def _default(spec):
+    return spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
 
 
 def _proc_status_kb(field: str) -> int:

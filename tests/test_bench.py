@@ -450,12 +450,20 @@ def test_a_benchmark_folder_with_results_is_not_overwritten_without_resume(tmp_p
     assert json.loads((tmp_path / "results.json").read_text()) == made
 
 
-@pytest.mark.parametrize("flag", ["--rounds", "--iters"])
-def test_bench_speed_refuses_a_run_that_times_nothing(flag):
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--rounds", "0"], "`--rounds`=0 times nothing: give at least 1."),
+        (["--iters", "0"], "`--iters`=0 times nothing: give at least 1."),
+        (["--skip_encoder", "--lengths", "2048"], "--lengths shapes what --skip_encoder skips: drop it, or drop --skip_encoder."),
+        (["--skip_generate", "--new_tokens", "8"], "--new_tokens shapes what --skip_generate skips"),
+    ],
+)
+def test_bench_speed_refuses_a_run_that_times_nothing(argv, message):
     import subprocess
 
     result = subprocess.run(
-        [sys.executable, "scripts/bench_speed.py", flag, "0", "--encodings", "alibi", "--references", "bart"],
+        [sys.executable, "scripts/bench_speed.py", *argv, "--encodings", "alibi", "--references", "bart"],
         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    assert result.returncode != 0 and f"`{flag}`=0 times nothing: give at least 1." in result.stderr
+    assert result.returncode != 0 and message in result.stderr
