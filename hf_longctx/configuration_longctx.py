@@ -93,10 +93,20 @@ class LongCtxConfig(PreTrainedConfig):
             projection also times head_dim**-0.5 / the score scale, so that the scores start as T5's whatever
             `attention_scale` is), the relative bias tables N(0, 1/d_model). With tied embeddings at N(0, 1) the
             logits start sqrt(d_model) times larger unless `decoder_output_scale` is d_model**-0.5, as in T5 (its
-            default then). Not the default: on the multi-key needle (`scripts/ablate_trunk.py`, ALiBi with
-            `relative_bias`, 3 seeds) `"fan_in"` reached 0.99 at steps 2750 / 2500 / 1750 at lr 2e-3 (`"normal"`:
-            0.98 / 0.96 / step 2500) but stayed at 0.59 and 0.66 on two of three seeds at lr 1e-3, where
-            `"normal"` reached 0.99 on all three (2750 / 3000 / 2750): a default must hold at both learning rates.
+            default then). `None` (the default): the encoder encoding's `initializer_by_default`, `"fan_in"` for
+            `rope` and `"normal"` for the others, resolved when the config is built (and saved so). Why `"fan_in"`
+            for rope (with the encoder convolution, `encoder_conv_kernel`; multi-key needle, `scripts/ablate_trunk.py
+            --steps 8000`, results/trunk-ablation/multikey-8k: d_model 64, 2+2 layers, batch 64; seeds 1 / 2 / 42):
+            RoPE learned the matching at steps 2250 / (0.985) / 3500 at lr 1e-3 and 3750 / 5000 / 3000 at 2e-3,
+            where HF T5 of the same size needs 5250 / (0.985) / 5000 and 3750 / 5750 / 3500; on passkey it learned in
+            500 steps on every seed and kept 0.27 / 0.41 / 0.28 at 16x the trained length (before: 750 / 1250 / 1000
+            steps, 0.12 / 0.12 / 0.04). RoPE's trunk before (`"normal"`, no convolution) learned the matching on no
+            run at lr 1e-3, nor with the convolution, partial rotation, `relative_bias` or no score scale;
+            `"fan_in"` without the convolution took 4250 steps on seed 1 (results/trunk-ablation/README.md). Not for ALiBi (which has
+            `relative_bias`): there `"fan_in"` reached 0.99 at steps 2750 / 2500 / 1750 at lr 2e-3 (`"normal"`:
+            0.98 / 0.96 / step 2500, 4000 steps) but stayed at 0.59 and 0.66 on two of three seeds at lr 1e-3,
+            where `"normal"` reached 0.99 on all three (2750 / 3000 / 2750): a default must hold at both learning
+            rates. A config saved before this field existed loads with `"normal"`, as its model was trained.
 
     Normalisation:
         pre_norm (`bool`, defaults to `True`): normalise the input of each sub-layer and add a final norm after
@@ -144,8 +154,10 @@ class LongCtxConfig(PreTrainedConfig):
             and packed sources, where `position_ids` restart, are not read across), so that a token carries its
             neighbours' content into the attention (a short "Canon layer", Allen-Zhu 2025, "Physics of Language
             Models: Part 4.1"). It only sees fixed offsets, so it runs at any length. `None`: the encoder
-            encoding's `encoder_conv_kernel_by_default`, 4 for `relative` and 0 (off) for the others, resolved when
-            the config is built (and saved so): a `position_embedding_type` changed afterwards keeps the kernel.
+            encoding's `encoder_conv_kernel_by_default`, 4 for `relative` and `rope` and 0 (off) for the others,
+            resolved when the config is built (and saved so): a `position_embedding_type` changed afterwards keeps
+            the kernel. For `rope` it goes with T5's initialisation (`initializer`, whose docstring has the
+            measurement; the convolution alone left RoPE at 0.56 / 0.54 on the multi-key needle at lr 1e-3).
             Why 4 for `relative` (`scripts/ablate_trunk.py`, results/trunk-ablation/: d_model 64, 2+2 layers,
             batch 64): on the multi-key needle (8000 steps) it learned the matching on 3 of 3 seeds at lr 2e-3
             (steps 3500 / 4000 / 4750; without it 2 of 3) and 2 of 3 at 1e-3 (6250 / 6250, 0.98; without it 0 of 3:
@@ -154,8 +166,7 @@ class LongCtxConfig(PreTrainedConfig):
             kv_recall (4000 steps, lr 2e-3), which no model learns at this size, 0.14 / 0.16 / 0.20 (without it 0.05 /
             0.01 / 0.01; T5 0.07 / 0.16 / 0.14). Off for the others: with ALiBi (which has
             `relative_bias`) it cost a seed at lr 1e-3 (0.53; 0.99 at step 2750 without) and on kv_recall 0.18
-            against 0.67; RoPE learned the matching with it on 2 of 3 seeds at 2e-3 (none of 11 runs without) but
-            on none at 1e-3. A config saved before this default (a file with `encoder_conv_kernel: 0`, or without
+            against 0.67. A config saved before this default (a file with `encoder_conv_kernel: 0`, or without
             the field) loads with 0, as its model was trained.
         alibi_max_penalty (`float | None`, defaults to 60.0): past this penalty (distance 60 / slope) a key is
             masked, which makes each ALiBi head a window of 60 / slope tokens. A key that far weighs under e^-60
@@ -252,7 +263,7 @@ class LongCtxConfig(PreTrainedConfig):
     ffn_bias: bool = True
     gated_ffn: bool = False
     init_std: float = 0.02
-    initializer: str = "normal"
+    initializer: str | None = None
 
     position_embedding_type: str = "alibi"
     decoder_position_embedding_type: str | None = None
@@ -302,6 +313,8 @@ class LongCtxConfig(PreTrainedConfig):
             self.standardize_rope_params()  # HF's: yarn's trained length defaults to `max_position_embeddings`
         if self.encoder_conv_kernel is None:  # the encoder's encoding decides (`encoder_conv_kernel_by_default`)
             self.encoder_conv_kernel = _conv_default(self.position_embedding_type)
+        if self.initializer is None:  # ... and `initializer_by_default`
+            self.initializer = _initializer_default(self.position_embedding_type)
         # Validate here too, not only in `validate_architecture`: `@strict` wraps what that raises in its own
         # exception type, and users (and `pytest.raises`) expect a plain ValueError.
         self.validate_architecture()
@@ -594,6 +607,12 @@ class LongCtxConfig(PreTrainedConfig):
                 f"`cross_attention_logn_length` must be the training source length (an integer >= 2, the base of "
                 f"the log) or None to turn the scaling off, got {self.cross_attention_logn_length}."
             )
+        if self.initializer is None:  # resolved in __post_init__: set to None after the config was built
+            raise ValueError(
+                "`initializer` is None, which only a new config resolves (by its encoder's encoding: "
+                f"{self.position_embedding_type!r} takes {_initializer_default(self.position_embedding_type)!r}); "
+                f"give one of {', '.join(INITIALIZERS)}."
+            )
         if self.initializer not in INITIALIZERS:
             raise ValueError(f"`initializer`={self.initializer!r} is not supported; valid: {', '.join(INITIALIZERS)}.")
         if self.norm_type not in NORM_TYPES:
@@ -701,6 +720,12 @@ def _conv_default(encoding: str) -> int:
     return cls.encoder_conv_kernel_by_default if cls is not None else 0
 
 
+def _initializer_default(encoding: str) -> str:
+    """`initializer=None` for a model whose encoder has this encoding ("normal" for a name the registry lacks)."""
+    cls = _position_encodings().get(encoding)
+    return cls.initializer_by_default if cls is not None else "normal"
+
+
 def has_relative_bias(relative_bias: bool | None, encoding: str) -> bool:
     """`relative_bias` per stack: True adds it to every stack it can go on (`takes_relative_bias`), None (the
     default) to the stacks whose encoding has `relative_bias_by_default`, False to none. (Also read by the model
@@ -713,7 +738,7 @@ def has_relative_bias(relative_bias: bool | None, encoding: str) -> bool:
 
 # Defaults that changed, with the value a saved config that lacks the field was made with (saved configs hold
 # every field that existed when they were written, so a missing one predates it).
-SAVED_BEFORE = {"relative_bias": False, "decoder_output_scale": 1.0, "encoder_conv_kernel": 0}
+SAVED_BEFORE = {"relative_bias": False, "decoder_output_scale": 1.0, "encoder_conv_kernel": 0, "initializer": "normal"}
 
 
 def _foreign_config_keys() -> set[str]:

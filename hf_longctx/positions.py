@@ -46,6 +46,7 @@ class PositionEncoding(nn.Module):
     takes_relative_bias: ClassVar[bool] = True  # `relative_bias` (T5's learned buckets) can go on top of it
     relative_bias_by_default: ClassVar[bool] = False  # ... and is on by default (`relative_bias=None`)
     encoder_conv_kernel_by_default: ClassVar[int] = 0  # `encoder_conv_kernel=None` in an encoder with this encoding
+    initializer_by_default: ClassVar[str] = "normal"  # `initializer=None` in a model whose encoder has this encoding
     encoder_allowed: ClassVar[bool] = True  # False: decoder only
     extension_methods: ClassVar[tuple[str, ...]] = ("none",)  # `conversion.extend.extend_context` methods it takes
     options: ClassVar[tuple[str, ...]] = ()  # LongCtxConfig fields only it reads (set without it: a warning)
@@ -390,6 +391,10 @@ class RotaryPositions(PositionEncoding):
         "default, linear/PI, dynamic NTK or YaRN); no weights."
     )
     extension_methods = ("linear", "dynamic", "yarn")
+    # measured: `initializer` and `encoder_conv_kernel` in LongCtxConfig's docstring (RoPE learned no multi-key
+    # matching at lr 1e-3 without both)
+    encoder_conv_kernel_by_default = 4
+    initializer_by_default = "fan_in"
 
     def __init__(self, config: LongCtxConfig, causal: bool):
         super().__init__(config, causal)

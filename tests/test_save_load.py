@@ -130,9 +130,10 @@ def test_a_config_saved_before_the_defaults_changed_loads_as_it_was_made(tmp_pat
 
 
 def test_relatives_encoder_convolution_is_its_default_and_a_folder_saved_before_loads_without_it(tmp_path):
-    """`encoder_conv_kernel=None` resolves by the encoder's encoding (4 for relative, 0 for the others) and is saved
-    resolved; a relative folder saved before the field existed (or with an explicit 0) loads without a convolution."""
-    assert [LongCtxConfig(position_embedding_type=e).encoder_conv_kernel for e in ("relative", "alibi", "rope")] == [4, 0, 0]
+    """`encoder_conv_kernel=None` resolves by the encoder's encoding (4 for relative and rope, 0 for the others) and is
+    saved resolved; a relative folder saved before the field existed (or with an explicit 0) loads without a convolution."""
+    encodings = ("relative", "alibi", "rope", "sinusoidal")
+    assert [LongCtxConfig(position_embedding_type=e).encoder_conv_kernel for e in encodings] == [4, 0, 4, 0]
     assert LongCtxConfig(position_embedding_type="relative", encoder_conv_kernel=0).encoder_conv_kernel == 0
     assert LongCtxConfig(position_embedding_type="alibi", encoder_conv_kernel=3).encoder_conv_kernel == 3
     config = LongCtxConfig(position_embedding_type="relative")
@@ -175,3 +176,29 @@ def test_an_encodings_own_parameters_load_trained_or_initialised_never_as_garbag
     loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
     assert torch.equal(loaded.model.encoder.position.strength, fresh)
     assert torch.equal(loaded.model.encoder.position.rate, torch.full((4,), -3.0))
+
+
+def test_ropes_default_is_t5s_initialisation_and_a_folder_saved_before_loads_as_it_was_trained(tmp_path):
+    """`initializer=None` resolves by the encoder's encoding ("fan_in" for rope, with T5's output scale; "normal" for
+    the others) and is saved resolved; a rope folder saved without the fields loads as its model was trained."""
+    rope = LongCtxConfig(position_embedding_type="rope", d_model=64)
+    assert (rope.initializer, rope.decoder_output_scale) == ("fan_in", 64**-0.5)
+    for encoding in ("alibi", "relative", "sinusoidal"):
+        config = LongCtxConfig(position_embedding_type=encoding)
+        assert (config.initializer, config.decoder_output_scale) == ("normal", 1.0), encoding
+    assert LongCtxConfig(position_embedding_type="rope", initializer="normal").decoder_output_scale == 1.0
+    rope.initializer = None  # only a new config resolves it
+    with pytest.raises(ValueError, match=r"`initializer` is None, which only a new config resolves .*'rope' takes 'fan_in'"):
+        rope.validate_architecture()
+    model = tiny_model(position_embedding_type="rope", initializer="normal", encoder_conv_kernel=0)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["initializer"] == "normal" and saved["decoder_output_scale"] == 1.0
+    for field in ("initializer", "decoder_output_scale", "encoder_conv_kernel"):  # a folder from before the fields
+        del saved[field]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(tmp_path)
+    assert (loaded.config.initializer, loaded.config.decoder_output_scale, loaded.config.encoder_conv_kernel) == ("normal", 1.0, 0)
+    batch = random_batch()
+    with torch.no_grad():
+        assert torch.equal(loaded(**batch).logits, model(**batch).logits)

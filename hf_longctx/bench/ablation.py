@@ -56,46 +56,57 @@ VARIANTS: dict[str, dict] = {"t5": {"reference": "t5"}, "bart": {"reference": "b
 VARIANTS["t5convert/relative"] = {"reference": "t5", "convert": True}
 for _encoding in ("alibi", "relative", "rope"):
     VARIANTS[f"default/{_encoding}"] = {"encoding": _encoding, "overrides": {}}
-    if _encoding != "relative":
+    if _encoding == "alibi":  # relative is the bias itself; rope has no `relative_bias` by default
         VARIANTS[f"plain/{_encoding}"] = {"encoding": _encoding, "overrides": PLAIN}
-    # T5 has no encoder convolution (relative's default has one)
+    # T5 has no encoder convolution (relative's and rope's defaults have one)
     VARIANTS[f"t5trunk/{_encoding}"] = {"encoding": _encoding, "overrides": {**T5_TRUNK, "encoder_conv_kernel": 0}}
 VARIANTS["t5trunk+relbias/alibi"] = {"encoding": "alibi", "overrides": {**T5_TRUNK, "relative_bias": True}}
-# RoPE: a base of 1e6 leaves more of the head's dimensions all but unrotated over the training lengths (content
-# matching across the input), with and without `relative_bias`
-_THETA_1M = {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}
-VARIANTS["default+theta1m/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, **_THETA_1M}}
-VARIANTS["plain+theta1m/rope"] = {"encoding": "rope", "overrides": {**PLAIN, **_THETA_1M}}
-VARIANTS["default+relbias/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True}}
-VARIANTS["default+conv4/rope"] = {"encoding": "rope", "overrides": {"encoder_conv_kernel": 4}}
 # relative's default before the convolution became it (rows made then as `default/relative` carry this name now;
 # rows made as `default+conv4/relative` are `default/relative`: results/trunk-ablation/README.md)
 VARIANTS["default+conv0/relative"] = {"encoding": "relative", "overrides": {"encoder_conv_kernel": 0}}
-VARIANTS["plain+conv4/rope"] = {"encoding": "rope", "overrides": {**PLAIN, "encoder_conv_kernel": 4}}
-VARIANTS["default+relbias+conv4/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, "encoder_conv_kernel": 4}}
-VARIANTS["default+conv8/rope"] = {"encoding": "rope", "overrides": {"encoder_conv_kernel": 8}}
-VARIANTS["default+relbias+init/rope"] = {"encoding": "rope", "overrides": {"relative_bias": True, **T5_INIT}}
+
+# RoPE's trunk before T5's initialisation and the encoder convolution became its default: `rope0+<factors>/rope`.
+# The rows made then as `default+<factors>/rope` carry these names now (`ROPE0_NAMES`; results/trunk-ablation/README.md).
+ROPE0 = {"initializer": "normal", "encoder_conv_kernel": 0}
+_THETA_1M = {"rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}
+_ROPE0_FACTORS = {
+    "": {},
+    # a base of 1e6 leaves more of the head's dimensions all but unrotated over the training lengths (content
+    # matching across the input), with and without `relative_bias`
+    "theta1m": _THETA_1M,
+    "relbias+theta1m": {"relative_bias": True, **_THETA_1M},
+    "relbias": {"relative_bias": True},
+    "conv4": {"encoder_conv_kernel": 4},
+    "relbias+conv4": {"relative_bias": True, "encoder_conv_kernel": 4},
+    "conv8": {"encoder_conv_kernel": 8},
+    "relbias+init": {"relative_bias": True, **T5_INIT},
+    # RoPE learns even the value of *a* record slowly at lr 1e-3 (0.28 at step 1000 where ALiBi has 0.53): its
+    # positions come only from q.k, which start near 0 (N(0, 0.02) weights, 1/sqrt(d) scores). With the encoder
+    # convolution, one factor that makes q.k large from the start (T5's init, no score scale) or lets the decoder
+    # count by its mask alone; T5's init alone (`init+conv4` is RoPE's default now: `default/rope`)
+    "scale1+conv4": {"attention_scale": 1.0, "encoder_conv_kernel": 4},
+    "decnone+conv4": {"decoder_position_embedding_type": "none", "encoder_conv_kernel": 4},
+    "init": T5_INIT,
+}
 # partial rotary (GPT-NeoX, Phi): only the first half / quarter of each head's dimensions rotate, the rest match by
-# content alone at any distance; with and without the encoder convolution
+# content alone at any distance; with and without the encoder convolution, and with T5's buckets on the scores
 for _percent in (50, 25):
     _partial = {"rope_parameters": {"rope_type": "default", "partial_rotary_factor": _percent / 100}}
-    VARIANTS[f"default+partial{_percent}/rope"] = {"encoding": "rope", "overrides": _partial}
-    VARIANTS[f"default+partial{_percent}+conv4/rope"] = {"encoding": "rope", "overrides": {**_partial, "encoder_conv_kernel": 4}}
-    # ... and with T5's buckets on the scores (exact offsets from the start, as `relative_bias` gives ALiBi)
-    VARIANTS[f"default+partial{_percent}+relbias+conv4/rope"] = {
-        "encoding": "rope",
-        "overrides": {**_partial, "relative_bias": True, "encoder_conv_kernel": 4},
-    }
-# RoPE learns even the value of *a* record slowly at lr 1e-3 (0.28 at step 1000 where ALiBi has 0.53): its positions
-# come only from q.k, which start near 0 (N(0, 0.02) weights, 1/sqrt(d) scores). With the encoder convolution, one
-# factor that makes q.k large from the start (T5's init, no score scale) or lets the decoder count by its mask alone
-for _name, _fields in {
-    "init": T5_INIT,
-    "scale1": {"attention_scale": 1.0},
-    "decnone": {"decoder_position_embedding_type": "none"},
-}.items():
-    VARIANTS[f"default+{_name}+conv4/rope"] = {"encoding": "rope", "overrides": {**_fields, "encoder_conv_kernel": 4}}
-VARIANTS["default+init/rope"] = {"encoding": "rope", "overrides": T5_INIT}  # the init alone, without the convolution
+    _ROPE0_FACTORS[f"partial{_percent}"] = _partial
+    _ROPE0_FACTORS[f"partial{_percent}+conv4"] = {**_partial, "encoder_conv_kernel": 4}
+    _ROPE0_FACTORS[f"partial{_percent}+relbias+conv4"] = {**_partial, "relative_bias": True, "encoder_conv_kernel": 4}
+for _name, _fields in _ROPE0_FACTORS.items():
+    VARIANTS[f"rope0{'+' if _name else ''}{_name}/rope"] = {"encoding": "rope", "overrides": {**ROPE0, **_fields}}
+# the names rows were made under before (`plain` was the same trunk as `default` for rope: no `relative_bias`)
+ROPE0_NAMES = {
+    "default/rope": "rope0/rope",
+    "plain/rope": "rope0/rope",
+    "plain+theta1m/rope": "rope0+theta1m/rope",
+    "default+theta1m/rope": "rope0+relbias+theta1m/rope",
+    "plain+conv4/rope": "rope0+conv4/rope",
+    "default+init+conv4/rope": "default/rope",  # the same model: T5's init and the convolution over RoPE's trunk then
+    **{f"default+{name}/rope": f"rope0+{name}/rope" for name in _ROPE0_FACTORS if name and "theta" not in name},
+}
 for _encoding in ("relative", "rope"):
     VARIANTS[f"default+align/{_encoding}"] = {"encoding": _encoding, "overrides": {"cross_attention_alignment": True}}
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
@@ -262,7 +273,8 @@ def run_ablation(args: AblationArguments, command: str | None = None) -> list[di
                     row = json.loads(path.read_text())
                     check_same_protocol(asdict(args), row["protocol"], path, SELECTION_FIELDS, asdict(AblationArguments()))
                     relabelled, reference = row.get("relabelled"), row["model_args"].get("reference")
-                    if reference is None and (row.get("defaults") is not None or not relabelled):  # relabelled: by hand
+                    # a relabelled row was made under older defaults as another name, which builds its model now
+                    if reference is None and not relabelled:
                         check_same_defaults(row.get("defaults"), [row["model_args"]["position_embedding_type"]], path)
                     folder = Path(args.work_dir) / _file_name(name)
                     if not any(_missing_lengths(args, row).values()) or (folder / "config.json").is_file():
