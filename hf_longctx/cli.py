@@ -370,8 +370,8 @@ def resolve_extend_task(args: ExtendArguments) -> None:
     source = json.loads(source_results.read_text()) if source_results.is_file() else {}
     if args.task is None:
         args.task = source.get("task") or "passkey"
-        if args.num_records is None and TASKS.get(args.task, TASKS["passkey"]).record_tokens:
-            args.num_records = (source.get("data_args") or {}).get("num_records")
+    if args.num_records is None and args.task == source.get("task") and TASKS[args.task].record_tokens:
+        args.num_records = (source.get("data_args") or {}).get("num_records")
     if not (args.finetune_steps or args.eval_lengths):
         return
     if args.task not in TASKS:

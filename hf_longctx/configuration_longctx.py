@@ -229,10 +229,10 @@ class LongCtxConfig(PreTrainedConfig):
             a score bias (relative, alibi, kerple, `relative_bias`), whose memory grows linearly with length.
             `"auto"` uses it once the key length reaches `chunked_attention_min_length`. A stack without a score
             bias (sinusoidal, learned, rope, none) needs no such path in any mode: SDPA's own kernels take it.
-        chunked_attention_min_length: the key length from which `"auto"` takes that path (refused with another
-            mode, which does not read it).
+        chunked_attention_min_length: the key length from which `"auto"` takes that path (warned about with
+            another mode, which does not read it).
         chunked_attention_block_size: queries per block in that path; `None` sizes blocks so that one block of
-            scores holds about 2**24 elements (refused with `"never"`).
+            scores holds about 2**24 elements (warned about with `"never"`).
 
     Embeddings:
         scale_embedding: multiply token embeddings by sqrt(d_model) (BART option, Marian). Off by default.
@@ -627,17 +627,6 @@ class LongCtxConfig(PreTrainedConfig):
             raise ValueError(
                 f"`chunked_attention_block_size` must be a positive integer or None, got {self.chunked_attention_block_size}."
             )
-        if self.chunked_attention != "auto" and self.chunked_attention_min_length != type(self).chunked_attention_min_length:
-            raise ValueError(
-                f"`chunked_attention_min_length`={self.chunked_attention_min_length} does nothing with "
-                f"chunked_attention={self.chunked_attention!r} (it is the length from which 'auto' takes the chunked "
-                "path): use chunked_attention='auto', or drop it."
-            )
-        if self.chunked_attention == "never" and self.chunked_attention_block_size is not None:
-            raise ValueError(
-                f"`chunked_attention_block_size`={self.chunked_attention_block_size} does nothing with "
-                "chunked_attention='never' (no chunked path): use 'auto' or 'always', or drop it."
-            )
         for field in ("max_position_embeddings", "relative_attention_num_buckets", "relative_attention_max_distance"):
             if getattr(self, field) < 1:
                 raise ValueError(f"`{field}` must be a positive integer, got {getattr(self, field)}.")
@@ -696,6 +685,19 @@ class LongCtxConfig(PreTrainedConfig):
             logger.warning_once(
                 f"LongCtxConfig: `init_std`={self.init_std} does nothing with initializer='fan_in' (T5's stds, from "
                 "each layer's fan-in); set initializer='normal' for N(0, init_std)."
+            )
+        # warned, not refused: a saved config keeps the value, and `from_pretrained(..., chunked_attention=...)` changes
+        # the mode of a model saved with it
+        if self.chunked_attention != "auto" and self.chunked_attention_min_length != fields["chunked_attention_min_length"].default:
+            logger.warning_once(
+                f"LongCtxConfig: `chunked_attention_min_length`={self.chunked_attention_min_length} does nothing with "
+                f"chunked_attention={self.chunked_attention!r} (it is the length from which 'auto' takes the chunked "
+                "path)."
+            )
+        if self.chunked_attention == "never" and self.chunked_attention_block_size is not None:
+            logger.warning_once(
+                f"LongCtxConfig: `chunked_attention_block_size`={self.chunked_attention_block_size} does nothing with "
+                "chunked_attention='never' (no chunked path)."
             )
         if "rope" not in used and self.rope_parameters != DEFAULT_ROPE_PARAMETERS:
             logger.warning_once(

@@ -7,7 +7,8 @@
         --second_task None --output_dir /tmp/smoke --work_dir /tmp/smoke/runs   # smoke version (CI, < 60 s)
 
 Writes results.json, results.md, accuracy_vs_length*.png and depth_heatmap.png under --output_dir
-(default results/extrapolation); trained model folders go to --work_dir (default runs/extrapolation).
+(default runs/extrapolation-results; the committed results/extrapolation was written with --output_dir, and a folder
+that holds results is refused without --resume); trained model folders go to --work_dir (default runs/extrapolation).
 `--resume` keeps the rows already in results.json and runs the rest. Plots need matplotlib (`pip install .[bench]`).
 """
 

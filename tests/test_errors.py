@@ -55,10 +55,6 @@ from hf_longctx import LongCtxConfig
         ({"sinusoidal_scale": float("inf")}, r"`sinusoidal_scale` .* must be a finite number > 0, got inf"),
         ({"decoder_output_scale": 0.0}, r"`decoder_output_scale` .* must be a finite number > 0"),
         ({"chunked_attention_min_length": 0}, r"`chunked_attention_min_length` is a key length"),
-        ({"chunked_attention": "always", "chunked_attention_min_length": 16},
-         r"`chunked_attention_min_length`=16 does nothing with chunked_attention='always' .*use chunked_attention='auto'"),
-        ({"chunked_attention": "never", "chunked_attention_block_size": 64},
-         r"`chunked_attention_block_size`=64 does nothing with chunked_attention='never'"),
         ({"decoder_start_token_id": -3}, r"`decoder_start_token_id`=-3 is not a token of the vocabulary \(`vocab_size`=99\)"),
         ({"eos_token_id": [1, 500]}, r"`eos_token_id`=\[1, 500\] is not a token"),
         (
@@ -338,8 +334,13 @@ def test_odd_head_dimension_is_fine_without_rope_and_names_rope_with_it():
         ({"position_embedding_type": "relative", "alibi_max_penalty": 30.0}, "`alibi_max_penalty`"),
         ({"position_embedding_type": "alibi", "sinusoidal_scale": 0.02}, "`sinusoidal_scale`"),
         ({"initializer": "fan_in", "init_std": 0.1}, "`init_std`=0.1 does nothing with initializer='fan_in'"),
+        # warned, not refused: a saved config keeps them, and from_pretrained(..., chunked_attention=...) must load it
+        ({"chunked_attention": "always", "chunked_attention_min_length": 16},
+         "`chunked_attention_min_length`=16 does nothing with chunked_attention='always'"),
+        ({"chunked_attention": "never", "chunked_attention_block_size": 64},
+         "`chunked_attention_block_size`=64 does nothing with chunked_attention='never'"),
     ],
-)
+)  # fmt: skip
 def test_options_the_encoding_never_reads_are_warned_about(overrides, named, caplog):
     import logging
 

@@ -206,6 +206,15 @@ def test_extend_script_evaluates_the_task_the_source_was_trained_on(tmp_path):
     extend_main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o4"), "--target_length", "64",
                     "--method", "none", "--eval_lengths", "64", "--num_eval", "2", "--num_records", "4"])  # fmt: skip
     assert json.loads((tmp_path / "o4" / "results.json").read_text())["extension"]["num_records"] == 4
+    extend_main(["--model", str(tmp_path / "m"), "--output_dir", str(tmp_path / "o5"), "--target_length", "48",
+                    "--method", "none", "--eval_lengths", "48", "--num_eval", "2", "--task", "multikey"])  # fmt: skip
+    assert json.loads((tmp_path / "o5" / "results.json").read_text())["extension"]["num_records"] == 3, "its own task"
+
+
+def test_extending_a_model_trained_with_randomized_positions_raises_their_bound_to_the_target():
+    model = tiny_model(position_embedding_type="sinusoidal", randomized_positions_max_length=64)
+    assert extend_context(model, 256, "none").config.randomized_positions_max_length == 256
+    assert extend_context(tiny_model(position_embedding_type="alibi"), 256, "none").config.randomized_positions_max_length is None
     with pytest.raises(ValueError, match=r"`trained_length`=64 means nothing to method 'none'"):
         extend_context(tiny_model(position_embedding_type="alibi"), 128, "none", 64)
 

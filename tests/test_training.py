@@ -288,6 +288,14 @@ def test_a_generation_config_decodes_the_final_evaluation_and_is_recorded(tmp_pa
     with pytest.raises(ValueError, match=r"`generation_config`.*max_length=5 cuts the final evaluation short"):
         train(*tiny_run_args(tmp_path / "short", max_steps=1, eval_strategy="no",
                              generation_config=GenerationConfig(max_length=5)))  # fmt: skip
+    with pytest.raises(ValueError, match=r"`generation_config`'s max_new_tokens=3 cuts the final evaluation short"):
+        train(*tiny_run_args(tmp_path / "new", max_steps=1, eval_strategy="no",
+                             generation_config=GenerationConfig(max_new_tokens=3)))  # fmt: skip
+    # a config of decoding choices only (no special ids): the model's own ids fill them, and it generates
+    results = train(*tiny_run_args(tmp_path / "beams", max_steps=1, eval_strategy="no",
+                                   generation_config=GenerationConfig(num_beams=2)))  # fmt: skip
+    assert results["generation"]["num_beams"] == 2
+    assert GenerationConfig.from_pretrained(tmp_path / "beams").decoder_start_token_id == 0
 
 
 def test_resuming_a_checkpoint_of_another_model_is_refused_naming_the_fields(tmp_path):

@@ -123,7 +123,10 @@ class BenchArguments:
             "the worst seed per variant; empty: `seed` alone."
         },
     )
-    output_dir: str = field(default="results/extrapolation", metadata={"help": "JSON, markdown and PNG go here."})
+    output_dir: str = field(
+        default="runs/extrapolation-results",
+        metadata={"help": "JSON, markdown and PNG go here (a folder that holds results needs --resume)."},
+    )
     work_dir: str = field(default="runs/extrapolation", metadata={"help": "Trained model folders (not committed)."})
     resume: bool = field(default=False, metadata={"help": "Skip variants already in output_dir/results.json."})
     plots: bool = field(

@@ -136,7 +136,7 @@ class RealTextArguments:
         default=200, metadata={"help": f"Benchmark B: needles per length, in {DEPTH_BINS} depth bins of equal share."}
     )
     seed: int = 42
-    output_dir: str = "results/realtext"
+    output_dir: str = "runs/realtext-results"  # a folder that holds results needs --resume
     work_dir: str = "runs/realtext"
     resume: bool = field(default=False, metadata={"help": "Keep the rows already in output_dir/results.json."})
 

@@ -14,10 +14,13 @@ import copy
 
 import torch
 from torch import nn
+from transformers.utils import logging
 
 from ..configuration_longctx import LongCtxConfig
 from ..modeling_longctx import LongCtxForConditionalGeneration
 from ..positions import POSITION_ENCODINGS, LearnedPositions, RotaryPositions
+
+logger = logging.get_logger(__name__)
 
 
 def grow_table(table: torch.Tensor, length: int, method: str) -> torch.Tensor:
@@ -51,6 +54,10 @@ def extend_context(
     if trained_length is not None and (method == "none" or (issubclass(cls, LearnedPositions) and method in SWITCH_METHODS)):
         what = f"{encoding} runs at any length as it is" if method == "none" else f"{method} runs at any length"
         raise ValueError(f"`trained_length`={trained_length} means nothing to method {method!r} ({what}); drop it.")
+    bound = config.randomized_positions_max_length
+    if bound is not None and bound < target_length:  # fine-tuning at the target draws its positions below the bound
+        logger.warning(f"randomized_positions_max_length {bound} -> {target_length}: the extended model trains up to it.")
+        config.randomized_positions_max_length = target_length
     if method == "none":
         return model
     if issubclass(cls, LearnedPositions) and method in ("copy", "interpolate"):

@@ -258,6 +258,8 @@ def _decoding(generation: dict | None) -> str:
     generation = generation or {}
     beams = generation.get("num_beams") or 1
     words = "greedy decoding" if beams == 1 else f"beam search ({beams} beams)"
+    if generation.get("max_new_tokens"):
+        return words + f", at most {generation['max_new_tokens']} new tokens"
     return words + (f", at most {generation['max_length']} tokens" if generation.get("max_length") else "")
 
 

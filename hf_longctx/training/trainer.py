@@ -18,6 +18,7 @@ resumed run ends on the same weights as an uninterrupted one. The same entry poi
 `torchrun --nproc_per_node N` (gloo on CPU); `per_device_train_batch_size` is then per process.
 """
 
+import copy
 import dataclasses
 import difflib
 import functools
@@ -564,6 +565,7 @@ def fit(model, tokenizer, training_args, train_dataset, eval_dataset, compute_me
             "`attn_implementation`=flex_attention has no backward on CPU (PyTorch's FlexAttention runs forward only "
             "there): train with sdpa or eager, and load the trained model with flex_attention on a GPU."
         )
+    own_generation_config = copy.deepcopy(model.generation_config)
     trainer = LongCtxSeq2SeqTrainer(
         model=model,
         args=training_args,
@@ -574,6 +576,10 @@ def fit(model, tokenizer, training_args, train_dataset, eval_dataset, compute_me
         compute_metrics=compute_metrics,
         callbacks=[StopOnNonFinite(), *(callbacks or [])],
     )
+    if training_args.generation_config is not None:  # Seq2SeqTrainer replaced the model's own with the one given
+        for name in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
+            if getattr(trainer.model.generation_config, name) is None:  # a config of decoding choices only
+                setattr(trainer.model.generation_config, name, getattr(own_generation_config, name))
     if resume_from_checkpoint is not None:
         check_checkpoint_model(resume_from_checkpoint, model)
     train_output = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
@@ -734,20 +740,24 @@ def generation_kwargs(args: Seq2SeqTrainingArguments, max_length: int | None) ->
     given = {}
     if args.generation_config is not None:
         given = Seq2SeqTrainer.load_generation_config(args.generation_config).to_diff_dict()
-    return {
-        "max_length": args.generation_max_length or given.get("max_length") or max_length,
-        "num_beams": args.generation_num_beams or given.get("num_beams") or 1,
-    }
+    num_beams = args.generation_num_beams or given.get("num_beams") or 1
+    if not args.generation_max_length and given.get("max_new_tokens"):  # the config's length, as generate reads it
+        return {"max_new_tokens": given["max_new_tokens"], "num_beams": num_beams}
+    return {"max_length": args.generation_max_length or given.get("max_length") or max_length, "num_beams": num_beams}
 
 
 def check_generation_length(args: Seq2SeqTrainingArguments, needed: int) -> None:
     """A decoding length the user gave (`generation_max_length`, or its `generation_config`'s `max_length`) that
     cuts a final-evaluation answer short is refused: a cut answer scores 0."""
-    max_length = generation_kwargs(args, None)["max_length"]
+    kwargs = generation_kwargs(args, None)
+    # max_new_tokens counts the generated tokens, max_length the decoder start too
+    max_length = kwargs["max_new_tokens"] + 1 if "max_new_tokens" in kwargs else kwargs["max_length"]
     if max_length is not None and max_length < needed:
         given = (
             f"`generation_max_length`={max_length}"
             if args.generation_max_length
+            else f"`generation_config`'s max_new_tokens={kwargs['max_new_tokens']}"
+            if "max_new_tokens" in kwargs
             else f"`generation_config`'s max_length={max_length}"
         )
         raise ValueError(
