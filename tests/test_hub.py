@@ -405,3 +405,14 @@ def test_push_arguments_parse():
     assert (args.folder, args.repo_id, args.dry_run, args.private) == ("runs/demo", REPO_ID, True, False)
     with pytest.raises(SystemExit):
         cli.parse_push_args(["--folder", "runs/demo"])  # repo_id is required
+
+
+def test_a_rope_card_says_why_it_was_initialised_as_t5_is(trained, tmp_path):
+    folder, results = trained
+    assert "initialised as T5 is" not in ModelCard.load(folder / "README.md").text  # the fixture is alibi
+    config = {**json.loads((folder / "config.json").read_text()), "position_embedding_type": "rope",
+              "decoder_position_embedding_type": "rope", "initializer": "fan_in", "encoder_conv_kernel": 4}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_model_card(tmp_path, {**results, "position_embedding_type": "rope"}, None)
+    card = ModelCard.load(tmp_path / "README.md").text
+    assert "initialised as T5 is (`initializer=\"fan_in\"`" in card and "7 of 8 runs (HF T5 of\nthe same size: 5 of 8)" in card

@@ -235,6 +235,7 @@ def template_values(results, config, training_args, command, model_id, example_s
         "relative_bias_stacks": " and ".join(f"{e} {stack}" for stack, e in relative_bias_stacks.items()),
         "relative_bias_on_alibi": "alibi" in relative_bias_stacks.values(),
         "encoder_conv_kernel": config.get("encoder_conv_kernel", 0),  # a config saved before the field had none
+        "fan_in_rope": encoder_pe == "rope" and config.get("initializer", "normal") == "fan_in",
         # its bucket distance where the option is on (a config saved before the field had neither)
         "cross_attention_alignment": config.get("cross_attention_alignment_max_distance")
         if config.get("cross_attention_alignment")
