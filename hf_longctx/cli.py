@@ -381,10 +381,10 @@ def resolve_extend_task(args: ExtendArguments) -> None:
     if args.num_eval < 1:
         raise ValueError(f"--num_eval {args.num_eval}: give at least 1 example per length.")
     shortest, longest, needs = source_lengths(args.task, args.num_records)
-    short = [n for n in args.eval_lengths if n < shortest or (longest is not None and n > longest)]
-    if short:
+    outside = [n for n in args.eval_lengths if n < shortest or (longest is not None and n > longest)]
+    if outside:
         raise ValueError(
-            f"--eval_lengths has {', '.join(map(str, short))}, outside what {args.task} fills (at least {shortest} "
+            f"--eval_lengths has {', '.join(map(str, outside))}, outside what {args.task} fills (at least {shortest} "
             f"tokens: {needs}" + (f"; at most {longest}" if longest else "") + "): drop them, or give other lengths."
         )
     if args.finetune_steps and args.target_length < max(FINETUNE_MIN_LENGTH, shortest):

@@ -565,7 +565,8 @@ def fit(model, tokenizer, training_args, train_dataset, eval_dataset, compute_me
             "`attn_implementation`=flex_attention has no backward on CPU (PyTorch's FlexAttention runs forward only "
             "there): train with sdpa or eager, and load the trained model with flex_attention on a GPU."
         )
-    own_generation_config = copy.deepcopy(model.generation_config)
+    # Seq2SeqTrainer replaces the model's generation config with a given one: keep the model's special ids
+    own_generation_config = copy.deepcopy(model.generation_config) if training_args.generation_config is not None else None
     trainer = LongCtxSeq2SeqTrainer(
         model=model,
         args=training_args,
@@ -576,7 +577,7 @@ def fit(model, tokenizer, training_args, train_dataset, eval_dataset, compute_me
         compute_metrics=compute_metrics,
         callbacks=[StopOnNonFinite(), *(callbacks or [])],
     )
-    if training_args.generation_config is not None:  # Seq2SeqTrainer replaced the model's own with the one given
+    if own_generation_config is not None:
         for name in ("decoder_start_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
             if getattr(trainer.model.generation_config, name) is None:  # a config of decoding choices only
                 setattr(trainer.model.generation_config, name, getattr(own_generation_config, name))
