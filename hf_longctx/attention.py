@@ -30,6 +30,9 @@ from .configuration_longctx import LongCtxConfig
 
 # One block of scores holds about this many elements (64 MiB in fp32) when `chunked_attention_block_size` is None.
 BLOCK_SCORE_ELEMENTS = 2**24
+# Query blocks of `ToeplitzBiasAttention`'s bias gradient: each adds one column to q and k in the fused backward (16:
+# 64 + 16 = 80 columns, +15% on that call at 4k tokens; 8 measured slower, 72 columns being off the kernel's tiles).
+OFFSET_GRAD_BLOCKS = 16
 
 
 CHUNKED_ATTENTION = "longctx_chunked"  # its name in transformers' attention interface
@@ -53,6 +56,10 @@ class ChunkedAttentionPlan:
     # The causal mask is by token order, not by position (positions given explicitly need not increase): the first
     # query is key number `first_query_index` (the cache length), query i of a block sees keys up to its own.
     first_query_index: int = 0
+    # (left, right): indices of `offset_values` at and below `left` and at and above `right` where the bias's trainable
+    # part is one value per side (T5's buckets past their max distance), so its gradient is needed there only as a
+    # sum, which `ToeplitzBiasAttention` gets from the fused backward; None: it is needed at every offset (blocks).
+    constant_offsets: tuple[int, int] | None = None
     @cached_property
     def key_ranges(self) -> list[tuple[int, int]] | None:
         """Non-causal, padded, on CPU (where it was measured): each row's attended keys as one range (first, end),
@@ -94,6 +101,100 @@ def _toeplitz_block_bias(
         (heads * count, count, 1, 1),
         offset_values_HN.storage_offset() + q_len - start - rows,
     )
+
+
+class ToeplitzBiasAttention(torch.autograd.Function):
+    """SDPA over reversed queries with a Hankel view of the offset values as the bias, and the gradient of those
+    values, on CPU, in O(L) memory: what training a learned offset bias at long lengths needs (`relative`, and
+    `relative_bias`: ALiBi's default).
+
+    Inputs as `_attend_block`'s one call gives them to SDPA: `query_BHRDh` with its rows reversed, and the bias of
+    row r, key j = `offsets_HN[:, base + r + j]`. The forward and the q/k/v gradients are PyTorch's fused CPU flash
+    kernel (no (L, L) tensor); SDPA itself would take its math path for a bias that needs a gradient (and the
+    blocks did: 0.54x the no-bias model's training at 4k tokens). The bias gradient is the score gradient dS summed
+    along each anti-diagonal r + j. It is computed exactly only where the trainable part of the bias varies, the
+    band |k - q| < W (`constant_offsets`): past it (T5's last bucket on each side) only a sum per side is needed,
+    and for each of `OFFSET_GRAD_BLOCKS` query blocks that sum comes from the fused backward itself: an extra column
+    of q that is 1 on the block's rows (and 0 in k, so the scores do not change) makes dk's extra column the block's
+    column sums of dS. So the band costs O(L * W) and the rest one wider backward call. The gradient of an offset
+    past the band is put on the band's edge (`constant_offsets`), which is what a parameter shared by those offsets
+    receives; `offsets_HN`'s own gradient there is not per offset.
+    """
+
+    @staticmethod
+    def forward(ctx, query_BHRDh, key_BHKDh, value_BHKDh, offsets_HN, base, constant_offsets, scale):
+        rows, keys = query_BHRDh.shape[2], key_BHKDh.shape[2]
+        bias = _toeplitz_block_bias(offsets_HN.detach(), 0, rows, rows + base, keys, query_BHRDh.dtype)
+        output, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query_BHRDh, key_BHKDh, value_BHKDh, 0.0, False, attn_mask=bias, scale=scale
+        )
+        ctx.save_for_backward(query_BHRDh, key_BHKDh, value_BHKDh, offsets_HN, output, logsumexp)
+        ctx.base, ctx.constant_offsets, ctx.scale = base, constant_offsets, scale
+        return output
+
+    @staticmethod
+    def backward(ctx, grad_BHRDh):
+        query, key, value, offsets_HN, output, logsumexp = ctx.saved_tensors
+        base, (left, right), scale = ctx.base, ctx.constant_offsets, ctx.scale
+        batch, heads, rows, head_dim = query.shape
+        keys, count = key.shape[2], offsets_HN.shape[1]
+        batch_rowsper_block = -(-rows // OFFSET_GRAD_BLOCKS)
+        blocks = -(-rows // batch_rowsper_block)
+        grad_BHRDh = grad_BHRDh.contiguous()
+
+        def widened(tensor, extra=None):  # `blocks` more columns: zeros, or the rows' block indicators
+            if extra is None:
+                extra = tensor.new_zeros(()).expand(*tensor.shape[:-1], blocks)
+            return torch.cat([tensor, extra.to(tensor.dtype)], dim=-1)
+
+        block_of_row = torch.arange(rows, device=query.device) // batch_rowsper_block
+        indicators_RN = block_of_row[:, None] == torch.arange(blocks, device=query.device)
+        bias = _toeplitz_block_bias(offsets_HN.detach(), 0, rows, rows + base, keys, query.dtype)
+        grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            widened(grad_BHRDh),
+            widened(query, indicators_RN.expand(batch, heads, rows, blocks)),
+            widened(key),
+            widened(value),
+            widened(output),
+            logsumexp,
+            0.0,
+            False,
+            attn_mask=bias,
+            scale=scale,
+        )
+        column_sums_HKN = grad_k[..., head_dim:].sum(0).float() / scale  # sum of dS over each block's rows, by key
+        grad_q, grad_k, grad_v = (g[..., :head_dim] for g in (grad_q, grad_k, grad_v))
+        if not ctx.needs_input_grad[3]:
+            return grad_q, grad_k, grad_v, None, None, None, None
+
+        grad_offsets_HN = torch.zeros(heads, count, dtype=torch.float32, device=query.device)
+        rowsum_BHR = (grad_BHRDh.float() * output.float()).sum(-1)  # D = dO . O, so dS = P * (dO v^T - D)
+        for block, first in enumerate(range(0, rows, batch_rowsper_block)):
+            last = min(rows, first + batch_rowsper_block) - 1
+            # keys whose offset is past the band for every row of the block: index base + r + j >= right (or <= left)
+            band_end = min(max(right - base - first, 0), keys)
+            band_start = min(max(left - base - last + 1, 0), band_end)
+            if band_end < keys:
+                grad_offsets_HN[:, min(max(right, 0), count - 1)] += column_sums_HKN[:, band_end:, block].sum(-1)
+            if band_start > 0:
+                grad_offsets_HN[:, min(max(left, 0), count - 1)] += column_sums_HKN[:, :band_start, block].sum(-1)
+            width = band_end - band_start
+            k_BHwDh = key[:, :, band_start:band_end].float()
+            v_BHwDh = value[:, :, band_start:band_end].float()
+            chunk = max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * width))  # rows at a time: memory O(L), as blocks
+            for top in range(first, last + 1 if width else first, chunk):
+                n = min(last + 1, top + chunk) - top
+                scores = torch.matmul(query[:, :, top : top + n].float() * scale, k_BHwDh.transpose(2, 3))
+                scores += _toeplitz_block_bias(offsets_HN.detach().float(), 0, n, n + base + top + band_start, width, torch.float32)
+                probs = scores.sub_(logsumexp[:, :, top : top + n, None].float()).exp_()
+                grad_scores = torch.matmul(grad_BHRDh[:, :, top : top + n].float(), v_BHwDh.transpose(2, 3))
+                grad_scores.sub_(rowsum_BHR[:, :, top : top + n, None]).mul_(probs)
+                # anti-diagonal sums: row r of a zero (H, n, width + n) buffer holds dS's row r shifted right by r
+                skewed = grad_scores.new_zeros(heads, n, width + n)
+                skewed.as_strided((heads, n, width), (n * (width + n), width + n + 1, 1)).copy_(grad_scores.sum(0))
+                start = base + top + band_start
+                grad_offsets_HN[:, start : start + width + n - 1] += skewed.sum(1)[:, : width + n - 1]
+        return grad_q, grad_k, grad_v, grad_offsets_HN.to(offsets_HN.dtype), None, None, None
 
 
 def eager_attention_forward(
@@ -146,16 +247,31 @@ def _attend_block(
             pieces = [(slice(None), slice(None))]  # (rows, keys)
             if by_rows:
                 pieces = [(slice(row, row + 1), slice(*keys)) for row, keys in enumerate(plan.key_ranges)]
+            if plan.constant_offsets is not None and torch.is_grad_enabled() and plan.offset_values.requires_grad:
+                base = len(plan.q_positions) - start - rows
+                reversed_outputs = [
+                    ToeplitzBiasAttention.apply(
+                        query_BHCDh[batch_rows].flip(2),
+                        key[batch_rows, :, keys],
+                        value[batch_rows, :, keys],
+                        plan.offset_values,
+                        base + (keys.start or 0),
+                        plan.constant_offsets,
+                        query_BHCDh.shape[-1] ** -0.5 if scaling is None else scaling,
+                    )
+                    for batch_rows, keys in pieces
+                ]
+                return torch.cat(reversed_outputs).flip(2)
             reversed_outputs = [
                 F.scaled_dot_product_attention(
-                    query_BHCDh[rows].flip(2),
-                    key[rows, :, keys],
-                    value[rows, :, keys],
+                    query_BHCDh[batch_rows].flip(2),
+                    key[batch_rows, :, keys],
+                    value[batch_rows, :, keys],
                     attn_mask=reversed_bias[..., keys],
                     dropout_p=dropout,
                     scale=scaling,
                 )
-                for rows, keys in pieces
+                for batch_rows, keys in pieces
             ]
             return torch.cat(reversed_outputs).flip(2)
         bias_BHCLk = reversed_bias.flip(2)  # back in query order: a copy, as applying the masks below makes one
@@ -209,7 +325,8 @@ def chunked_attention_forward(
     # The whole bias is a view of Lq + Lk - 1 values per head, and the CPU flash kernel of SDPA reads it without
     # copying (16k tokens: +37 MB peak): one block of every query, not checkpointed (blocks of 128 queries at 32k
     # tokens had cost 1.75x the time of no bias). Smaller blocks remain wherever SDPA would materialise the scores
-    # or the mask: a bias that needs its gradient or dropout (the math path), and CUDA, whose memory-efficient
+    # or the mask: a bias that needs its gradient at every offset (`constant_offsets` None; else
+    # `ToeplitzBiasAttention` gets it from the fused kernel) or dropout (the math path), and CUDA, whose memory-efficient
     # kernel copies a mask whose row stride is not a multiple of 8 (the view's is 1).
     # A padded batch whose rows' keys are each one range attends row by row, as if unpadded (`_attend_block`)
     single_call = (
@@ -217,7 +334,7 @@ def chunked_attention_forward(
         and (nothing_to_mask or (plan.full_mask is None and plan.key_ranges is not None))
         and query.device.type == "cpu"
         and dropout == 0.0
-        and not (torch.is_grad_enabled() and offsets.requires_grad)
+        and (plan.constant_offsets is not None or not (torch.is_grad_enabled() and offsets.requires_grad))
     )
     chunk = q_len if single_call else plan.block_size or max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * k_len))
     needs_grad = not single_call and torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))

@@ -464,16 +464,19 @@ class LongCtxStack(LongCtxPreTrainedModel):
             return False  # the chunked path has no weights to return; asking for them costs the dense path
         return mode == "always" or key_length >= self.config.chunked_attention_min_length
 
-    def _offset_values(self, q_positions, k_len, first_positions, dtype) -> torch.Tensor | None:
-        """The bias of every offset k - q of consecutive positions, once for all layers and blocks (see
-        `ChunkedAttentionPlan.offset_values`); None where positions are not consecutive or the bias is not an offset's."""
+    def _offset_values(self, q_positions, k_len, first_positions, dtype) -> tuple[torch.Tensor | None, tuple | None]:
+        """The bias of every offset k - q of consecutive positions, once for all layers and blocks, and the indices
+        past which its trainable part is constant (`ChunkedAttentionPlan.offset_values`, `constant_offsets`); None
+        where positions are not consecutive or the bias is not an offset's."""
         biases = self._score_biases()
         if first_positions is None or not all(module.bias_is_offset_only for module in biases):
-            return None
+            return None, None
         q_len = len(q_positions)
         lowest = first_positions[1] - (first_positions[0] + q_len - 1)
         values = sum(module.bias_by_offset(lowest, q_len + k_len - 1, q_positions.device) for module in biases)
-        return values.to(dtype).contiguous()
+        beyond = [module.trainable_constant_beyond() for module in biases]
+        constant = None if None in beyond else (-max(1, *beyond) - lowest, max(1, *beyond) - lowest)
+        return values.to(dtype).contiguous(), constant
 
     def _self_attention_inputs(
         self, q_positions, k_positions, padding_mask, make_dense_mask, dtype, kwargs, first_positions=None, past_length=0
@@ -490,6 +493,9 @@ class LongCtxStack(LongCtxPreTrainedModel):
             elif padding_mask is not None and not bool(padding_mask.all()):
                 # a static cache has more key slots than mask columns: the slots past the mask are not attended
                 key_padding = F.pad(padding_mask.bool(), (0, k_positions.shape[-1] - padding_mask.shape[1]))
+            offset_values, constant_offsets = self._offset_values(
+                q_positions, k_positions.shape[-1], first_positions, dtype
+            )
             plan = ChunkedAttentionPlan(
                 self._position_bias,
                 q_positions,
@@ -498,8 +504,9 @@ class LongCtxStack(LongCtxPreTrainedModel):
                 self.causal,
                 self.config.chunked_attention_block_size,
                 full_mask,
-                offset_values=self._offset_values(q_positions, k_positions.shape[-1], first_positions, dtype),
+                offset_values=offset_values,
                 first_query_index=past_length,
+                constant_offsets=constant_offsets,
             )
             return None, None, rotary, plan
         bias = self._position_bias(q_positions, k_positions).to(dtype) if self._score_biases() else None

@@ -200,6 +200,12 @@ class OffsetBias(PositionEncoding):
         """(H, count): the bias of the offsets k - q = lowest, ..., lowest + count - 1."""
         raise NotImplementedError
 
+    def trainable_constant_beyond(self) -> int | None:
+        """The distance |k - q| from which the trainable part of `bias_by_offset` is one value on each side (k > q and
+        k < q), so that its gradient there is needed only as a sum (`attention.ToeplitzBiasAttention`, the long-input
+        path's training); 0 for a bias without weights; None where it varies at every distance (KERPLE's does)."""
+        return None if any(p.requires_grad for p in self.parameters()) else 0
+
     def bias(self, q_positions: torch.Tensor, k_positions: torch.Tensor) -> torch.Tensor:
         """(1, H, Lq, Lk) for positions (L,) shared by the batch; (B, H, Lq, Lk) for positions (B, L) per example."""
         lowest = int(k_positions.min()) - int(q_positions.max())
@@ -240,6 +246,9 @@ class RelativePositions(OffsetBias):
             max_distance=self.max_distance,
         )
         return self.relative_attention_bias(buckets_N).T
+
+    def trainable_constant_beyond(self) -> int:
+        return self.max_distance  # T5's buckets: every distance from max_distance on is the last bucket of its side
 
 
 class CrossAttentionAlignment(nn.Module):

@@ -15,7 +15,9 @@ over rounds x iterations is reported):
   `torch.compile` (HF's `compile_config`, fullgraph; the warm-up call compiles, it is not timed);
 - padded batches (`--padded_length`, default 4096; 0 skips): batch 2 of that length, unpadded against the second row
   a quarter padding (`attention_mask` 0), seconds of one encoder pass (no grad; what `generate` runs once) and of
-  one training forward + backward (target 128), and their ratio padded / unpadded;
+  one training forward + backward (target 128), and their ratio padded / unpadded; the unpadded training step is
+  also the long-source training measurement: tokens/s of every model against `sinusoidal` (no score bias), T5 and
+  BART (its learned table grown to that length);
 - encoder pass, batch 1, no grad, at each `--lengths`: wall time and peak RSS, each in a fresh subprocess
   (peak RSS is per process); `pass_mb` = peak minus the RSS after the model was built. The log-log slope of
   pass_mb against length is fitted over the lengths >= `--slope_from`.
@@ -39,6 +41,7 @@ SIZES = dict(d_model=256, layers=4, num_heads=4, d_ff=1024, vocab_size=8000)
 REFERENCES = {"bart": "learned", "t5": "relative", "marian": "sinusoidal"}  # reference -> the encoding it uses
 SAME_ENCODING = {encoding: ref for ref, encoding in REFERENCES.items()}
 PAD, EOS, START = 0, 1, 0
+PADDED_TARGET = 128  # target tokens of the padded-batch (and long-source) training step
 
 
 def build_model(name: str, max_length: int):
@@ -303,7 +306,7 @@ def time_padded(model, length: int, padded: bool, train: bool) -> float:
     start = time.perf_counter()
     if train:
         model.train()
-        labels = torch.randint(2, SIZES["vocab_size"], (2, 128), generator=generator)
+        labels = torch.randint(2, SIZES["vocab_size"], (2, PADDED_TARGET), generator=generator)
         model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss.backward()
         model.zero_grad(set_to_none=True)
     else:
@@ -318,9 +321,10 @@ def time_padded_batches(models: list[str], args) -> dict:
     import torch
 
     torch.manual_seed(0)
-    built = {name: build_model(name, args.padded_length) for name in models}
-    for name in models:  # a warm-up call each (allocations), not timed
-        time_padded(built[name], args.padded_length, False, train=False)
+    built = {name: build_model(name, max(args.padded_length, PADDED_TARGET)) for name in models}  # BART's table
+    for name in models:  # a warm-up call of each kind (allocations), not timed
+        for train in (False, True):
+            time_padded(built[name], args.padded_length, False, train=train)
     times = {}
     for r in range(args.rounds):
         for name in models if r % 2 == 0 else models[::-1]:
@@ -550,6 +554,20 @@ def table(result: dict, args: Arguments) -> str:
                 f"| {name} | {e['unpadded_s']:.2f} | {e['padded_s']:.2f} | {e['ratio']:.2f} | {t['unpadded_s']:.2f} | "
                 f"{t['padded_s']:.2f} | {t['ratio']:.2f} |"
             )
+        long_training = long_training_ratios(result, args)
+        lines += [
+            "",
+            f"Training on long sources: batch 2 x (source {args.padded_length} + target {PADDED_TARGET}) tokens, unpadded, forward + "
+            "backward (the padded table's), tokens/s against the same step of the references",
+            "",
+            "| model | training tokens/s | x sinusoidal (no bias) | x T5 | x BART |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, row in long_training.items():
+            ratio = {ref: f"{row[ref]:.2f}" if ref in row else "-" for ref in ("sinusoidal", "t5", "bart")}
+            lines.append(
+                f"| {name} | {row['tokens_per_s']:.0f} | {ratio['sinusoidal']} | {ratio['t5']} | {ratio['bart']} |"
+            )
     lines += ["", "| model | tokens | seconds | peak RSS MB | pass MB | finite |", "|---|---:|---:|---:|---:|---|"]
     for row in sorted(result["encoder"], key=lambda r: (r["model"], r["length"])):
         if "error" in row:
@@ -564,6 +582,17 @@ def table(result: dict, args: Arguments) -> str:
         f"\nlog-log slope of pass MB vs length (lengths >= {args.slope_from}): {slopes or 'n/a (need 2 lengths)'}"
     )
     return "\n".join(lines + targets(result, args))
+
+
+def long_training_ratios(result: dict, args: Arguments) -> dict:
+    """{model: {tokens_per_s, sinusoidal, t5, bart}}: the padded measurement's unpadded training step at
+    `padded_length` as tokens/s, and its ratio to each of those models measured in the same run."""
+    tokens = 2 * (args.padded_length + PADDED_TARGET)
+    speed = {name: tokens / row["train"]["unpadded_s"] for name, row in result["padded"].items()}
+    return {
+        name: {"tokens_per_s": tps} | {ref: tps / speed[ref] for ref in ("sinusoidal", "t5", "bart") if ref in speed}
+        for name, tps in speed.items()
+    }
 
 
 def targets(result: dict, args: Arguments) -> list[str]:
@@ -584,6 +613,17 @@ def targets(result: dict, args: Arguments) -> list[str]:
     for name in args.encodings:  # issue 14: a padded long batch costs at most 1.3x the unpadded one
         for what, row in result["padded"].get(name, {}).items():
             add(f"{name} padded {what} <= 1.3x unpadded", f"{row['ratio']:.2f}x", row["ratio"] <= 1.3)
+    from hf_longctx import POSITION_ENCODINGS
+
+    long_training = long_training_ratios(result, args) if result["padded"] else {}
+    for name in args.encodings:  # issue 14: training on long sources, a bias encoding against no bias and T5
+        row = long_training.get(name, {})
+        if POSITION_ENCODINGS[name].kind == "bias" and "sinusoidal" in row:
+            ratio = row["sinusoidal"]
+            add(f"{name} training at {args.padded_length} >= 0.9x sinusoidal (no bias)", f"{ratio:.2f}x", ratio >= 0.9)
+    if "t5" in long_training.get("relative", {}):
+        ratio = long_training["relative"]["t5"]
+        add(f"relative training at {args.padded_length} >= 2x T5", f"{ratio:.2f}x", ratio >= 2.0)
     speedup = result["ratios"].get("relative", {}).get("t5", {}).get("encoder_speedup_16384")
     if speedup is not None:
         add("relative 16k encoder pass >= 3x faster than T5", f"{speedup:.1f}x", speedup >= 3.0)

@@ -26,6 +26,7 @@ from hf_longctx.positions import (
     ALIBI_CUT_BIAS,
     OffsetBias,
     PositionEncoding,
+    RelativePositions,
     alibi_slopes,
     register_position_encoding,
 )
@@ -90,23 +91,97 @@ def test_backends_agree_forward_and_gradients(setup, batch):
 
 @pytest.mark.parametrize("setup", SCORE_BIAS_SETUPS.values(), ids=SCORE_BIAS_SETUPS.keys())
 def test_unmasked_chunked_blocks_take_the_toeplitz_view_and_match_eager(setup, monkeypatch):
-    """Without padding the encoder's blocks read the bias as a strided view of its offsets (reversed queries)."""
-    views = []
-    original = attention_module._toeplitz_block_bias
-    monkeypatch.setattr(attention_module, "_toeplitz_block_bias", lambda *a: views.append(a) or original(*a))
+    """Without padding the encoder reads the bias as a strided view of its offsets (reversed queries), in one call
+    over all queries per layer; a learned bias gets its gradient from `ToeplitzBiasAttention`, not from blocks."""
+    calls = []
+    original = attention_module.ToeplitzBiasAttention.apply
+    monkeypatch.setattr(attention_module.ToeplitzBiasAttention, "apply", lambda *a: calls.append(a) or original(*a))
     unpadded = random_batch(src_len=13, pad_last=False)
     ref_logits, ref_grads = logits_and_grads(tiny_model(attn_implementation="eager", **setup), unpadded)
     chunked = tiny_model(**setup, chunked_attention="always", chunked_attention_block_size=3)
     logits, grads = logits_and_grads(chunked, unpadded)
     layers = chunked.config.encoder_layers
     learned = setup["position_embedding_type"] == "relative" or setup.get("relative_bias")
-    if learned:  # a learned bias needs a gradient, so SDPA materialises scores: blocks, recomputed in backward
-        assert len(views) == 2 * 5 * layers, "5 blocks (3+3+3+3+1 queries) per encoder layer, forward and recompute"
-    else:  # a bias without gradient stays a view: one call over all queries per layer
-        assert [a[1:3] for a in views] == [(0, 13)] * layers
+    assert [a[0].shape[2] for a in calls] == ([13] * layers if learned else []), "one call of all 13 queries"
     assert_same(logits, ref_logits)
     for name in ref_grads:
         assert_same(grads[name], ref_grads[name])
+
+
+# T5's buckets reach their last bucket at max distance 6, so the long sources below have offsets past it on both
+# sides, whose gradient `ToeplitzBiasAttention` takes from the fused backward as a sum per query block.
+FAR_BUCKETS = {"relative_attention_num_buckets": 4, "relative_attention_max_distance": 6}
+LEARNED_BIAS_SETUPS = {name: setup for name, setup in SCORE_BIAS_SETUPS.items() if name != "alibi-plain"}
+
+
+@pytest.mark.parametrize("setup", LEARNED_BIAS_SETUPS.values(), ids=LEARNED_BIAS_SETUPS.keys())
+@pytest.mark.parametrize("padding", ["none", "right", "left"])
+@pytest.mark.parametrize("score_elements", [None, 64], ids=["one-chunk", "row-by-row"])
+def test_learned_bias_gradient_past_its_buckets_matches_eager(setup, padding, score_elements, monkeypatch):
+    """Training a learned offset bias on the long-input path: one fused call per row range and layer, and the same
+    logits and gradients as eager's dense scores, with offsets well past the last bucket on both sides (sources of
+    up to 45 tokens: 15 gradient blocks of 3 queries), padded rows attended by their own key ranges, and the band
+    near the diagonal computed in one chunk per block or a row at a time (`BLOCK_SCORE_ELEMENTS`)."""
+    if score_elements is not None:
+        monkeypatch.setattr(attention_module, "BLOCK_SCORE_ELEMENTS", score_elements)
+    calls = []
+    original = attention_module.ToeplitzBiasAttention.apply
+    monkeypatch.setattr(attention_module.ToeplitzBiasAttention, "apply", lambda *a: calls.append(a) or original(*a))
+    batch = random_batch(src_len=45, pad_last=padding != "none")
+    if padding == "left":
+        batch["attention_mask"] = batch["attention_mask"].flip(-1)
+    ref_logits, ref_grads = logits_and_grads(tiny_model(attn_implementation="eager", **setup, **FAR_BUCKETS), batch)
+    model = tiny_model(**setup, **FAR_BUCKETS, chunked_attention="always")
+    logits, grads = logits_and_grads(model, batch)
+    rows = 1 if padding == "none" else 3
+    assert len(calls) == rows * model.config.encoder_layers
+    assert_same(logits, ref_logits)
+    assert grads.keys() == ref_grads.keys()
+    for name in ref_grads:
+        assert_same(grads[name], ref_grads[name])
+
+
+def test_a_bias_that_varies_at_every_distance_takes_the_blocks(monkeypatch):
+    """KERPLE's learned penalty has a gradient at every offset (`trainable_constant_beyond` None): blocks, exact."""
+    calls = []
+    original = attention_module.ToeplitzBiasAttention.apply
+    monkeypatch.setattr(attention_module.ToeplitzBiasAttention, "apply", lambda *a: calls.append(a) or original(*a))
+    batch = random_batch(src_len=30, pad_last=False)
+    ref_logits, ref_grads = logits_and_grads(tiny_model(attn_implementation="eager", position_embedding_type="kerple"), batch)
+    logits, grads = logits_and_grads(tiny_model(position_embedding_type="kerple", chunked_attention="always"), batch)
+    assert calls == []
+    assert_same(logits, ref_logits)
+    for name in ref_grads:
+        assert_same(grads[name], ref_grads[name])
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["encoder", "decoder"])
+@pytest.mark.parametrize("name", BIAS_ENCODINGS + ["relative_bias"])
+def test_trainable_constant_beyond_is_where_the_bias_gradient_is_one_sum_per_side(name, causal):
+    """What `ToeplitzBiasAttention` relies on: moving every offset's gradient past `trainable_constant_beyond` to the
+    first offset past it, on its side, leaves the parameters' gradients unchanged."""
+    torch.manual_seed(0)
+    config = tiny_config(**FAR_BUCKETS, position_embedding_type="alibi" if name == "relative_bias" else name)
+    module = (RelativePositions if name == "relative_bias" else POSITION_ENCODINGS[name])(config, causal)
+    beyond = module.trainable_constant_beyond()
+    params = [p for p in module.parameters() if p.requires_grad]
+    if beyond is None:
+        assert params, "only a bias with weights may vary at every distance"
+        return
+    if not params:
+        assert beyond == 0
+        return
+    lowest, count = -40, 81
+    weights = torch.randn(module.bias_by_offset(lowest, count, "cpu").shape)
+    moved = weights.clone()
+    offsets = torch.arange(lowest, lowest + count)
+    for side in (1, -1):
+        far = offsets * side >= beyond
+        moved[:, far] = 0
+        moved[:, offsets == side * beyond] = weights[:, far].sum(-1, keepdim=True)
+    grads = [torch.autograd.grad((w * module.bias_by_offset(lowest, count, "cpu")).sum(), params) for w in (weights, moved)]
+    for exact, summed in zip(*grads, strict=True):
+        assert_same(summed, exact)
 
 
 @pytest.mark.parametrize("setup", SCORE_BIAS_SETUPS.values(), ids=SCORE_BIAS_SETUPS.keys())
@@ -234,7 +309,7 @@ def test_chunked_path_bounds_block_memory():
         attention_module.BLOCK_SCORE_ELEMENTS = 4 * 12 * 5  # B=1, H=4, Lk=12 -> 5 queries per block
         attention_module._attend_block = spy
         one = random_batch(batch=1, src_len=12, pad_last=False)
-        one["attention_mask"][0, -1] = 0  # a padded key: blocks build their mask (unmasked ones are one view)
+        one["attention_mask"][0, 5] = 0  # a hole in the keys: blocks build their mask (unmasked ones are one view)
         model(**one)
     finally:
         attention_module.BLOCK_SCORE_ELEMENTS = old
