@@ -178,11 +178,13 @@ class ToeplitzBiasAttention(torch.autograd.Function):
                 grad_offsets_HN[:, min(max(right, 0), count - 1)] += column_sums_HKN[:, band_end:, block].sum(-1)
             if band_start > 0:
                 grad_offsets_HN[:, min(max(left, 0), count - 1)] += column_sums_HKN[:, :band_start, block].sum(-1)
+            if band_start == band_end:
+                continue
             width = band_end - band_start
             k_BHwDh = key[:, :, band_start:band_end].float()
             v_BHwDh = value[:, :, band_start:band_end].float()
             chunk = max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * width))  # rows at a time: memory O(L), as blocks
-            for top in range(first, last + 1 if width else first, chunk):
+            for top in range(first, last + 1, chunk):
                 n = min(last + 1, top + chunk) - top
                 scores = torch.matmul(query[:, :, top : top + n].float() * scale, k_BHwDh.transpose(2, 3))
                 scores += _toeplitz_block_bias(offsets_HN.detach().float(), 0, n, n + base + top + band_start, width, torch.float32)
