@@ -138,8 +138,8 @@ class ToeplitzBiasAttention(torch.autograd.Function):
         base, (left, right), scale = ctx.base, ctx.constant_offsets, ctx.scale
         batch, heads, rows, head_dim = query.shape
         keys, count = key.shape[2], offsets_HN.shape[1]
-        batch_rowsper_block = -(-rows // OFFSET_GRAD_BLOCKS)
-        blocks = -(-rows // batch_rowsper_block)
+        rows_per_block = -(-rows // OFFSET_GRAD_BLOCKS)
+        blocks = -(-rows // rows_per_block)
         grad_BHRDh = grad_BHRDh.contiguous()
 
         def widened(tensor, extra=None):  # `blocks` more columns: zeros, or the rows' block indicators
@@ -147,7 +147,7 @@ class ToeplitzBiasAttention(torch.autograd.Function):
                 extra = tensor.new_zeros(()).expand(*tensor.shape[:-1], blocks)
             return torch.cat([tensor, extra.to(tensor.dtype)], dim=-1)
 
-        block_of_row = torch.arange(rows, device=query.device) // batch_rowsper_block
+        block_of_row = torch.arange(rows, device=query.device) // rows_per_block
         indicators_RN = block_of_row[:, None] == torch.arange(blocks, device=query.device)
         bias = _toeplitz_block_bias(offsets_HN.detach(), 0, rows, rows + base, keys, query.dtype)
         grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
@@ -169,8 +169,8 @@ class ToeplitzBiasAttention(torch.autograd.Function):
 
         grad_offsets_HN = torch.zeros(heads, count, dtype=torch.float32, device=query.device)
         rowsum_BHR = (grad_BHRDh.float() * output.float()).sum(-1)  # D = dO . O, so dS = P * (dO v^T - D)
-        for block, first in enumerate(range(0, rows, batch_rowsper_block)):
-            last = min(rows, first + batch_rowsper_block) - 1
+        for block, first in enumerate(range(0, rows, rows_per_block)):
+            last = min(rows, first + rows_per_block) - 1
             # keys whose offset is past the band for every row of the block: index base + r + j >= right (or <= left)
             band_end = min(max(right - base - first, 0), keys)
             band_start = min(max(left - base - last + 1, 0), band_end)
