@@ -35,7 +35,7 @@ from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
-from .attention import ChunkedAttentionPlan, LongCtxAttention, contiguous_key_ranges
+from .attention import ChunkedAttentionPlan, LongCtxAttention
 from .configuration_longctx import LongCtxConfig
 from .positions import CrossAttentionAlignment, PositionEncoding, RelativePositions, build_position_encoding
 
@@ -456,39 +456,13 @@ class LongCtxStack(LongCtxPreTrainedModel):
         """(1 or B, H, Lq, Lk): the sum of `_score_biases` (B: positions given per example)."""
         return sum(module.bias(q_positions, k_positions) for module in self._score_biases())
 
-    def _use_chunked(self, key_length: int, output_attentions: bool, trains_fused: bool = False) -> bool:
+    def _use_chunked(self, key_length: int, output_attentions: bool) -> bool:
         mode = self.config.chunked_attention
         if not self._score_biases() or mode == "never":
             return False
         if output_attentions and self.config._attn_implementation == "eager":
             return False  # the chunked path has no weights to return; asking for them costs the dense path
-        return mode == "always" or key_length >= self.config.chunked_attention_min_length or trains_fused
-
-    def _trains_fused(self, device: torch.device, padding_mask, first_positions) -> bool:
-        """Whether this forward trains a learned offset bias that the long-input path's one fused call
-        (`attention.ToeplitzBiasAttention`) serves at any length: SDPA with a bias that needs its gradient takes its
-        math path, which the fused call beats at short lengths too (`relative`, 8 x 512 tokens, one layer's attention
-        forward + backward: 0.30 s against 0.39-0.54 s, 0.17 s without a bias; docs/long-inputs.md). SDPA only (an
-        explicit `eager` stays eager), on CPU, in training without attention dropout or gradient checkpointing (the
-        reentrant kind cannot recompute the plan's shared offsets), over consecutive positions, in a stack without a
-        causal mask and keys that are one range per row."""
-        biases = self._score_biases()
-        if not (
-            self.training
-            and not any(getattr(layer, "gradient_checkpointing", False) for layer in self.layers)
-            and torch.is_grad_enabled()
-            and not self.causal
-            and device.type == "cpu"
-            and self.config._attn_implementation == "sdpa"
-            and self.config.attention_dropout == 0
-            and first_positions is not None
-            and any(p.requires_grad for module in biases for p in module.parameters())
-            and all(module.bias_is_offset_only and module.trainable_constant_beyond() is not None for module in biases)
-        ):
-            return False
-        return padding_mask is None or (
-            padding_mask.dim() == 2 and (bool(padding_mask.all()) or contiguous_key_ranges(padding_mask.bool()) is not None)
-        )
+        return mode == "always" or key_length >= self.config.chunked_attention_min_length
 
     def _offset_values(self, q_positions, k_len, first_positions, dtype) -> tuple[torch.Tensor | None, tuple | None]:
         """The bias of every offset k - q of consecutive positions, once for all layers and blocks, and the indices
@@ -512,8 +486,7 @@ class LongCtxStack(LongCtxPreTrainedModel):
         the mask and the bias. `first_positions` = (first query, first key) says the positions are consecutive."""
         rotary = self.position.rotary_inputs(q_positions, dtype)
         output_attentions = kwargs.get("output_attentions") or self.config.output_attentions
-        trains_fused = self._trains_fused(q_positions.device, padding_mask, first_positions)
-        if self._use_chunked(k_positions.shape[-1], output_attentions, trains_fused):
+        if self._use_chunked(k_positions.shape[-1], output_attentions):
             key_padding, full_mask = None, None
             if padding_mask is not None and padding_mask.dim() == 4:  # a ready mask, e.g. from generate
                 full_mask = padding_mask

@@ -143,33 +143,6 @@ def test_learned_bias_gradient_past_its_buckets_matches_eager(setup, padding, sc
         assert_same(grads[name], ref_grads[name])
 
 
-@pytest.mark.parametrize("setup", LEARNED_BIAS_SETUPS.values(), ids=LEARNED_BIAS_SETUPS.keys())
-def test_training_a_learned_bias_takes_the_fused_call_at_any_length(setup, monkeypatch):
-    """Below `chunked_attention_min_length`, training with SDPA on CPU takes the fused call too (faster than SDPA's
-    math path), right-padded rows each over their own keys, with eager's gradients; a hole in the mask, evaluation,
-    an explicit eager backend and gradient checkpointing keep the dense bias."""
-    calls = []
-    original = attention_module.ToeplitzBiasAttention.apply
-    monkeypatch.setattr(attention_module.ToeplitzBiasAttention, "apply", lambda *a: calls.append(a) or original(*a))
-    batch = random_batch(src_len=13)
-    ref_logits, ref_grads = logits_and_grads(tiny_model(attn_implementation="eager", **setup).train(), batch)
-    assert calls == []
-    model = tiny_model(**setup).train()
-    logits, grads = logits_and_grads(model, batch)
-    assert len(calls) == len(batch["input_ids"]) * model.config.encoder_layers, "one call per row and layer"
-    assert_same(logits, ref_logits)
-    for name in ref_grads:
-        assert_same(grads[name], ref_grads[name])
-    calls.clear()
-    holed = {**batch, "attention_mask": batch["attention_mask"].clone()}
-    holed["attention_mask"][0, 5] = 0
-    logits_and_grads(model, holed)
-    model.eval()(**batch).loss.backward()
-    model.train().gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    logits_and_grads(model, batch)
-    assert calls == []
-
-
 def test_a_bias_that_varies_at_every_distance_takes_the_blocks(monkeypatch):
     """KERPLE's learned penalty has a gradient at every offset (`trainable_constant_beyond` None): blocks, exact."""
     calls = []
