@@ -18,6 +18,8 @@ over rounds x iterations is reported):
   one training forward + backward (target 128), and their ratio padded / unpadded; the unpadded training step is
   also the long-source training measurement: tokens/s of every model against `sinusoidal` (no score bias), T5 and
   BART (its learned table grown to that length);
+- generation from a long source (`--long_generate_length`, default 16384; 0 skips): batch 1, `--new_tokens` greedy
+  tokens, the encoder pass included, against HF T5 at the same length (the issue's "16k-source generation");
 - encoder pass, batch 1, no grad, at each `--lengths`: wall time and peak RSS, each in a fresh subprocess
   (peak RSS is per process); `pass_mb` = peak minus the RSS after the model was built. The log-log slope of
   pass_mb against length is fitted over the lengths >= `--slope_from`.
@@ -181,6 +183,14 @@ class Arguments:
             "are skipped."
         },
     )
+    long_generate_length: int = field(
+        default=16384,
+        metadata={
+            "help": "Source length of the long-source generation measurement (batch 1, --new_tokens greedy tokens, "
+            "the encoder pass included; one call per model and round after a warm-up on a short source); 0 skips it. "
+            "References above --ref_max_length are skipped."
+        },
+    )
     output: str = "runs/bench_speed.json"
 
     def __post_init__(self):
@@ -195,7 +205,7 @@ class Arguments:
         defaults = Arguments.__dataclass_fields__
         idle = {
             "skip_encoder": ("lengths", "slope_from"),
-            "skip_generate": ("new_tokens",),
+            "skip_generate": ("new_tokens", "long_generate_length"),
         }
         for skip, names in idle.items():
             given = [n for n in names if getattr(self, n) != _default(defaults[n])] if getattr(self, skip) else []
@@ -208,6 +218,12 @@ class Arguments:
             raise ValueError("`--compile_generate` times generation, which `--skip_generate` skips: drop one of them.")
         if self.compile_generate is None:
             self.compile_generate = not self.skip_generate
+        if self.skip_generate:
+            self.long_generate_length = 0
+        elif self.long_generate_length < 0:
+            raise ValueError(
+                f"`--long_generate_length`={self.long_generate_length}: give a source length (e.g. 16384) or 0 to skip."
+            )
 
 
 def _default(spec):
@@ -341,6 +357,29 @@ def time_padded_batches(models: list[str], args) -> dict:
     return out
 
 
+def time_long_generation(models: list[str], args) -> dict:
+    """{model: {new_tokens_per_s, call_s}}: greedy `generate` from one source of `long_generate_length` tokens,
+    `new_tokens` new tokens, the encoder pass included; medians over `rounds`, models alternating."""
+    import torch
+
+    torch.manual_seed(0)
+    length = args.long_generate_length
+    built = {name: build_model(name, length) for name in models}
+    source = torch.randint(2, SIZES["vocab_size"], (1, length))
+    for name in models:  # warm-up on a short source (allocations, generate's first-call setup), not timed
+        time_generation(built[name], source[:, :256], args.new_tokens, iters=0)
+    times = {name: [] for name in models}
+    for r in range(args.rounds):
+        for name in models if r % 2 == 0 else models[::-1]:
+            start = time.perf_counter()
+            time_generation(built[name], source, args.new_tokens, iters=0)  # one call: at 16k T5 takes minutes
+            times[name].append(time.perf_counter() - start)
+            print(f"round {r} {name}: generate from {length} tokens {times[name][-1]:.1f} s", file=sys.stderr, flush=True)
+    return {
+        name: {"new_tokens_per_s": args.new_tokens / statistics.median(t), "call_s": t} for name, t in times.items()
+    }
+
+
 def matmul_gflops(threads: int, n: int = 1024, repeats: int = 20) -> float:
     import torch
 
@@ -452,6 +491,8 @@ def main():
 
     padded_models = list(args.encodings) + [r for r in args.references if args.padded_length <= args.ref_max_length]
     result["padded"] = time_padded_batches(padded_models, args) if args.padded_length else {}
+    long_models = list(args.encodings) + [r for r in args.references if args.long_generate_length <= args.ref_max_length]
+    result["long_generate"] = time_long_generation(long_models, args) if args.long_generate_length else {}
 
     if not args.skip_encoder:
         for length in args.lengths:
@@ -480,7 +521,7 @@ def main():
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
-    keys = ("train", "generate", "generate_compiled", "padded", "ratios", "memory_slope")
+    keys = ("train", "generate", "generate_compiled", "padded", "long_generate", "ratios", "memory_slope")
     print(json.dumps({k: result[k] for k in keys}, default=str))
     markdown = table(result, args)
     with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
@@ -568,6 +609,19 @@ def table(result: dict, args: Arguments) -> str:
             lines.append(
                 f"| {name} | {row['tokens_per_s']:.0f} | {ratio['sinusoidal']} | {ratio['t5']} | {ratio['bart']} |"
             )
+    if result["long_generate"]:
+        t5 = result["long_generate"].get("t5", {}).get("new_tokens_per_s")
+        lines += [
+            "",
+            f"Generation from a long source: batch 1, {args.long_generate_length} source tokens, {args.new_tokens} new "
+            "tokens (greedy, the encoder pass included), median",
+            "",
+            "| model | seconds per call | new tokens/s | x T5 |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, row in result["long_generate"].items():
+            ratio = f"{row['new_tokens_per_s'] / t5:.2f}" if t5 else "-"
+            lines.append(f"| {name} | {statistics.median(row['call_s']):.1f} | {row['new_tokens_per_s']:.2f} | {ratio} |")
     lines += ["", "| model | tokens | seconds | peak RSS MB | pass MB | finite |", "|---|---:|---:|---:|---:|---|"]
     for row in sorted(result["encoder"], key=lambda r: (r["model"], r["length"])):
         if "error" in row:

@@ -457,6 +457,8 @@ def test_a_benchmark_folder_with_results_is_not_overwritten_without_resume(tmp_p
         (["--iters", "0"], "`--iters`=0 times nothing: give at least 1."),
         (["--skip_encoder", "--lengths", "2048"], "--lengths shapes what --skip_encoder skips: drop it, or drop --skip_encoder."),
         (["--skip_generate", "--new_tokens", "8"], "--new_tokens shapes what --skip_generate skips"),
+        (["--skip_generate", "--long_generate_length", "4096"], "--long_generate_length shapes what --skip_generate"),
+        (["--long_generate_length", "-1"], "`--long_generate_length`=-1: give a source length (e.g. 16384) or 0"),
     ],
 )
 def test_bench_speed_refuses_a_run_that_times_nothing(argv, message):
