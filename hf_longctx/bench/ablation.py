@@ -64,6 +64,7 @@ VARIANTS["t5trunk+relbias/alibi"] = {"encoding": "alibi", "overrides": {**T5_TRU
 # relative's default before the convolution became it (rows made then as `default/relative` carry this name now;
 # rows made as `default+conv4/relative` are `default/relative`: results/trunk-ablation/README.md)
 VARIANTS["default+conv0/relative"] = {"encoding": "relative", "overrides": {"encoder_conv_kernel": 0}}
+VARIANTS["default+init/relative"] = {"encoding": "relative", "overrides": T5_INIT}  # RoPE's step, on T5's buckets
 
 # RoPE's trunk before T5's initialisation and the encoder convolution became its default: `rope0+<factors>/rope`.
 # The rows made then as `default+<factors>/rope` carry these names now (`ROPE0_NAMES`; results/trunk-ablation/README.md).
