@@ -364,7 +364,7 @@ def time_long_generation(models: list[str], args) -> dict:
 
     torch.manual_seed(0)
     length = args.long_generate_length
-    built = {name: build_model(name, length) for name in models}
+    built = {name: build_model(name, max(length, args.new_tokens + 2)) for name in models}  # tables: the decoder's too
     source = torch.randint(2, SIZES["vocab_size"], (1, length))
     for name in models:  # warm-up on a short source (allocations, generate's first-call setup), not timed
         time_generation(built[name], source[:, :256], args.new_tokens, iters=0)
