@@ -162,10 +162,10 @@ class ToeplitzBiasAttention(torch.autograd.Function):
             attn_mask=bias,
             scale=scale,
         )
-        column_sums_HKN = grad_k[..., head_dim:].sum(0).float() / scale  # sum of dS over each block's rows, by key
-        grad_q, grad_k, grad_v = (g[..., :head_dim] for g in (grad_q, grad_k, grad_v))
+        widened_grad_k, (grad_q, grad_k, grad_v) = grad_k, (g[..., :head_dim] for g in (grad_q, grad_k, grad_v))
         if not ctx.needs_input_grad[3]:
             return grad_q, grad_k, grad_v, None, None, None, None
+        column_sums_HKN = widened_grad_k[..., head_dim:].sum(0).float() / scale  # dS summed over each block's rows
 
         grad_offsets_HN = torch.zeros(heads, count, dtype=torch.float32, device=query.device)
         rowsum_BHR = (grad_BHRDh.float() * output.float()).sum(-1)  # D = dO . O, so dS = P * (dO v^T - D)
