@@ -169,6 +169,18 @@ class LongCtxConfig(PreTrainedConfig):
             `relative_bias`) it cost a seed at lr 1e-3 (0.53; 0.99 at step 2750 without) and on kv_recall 0.18
             against 0.67. A config saved before this default (a file with `encoder_conv_kernel: 0`, or without
             the field) loads with 0, as its model was trained.
+        encoder_local_radius (`int | None`, defaults to `None`): each encoder token attends only to the tokens
+            within this distance on either side (LongT5's local attention, Guo et al. 2022, `local_radius`), in
+            training and at any length, whatever the encoding (a score bias with keys farther away masked: the
+            dense path and the long-input path alike; the memory stays linear, the compute is not cut yet). The
+            decoder and the cross-attention are unchanged, so what the source holds is found by the
+            cross-attention, whose view does not depend on where in the source it is. With it every encoder token
+            sees at any length what it saw in training (with a radius below the training length), and an answer
+            that a model finds by matching in its encoder (a query at the end against records far before it),
+            which fails once the distances pass the trained ones, has to be found by the decoder instead.
+            Measured on the multi-key needle (results/trunk-ablation/README.md, "An encoder window"). None (the
+            default): every token attends to the whole source. Distances are by position, so it cannot go with
+            `randomized_positions_max_length`.
         alibi_max_penalty (`float | None`, defaults to 60.0): past this penalty (distance 60 / slope) a key is
             masked, which makes each ALiBi head a window of 60 / slope tokens. A key that far weighs under e^-60
             (9e-27) of an equally scored key at the query's own position, below fp32 and bf16 resolution (only a
@@ -274,6 +286,7 @@ class LongCtxConfig(PreTrainedConfig):
     alibi_max_penalty: float | None = 60.0
     relative_bias: bool | None = None
     encoder_conv_kernel: int | None = None
+    encoder_local_radius: int | None = None
     cross_attention_logn_length: int | None = None
     cross_attention_alignment: bool = False
     cross_attention_alignment_max_distance: int = 16
@@ -596,6 +609,18 @@ class LongCtxConfig(PreTrainedConfig):
                 raise ValueError(
                     f"`randomized_positions_max_length`={bound} exceeds the learned table "
                     f"(`max_position_embeddings`={self.max_position_embeddings}); grow the table or lower the bound."
+                )
+        if self.encoder_local_radius is not None:
+            if self.encoder_local_radius < 1:
+                raise ValueError(
+                    f"`encoder_local_radius` is the distance within which encoder tokens attend to each other and must "
+                    f"be an integer >= 1, got {self.encoder_local_radius}; None attends to the whole source."
+                )
+            if bound is not None:
+                raise ValueError(
+                    f"`encoder_local_radius`={self.encoder_local_radius} masks keys by their distance in positions, and "
+                    f"`randomized_positions_max_length`={bound} spreads neighbouring tokens' positions apart in "
+                    "training; set one of them to None."
                 )
         # (types are checked by `@strict` before this runs: a string or a bool fails there, naming the field)
         if self.alibi_max_penalty is not None and not self.alibi_max_penalty > 0:

@@ -37,7 +37,13 @@ from transformers.utils.output_capturing import OutputRecorder, capture_outputs
 
 from .attention import ChunkedAttentionPlan, LongCtxAttention
 from .configuration_longctx import LongCtxConfig
-from .positions import CrossAttentionAlignment, PositionEncoding, RelativePositions, build_position_encoding
+from .positions import (
+    CrossAttentionAlignment,
+    LocalWindow,
+    PositionEncoding,
+    RelativePositions,
+    build_position_encoding,
+)
 
 logger = logging.get_logger(__name__)
 
@@ -411,6 +417,9 @@ class LongCtxStack(LongCtxPreTrainedModel):
         self.position = build_position_encoding(encoding, config, causal=self.causal)
         # `relative_bias`: T5's learned buckets on the scores, on top of the encoding
         self.relative_bias = RelativePositions(config, self.causal) if config.has_relative_bias(encoding) else None
+        # `encoder_local_radius`: the encoder's keys past the radius masked, as one more score bias
+        local = config.encoder_local_radius is not None and not self.causal
+        self.local_window = LocalWindow(config, self.causal) if local else None
         self.dropout = config.dropout
         self.final_norm = _norm(config) if config.pre_norm else nn.Identity()
         self.embedding_norm = _norm(config) if config.embedding_norm else nn.Identity()
@@ -449,8 +458,10 @@ class LongCtxStack(LongCtxPreTrainedModel):
         return inputs_embeds
 
     def _score_biases(self) -> list[PositionEncoding]:
-        """What adds to this stack's self-attention scores: a bias encoding, `relative_bias`, both or neither."""
-        return [module for module in (self.position, self.relative_bias) if module is not None and module.adds_score_bias]
+        """What adds to this stack's self-attention scores: a bias encoding, `relative_bias`, the encoder's local
+        window, any of them or none."""
+        modules = (self.position, self.relative_bias, self.local_window)
+        return [module for module in modules if module is not None and module.adds_score_bias]
 
     def _position_bias(self, q_positions, k_positions) -> torch.Tensor:
         """(1 or B, H, Lq, Lk): the sum of `_score_biases` (B: positions given per example)."""

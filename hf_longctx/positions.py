@@ -352,6 +352,22 @@ class AlibiPositions(OffsetBias):
             bias_HN.masked_fill_(bias_HN < -self.max_penalty, ALIBI_CUT_BIAS)
         return bias_HN
 
+class LocalWindow(OffsetBias):
+    """`encoder_local_radius`: 0 on the scores of keys within the radius, `ALIBI_CUT_BIAS` past it (a weight of
+    exp(-1e4): none), as one more score bias of the encoder, so every attention path (dense, long-input blocks, the
+    fused Toeplitz training call) masks the same keys. Not a registered encoding: it goes on top of one."""
+
+    def __init__(self, config: LongCtxConfig, causal: bool):
+        super().__init__(config, causal)
+        self.radius = config.encoder_local_radius
+        self.num_heads = config.num_heads
+
+    def bias_by_offset(self, lowest: int, count: int, device: torch.device) -> torch.Tensor:
+        distance_N = torch.arange(lowest, lowest + count, device=device).abs()
+        bias_N = torch.where(distance_N > self.radius, ALIBI_CUT_BIAS, 0.0)
+        return bias_N.expand(self.num_heads, count)
+
+
 class KerplePositions(OffsetBias):
     """KERPLE, logarithmic variant (Chi et al. 2022, arXiv 2205.09921): score(i, j) += -r1_h * log(1 + r2_h * |i - j|),
     r1_h, r2_h > 0 learned per head, one pair per stack shared by its layers. Symmetric in the encoder; in the

@@ -24,14 +24,16 @@ OTHER_SETUPS = {
     "rope+encoder_conv": {"position_embedding_type": "rope", "encoder_conv_kernel": 3},
     "alibi+alignment": {"position_embedding_type": "alibi", "cross_attention_alignment": True},
     "rope+alignment": {"position_embedding_type": "rope", "cross_attention_alignment": True},
+    "rope+local_window": {"position_embedding_type": "rope", "encoder_local_radius": 3},  # a window as its only bias
 }
 # Every way a stack's scores get a bias (what the chunked long-input path serves): T5's buckets alone, ALiBi alone,
-# and the learned buckets on top of ALiBi and of RoPE.
+# the learned buckets on top of ALiBi and of RoPE, and T5's buckets inside the encoder's local window.
 SCORE_BIAS_SETUPS = {
     "relative": {"position_embedding_type": "relative"},
     "alibi-plain": OTHER_SETUPS["alibi-plain"],
     "alibi+relative_bias": {"position_embedding_type": "alibi", "relative_bias": True},
     "rope+relative_bias": OTHER_SETUPS["rope+relative_bias"],
+    "relative+local_window": {"position_embedding_type": "relative", "encoder_local_radius": 5},
 }
 ROPE_SCALINGS = [
     {"rope_type": "linear", "factor": 2.0},

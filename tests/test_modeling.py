@@ -1103,3 +1103,47 @@ def test_an_encoding_registered_from_outside_trains_saves_reloads_and_generates(
 def test_register_position_encoding_refuses_what_it_cannot_use(name, cls, error, pattern):
     with pytest.raises(error, match=pattern):
         register_position_encoding(name, cls)
+
+
+# ---------------------------------------------------------------- encoder_local_radius
+@pytest.mark.parametrize("pe", ["rope", "alibi", "relative", "sinusoidal"])
+@pytest.mark.parametrize("chunked", ["never", "always"])
+def test_encoder_local_radius_masks_keys_past_it_and_nothing_else(pe, chunked):
+    """Every encoder self-attention weight past the radius is 0 and within it positive (eager, whose weights are
+    returned); the decoder's self- and cross-attention keep every key; the long-input path gives the same logits."""
+    radius = 3
+    batch = random_batch(src_len=15, pad_last=False)
+    model = tiny_model(position_embedding_type=pe, encoder_local_radius=radius, attn_implementation="eager")
+    out = model(**batch, output_attentions=True)
+    distance = (torch.arange(15)[None, :] - torch.arange(15)[:, None]).abs()
+    for weights in out.encoder_attentions:
+        assert (weights[..., distance > radius] == 0).all()
+        assert (weights[..., distance <= radius] > 0).all()
+    for weights in out.cross_attentions:
+        assert (weights > 0).all(), "the decoder reads the whole source"
+    whole = tiny_model(position_embedding_type=pe, attn_implementation="eager")(**batch, output_attentions=True)
+    assert (whole.encoder_attentions[0][..., distance > radius] > 0).all(), "without the radius every key counts"
+    fast = tiny_model(
+        position_embedding_type=pe, encoder_local_radius=radius, chunked_attention=chunked, chunked_attention_block_size=4
+    )
+    assert_same(fast(**batch).logits, out.logits)
+
+
+def test_encoder_local_radius_changes_nothing_when_it_covers_the_source():
+    batch = random_batch(src_len=9)
+    assert_same(tiny_model(encoder_local_radius=8)(**batch).logits, tiny_model()(**batch).logits)
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"encoder_local_radius": 0}, r"`encoder_local_radius` .* must be an integer >= 1, got 0"),
+        (
+            {"encoder_local_radius": 4, "randomized_positions_max_length": 256},
+            r"`encoder_local_radius`=4 .* `randomized_positions_max_length`=256 .* set one of them to None",
+        ),
+    ],
+)
+def test_encoder_local_radius_refuses_what_it_cannot_do(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(**overrides)

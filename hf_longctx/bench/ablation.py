@@ -110,6 +110,10 @@ ROPE0_NAMES = {
 }
 for _encoding in ("relative", "rope"):
     VARIANTS[f"default+align/{_encoding}"] = {"encoding": _encoding, "overrides": {"cross_attention_alignment": True}}
+# an encoder that attends within 16 tokens (`encoder_local_radius`), below the training sources (24-64): the matching
+# of the query against the records is left to the cross-attention, which sees any length as it saw the trained ones
+for _encoding in ("alibi", "relative", "rope"):
+    VARIANTS[f"default+local16/{_encoding}"] = {"encoding": _encoding, "overrides": {"encoder_local_radius": 16}}
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
 # T5's trunk back to the default
 for _name, _fields in {
