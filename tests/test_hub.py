@@ -416,3 +416,13 @@ def test_a_rope_card_says_why_it_was_initialised_as_t5_is(trained, tmp_path):
     write_model_card(tmp_path, {**results, "position_embedding_type": "rope"}, None)
     card = ModelCard.load(tmp_path / "README.md").text
     assert "initialised as T5 is (`initializer=\"fan_in\"`" in card and "7 of 8 runs (HF T5 of\nthe same size: 5 of 8)" in card
+
+
+def test_a_card_says_the_encoder_attends_locally(trained, tmp_path):
+    folder, results = trained
+    assert "encoder_local_radius" not in ModelCard.load(folder / "README.md").text
+    config = {**json.loads((folder / "config.json").read_text()), "encoder_local_radius": 16}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_model_card(tmp_path, results, None)
+    card = ModelCard.load(tmp_path / "README.md").text
+    assert "Each encoder token attends only to the tokens within 16 positions of\nit (`encoder_local_radius`" in card

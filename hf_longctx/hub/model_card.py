@@ -208,7 +208,8 @@ def template_values(results, config, training_args, command, model_id, example_s
     prose that states them lives in the template."""
     encoder_pe, decoder_pe = _stack_encodings(config).values()
     relative_bias_stacks = _stacks_with_relative_bias(config)
-    biased = any(_encoding(e).kind == "bias" for e in (encoder_pe, decoder_pe)) or relative_bias_stacks
+    local_radius = config.get("encoder_local_radius")  # a config saved before the field had none
+    biased = any(_encoding(e).kind == "bias" for e in (encoder_pe, decoder_pe)) or relative_bias_stacks or local_radius
     values = {
         "model_id": model_id,
         "num_parameters": results["num_parameters"],
@@ -235,6 +236,7 @@ def template_values(results, config, training_args, command, model_id, example_s
         "relative_bias_stacks": " and ".join(f"{e} {stack}" for stack, e in relative_bias_stacks.items()),
         "relative_bias_on_alibi": "alibi" in relative_bias_stacks.values(),
         "encoder_conv_kernel": config.get("encoder_conv_kernel", 0),  # a config saved before the field had none
+        "encoder_local_radius": local_radius,
         "fan_in_rope": encoder_pe == "rope" and config.get("initializer", "normal") == "fan_in",
         # its bucket distance where the option is on (a config saved before the field had neither)
         "cross_attention_alignment": config.get("cross_attention_alignment_max_distance")
