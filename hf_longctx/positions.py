@@ -228,7 +228,9 @@ class RelativePositions(OffsetBias):
         "head and bucket, added to the attention scores; one table per stack, shared by its layers."
     )
     takes_relative_bias = False  # it is that bias
-    encoder_conv_kernel_by_default = 4  # measured: `encoder_conv_kernel` in LongCtxConfig's docstring
+    # measured: `encoder_conv_kernel` and `initializer` in LongCtxConfig's docstring
+    encoder_conv_kernel_by_default = 4
+    initializer_by_default = "fan_in"
     options = ("relative_attention_num_buckets", "relative_attention_max_distance")
 
     def __init__(self, config: LongCtxConfig, causal: bool):

@@ -416,6 +416,11 @@ def test_a_rope_card_says_why_it_was_initialised_as_t5_is(trained, tmp_path):
     write_model_card(tmp_path, {**results, "position_embedding_type": "rope"}, None)
     card = ModelCard.load(tmp_path / "README.md").text
     assert "initialised as T5 is (`initializer=\"fan_in\"`" in card and "7 of 8 runs (HF T5 of\nthe same size: 5 of 8)" in card
+    config.update(position_embedding_type="relative", decoder_position_embedding_type="relative")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    write_model_card(tmp_path, {**results, "position_embedding_type": "relative"}, None)
+    card = ModelCard.load(tmp_path / "README.md").text
+    assert "initialised as T5 is (`initializer=\"fan_in\"`, relative's default)" in card and "7 of 8" not in card
 
 
 def test_a_card_says_the_encoder_attends_locally(trained, tmp_path):

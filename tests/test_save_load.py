@@ -179,11 +179,14 @@ def test_an_encodings_own_parameters_load_trained_or_initialised_never_as_garbag
 
 
 def test_ropes_default_is_t5s_initialisation_and_a_folder_saved_before_loads_as_it_was_trained(tmp_path):
-    """`initializer=None` resolves by the encoder's encoding ("fan_in" for rope, with T5's output scale; "normal" for
-    the others) and is saved resolved; a rope folder saved without the fields loads as its model was trained."""
+    """`initializer=None` resolves by the encoder's encoding ("fan_in" for rope and relative, with T5's output scale;
+    "normal" for the others) and is saved resolved; a rope folder saved without the fields loads as its model was
+    trained."""
     rope = LongCtxConfig(position_embedding_type="rope", d_model=64)
     assert (rope.initializer, rope.decoder_output_scale) == ("fan_in", 64**-0.5)
-    for encoding in ("alibi", "relative", "sinusoidal"):
+    relative = LongCtxConfig(position_embedding_type="relative", d_model=64)
+    assert (relative.initializer, relative.decoder_output_scale) == ("fan_in", 64**-0.5)
+    for encoding in ("alibi", "kerple", "sinusoidal"):
         config = LongCtxConfig(position_embedding_type=encoding)
         assert (config.initializer, config.decoder_output_scale) == ("normal", 1.0), encoding
     assert LongCtxConfig(position_embedding_type="rope", initializer="normal").decoder_output_scale == 1.0

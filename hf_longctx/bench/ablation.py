@@ -61,10 +61,14 @@ for _encoding in ("alibi", "relative", "rope"):
     # T5 has no encoder convolution (relative's and rope's defaults have one)
     VARIANTS[f"t5trunk/{_encoding}"] = {"encoding": _encoding, "overrides": {**T5_TRUNK, "encoder_conv_kernel": 0}}
 VARIANTS["t5trunk+relbias/alibi"] = {"encoding": "alibi", "overrides": {**T5_TRUNK, "relative_bias": True}}
-# relative's default before the convolution became it (rows made then as `default/relative` carry this name now;
-# rows made as `default+conv4/relative` are `default/relative`: results/trunk-ablation/README.md)
-VARIANTS["default+conv0/relative"] = {"encoding": "relative", "overrides": {"encoder_conv_kernel": 0}}
-VARIANTS["default+init/relative"] = {"encoding": "relative", "overrides": T5_INIT}  # RoPE's step, on T5's buckets
+# relative's trunk before T5's initialisation became its default: `relative0` (rows made then as `default/relative`
+# carry this name now, `default+conv0/relative` (no convolution, relative's default before that) is
+# `relative0+conv0/relative`, and rows made as `default+init/relative` are `default/relative`:
+# results/trunk-ablation/README.md; each row's JSON says so in `relabelled`)
+RELATIVE0 = {"initializer": "normal"}
+VARIANTS["relative0/relative"] = {"encoding": "relative", "overrides": RELATIVE0}
+VARIANTS["relative0+conv0/relative"] = {"encoding": "relative", "overrides": {**RELATIVE0, "encoder_conv_kernel": 0}}
+VARIANTS["relative0+align/relative"] = {"encoding": "relative", "overrides": {**RELATIVE0, "cross_attention_alignment": True}}
 
 # RoPE's trunk before T5's initialisation and the encoder convolution became its default: `rope0+<factors>/rope`.
 # The rows made then as `default+<factors>/rope` carry these names now (`ROPE0_NAMES`; results/trunk-ablation/README.md).

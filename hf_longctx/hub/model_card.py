@@ -237,7 +237,10 @@ def template_values(results, config, training_args, command, model_id, example_s
         "relative_bias_on_alibi": "alibi" in relative_bias_stacks.values(),
         "encoder_conv_kernel": config.get("encoder_conv_kernel", 0),  # a config saved before the field had none
         "encoder_local_radius": local_radius,
-        "fan_in_rope": encoder_pe == "rope" and config.get("initializer", "normal") == "fan_in",
+        # initialised as T5 is where that is the encoding's default (the card says why, per encoding)
+        "fan_in_default": encoder_pe
+        if config.get("initializer", "normal") == "fan_in" and _encoding(encoder_pe).initializer_by_default == "fan_in"
+        else None,
         # its bucket distance where the option is on (a config saved before the field had neither)
         "cross_attention_alignment": config.get("cross_attention_alignment_max_distance")
         if config.get("cross_attention_alignment")
