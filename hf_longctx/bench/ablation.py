@@ -118,6 +118,7 @@ for _encoding in ("relative", "rope"):
 # of the query against the records is left to the cross-attention, which sees any length as it saw the trained ones
 for _encoding in ("alibi", "relative", "rope"):
     VARIANTS[f"default+local16/{_encoding}"] = {"encoding": _encoding, "overrides": {"encoder_local_radius": 16}}
+VARIANTS["default+local32/alibi"] = {"encoding": "alibi", "overrides": {"encoder_local_radius": 32}}  # half the longest
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
 # T5's trunk back to the default
 for _name, _fields in {
