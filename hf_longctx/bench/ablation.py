@@ -118,7 +118,8 @@ for _encoding in ("relative", "rope"):
 # of the query against the records is left to the cross-attention, which sees any length as it saw the trained ones
 for _encoding in ("alibi", "relative", "rope"):
     VARIANTS[f"default+local16/{_encoding}"] = {"encoding": _encoding, "overrides": {"encoder_local_radius": 16}}
-VARIANTS["default+local32/alibi"] = {"encoding": "alibi", "overrides": {"encoder_local_radius": 32}}  # half the longest
+for _radius in (24, 32):  # the shortest training source, half the longest
+    VARIANTS[f"default+local{_radius}/alibi"] = {"encoding": "alibi", "overrides": {"encoder_local_radius": _radius}}
 # one factor at a time, from the plain trunk (and the default, with `relative_bias`) towards T5's (alibi), and from
 # T5's trunk back to the default
 for _name, _fields in {
