@@ -1,9 +1,11 @@
 """Benchmark B from scratch at benchmark A's size: `python results/realtext-needle-pilots/scratch2.py LO HI STEPS LR BATCH ENC
 [LENGTHS...]` from the repository root (`INIT=<folder>`: continue from that model instead): a fresh
 model (d_model 128, 2+2 layers, 4 heads, d_ff 512, A's tokenizer) trained only on needles in LO-HI-token training
-passages; exact match on 50 held-out needles per length (5 depth bins)."""
+passages; exact match on 50 held-out needles per length (5 depth bins). `OVERRIDES=<field=value,...>`: config
+fields set on the fresh model (`--config_overrides` of scripts/train.py, e.g. `encoder_local_radius=16`)."""
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,13 +28,13 @@ lengths = np.random.default_rng(0).integers(lo, hi + 1, size=steps * batch).toli
 train = needle_haystack_dataset(train_docs, tokenizer, lengths, seed=1).remove_columns(["code", "depth"])
 model_args = ModelArguments(
     d_model=128, encoder_layers=2, decoder_layers=2, num_heads=4, d_ff=512, position_embedding_type=enc,
-    cross_attention_logn_length="off",
+    cross_attention_logn_length="off", config_overrides=os.environ.get("OVERRIDES"),
 )  # fmt: skip
-import os
 from transformers import AutoModelForSeq2SeqLM
 init = os.environ.get("INIT")  # continue from a trained needle model (a curriculum: short passages first)
 model = AutoModelForSeq2SeqLM.from_pretrained(init) if init else build_model(model_args, tokenizer, max_length=hi + 1, trained_length=hi + 1)
-out = Path(f"runs/needle-scratch2/scratch2-{enc}-{lo}-{hi}-{steps}-{lr}" + ("-cont" if init else ""))
+tag = os.environ.get("OVERRIDES", "").replace("=", "").replace(",", "-")
+out = Path(f"runs/needle-scratch2/scratch2-{enc}{'+' + tag if tag else ''}-{lo}-{hi}-{steps}-{lr}" + ("-cont" if init else ""))
 t = time.time()
 result = {"argv": sys.argv[1:], "training": _train(args, model, tokenizer, train, steps, lr, out)}
 print(result, time.time() - t, flush=True)
