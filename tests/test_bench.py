@@ -312,7 +312,7 @@ def test_realtext_quick_run_scores_the_same_targets_at_each_length_and_reports_t
     common = [*quick, "--encodings", "alibi", "learned", "--references", "bart", "--resume", "true"]
     with pytest.raises(ValueError, match=r"was made with `steps`=4, and these arguments ask for 5"):
         bench_realtext.main([*common, "--steps", "5"])
-    resumed = bench_realtext.main([*common, "--logn", "true", "--needle_samples", "10"])  # B for every row, +logn
+    resumed = bench_realtext.main([*common, "--logn", "true", "--needle_samples", "10", "--needle_start", "trained"])
     assert [row["name"] for row in resumed["rows"]] == ["alibi", "alibi+logn", "learned", "learned+logn", "bart"]
     assert resumed["rows"][1]["training"] == alibi["training"] and len(resumed["commands"]) == 2
     assert resumed["rows"][0]["eval"] == alibi["eval"]  # kept, not rescored
@@ -330,7 +330,37 @@ def test_realtext_quick_run_scores_the_same_targets_at_each_length_and_reports_t
     assert "## A needle in a real haystack" in table and "| learned+logn |" in table.split("## A needle")[1]
     assert (out / "needle_depth_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match=r"was made with `needle_samples`=10, and these arguments ask for 200"):
-        bench_realtext.main([*common, "--needle_samples", "200"])  # rows with B scores keep B's protocol
+        bench_realtext.main([*common, "--needle_samples", "200", "--needle_start", "trained"])  # B's protocol kept
+    with pytest.raises(ValueError, match=r"was made with `needle_start`='trained', and these arguments ask for 'scratch'"):
+        bench_realtext.main([*common, "--needle_samples", "10"])
+
+
+@pytest.mark.slow
+def test_realtext_needle_from_scratch_without_benchmark_a_and_config_overrides_on_the_hf_longctx_rows(tmp_path, monkeypatch):
+    """`--steps 0` (no benchmark A) with benchmark B from scratch: each row's needle model is a fresh model of its
+    architecture, `--config_overrides` set on the hf_longctx rows' models (A's and B's), the references as HF builds
+    them; the report has B's table and heatmap and no perplexity."""
+    pytest.importorskip("matplotlib")
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench_realtext
+
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["--quick", "--encodings", "relative", "--references", "t5", "--output_dir", str(out), "--work_dir", str(runs)]
+    results = bench_realtext.main([*argv, "--steps", "0", "--needle_samples", "10", "--config_overrides", "encoder_local_radius=4"])
+    assert [row["name"] for row in results["rows"]] == ["relative", "relative+logn", "t5"]
+    assert all("eval" not in row and "training" not in row for row in results["rows"])
+    assert not (runs / "relative").exists() and not (out / "perplexity_vs_length.png").exists()
+    assert json.loads((runs / "needle" / "relative" / "config.json").read_text())["encoder_local_radius"] == 4
+    assert json.loads((runs / "needle" / "t5" / "config.json").read_text())["model_type"] == "t5"
+    for row in results["rows"]:
+        assert row["needle"]["training"]["steps"] == 4 and set(row["needle"]["eval"]) == {"48", "96"}
+    table = (out / "results.md").read_text()
+    assert "Perplexity" not in table and "| relative+logn |" in table and "fresh model" in table
+    assert "encoder_local_radius=4" in table
+    assert (out / "needle_depth_heatmap.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"`config_overrides`: `encoder_local_radiu` is not a field of LongCtxConfig; "
+                       r"did you mean `encoder_local_radius`\?"):  # fmt: skip
+        bench_realtext.main([*argv, "--steps", "0", "--config_overrides", "encoder_local_radiu=4"])
 
 
 def test_a_protocol_mismatch_names_the_field_and_a_flag_that_can_be_typed(tmp_path):
@@ -376,6 +406,16 @@ def test_realtext_needle_sources_too_short_for_the_needle_are_refused_before_tra
          r"`needle_steps`=0 turns benchmark B off, which `needle_learning_rate`, `needle_samples` set up: drop them"),
         ({"needle_steps": 50}, r"`warmup_steps`=100 is not below `needle_steps`=50: .* lower --warmup_steps"),
         ({"steps": 100}, r"`warmup_steps`=100 is not below `steps`=100"),
+        ({"steps": 0}, r"`steps`=0 trains no benchmark A model, so it needs benchmark B from scratch: give --needle_steps"),
+        ({"steps": 0, "needle_steps": 500, "needle_start": "trained"},
+         r"`steps`=0 trains no benchmark A model, and `needle_start`='trained' starts benchmark B from it"),
+        ({"steps": 0, "needle_steps": 500, "lengths": [256, 512]},
+         r"`steps`=0 turns benchmark A off, which `lengths` set up: drop it, or give --steps"),
+        ({"steps": -5}, r"`steps`=-5: give a number of steps, or 0 for no benchmark A"),
+        ({"needle_steps": 500, "needle_start": "fresh"}, r"`needle_start`='fresh' is not one of 'scratch', 'trained'"),
+        ({"encodings": [], "config_overrides": "encoder_local_radius=16"},
+         r"`config_overrides` sets LongCtxConfig fields of the hf_longctx rows, and `encodings` is empty"),
+        ({"config_overrides": "encoder_local_radius"}, r"`config_overrides`: 'encoder_local_radius' is not `field=value`"),
     ],
 )
 def test_realtext_arguments_that_would_do_nothing_are_refused(kwargs, pattern):

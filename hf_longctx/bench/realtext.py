@@ -12,11 +12,15 @@ trained length, at inference only; rope+yarn: the rope model with YaRN at factor
 and HF's T5 / BART / Marian at the same size (`references`), trained by the same code and budget. A model that
 cannot run a length (a table of positions, out of memory) gets the error in its cell, as the paper reports T5's.
 
-Benchmark B, a needle in a real haystack (Kamradt 2023; RULER, Hsieh et al. 2024): each row's trained model then
-learns, for `needle_steps` more steps, to answer "What is the secret code?" about a needle sentence ("The secret
-code is 48213.") at a random depth of a training passage of up to `train_context` tokens
-(`data.text.needle_haystack_dataset`); it is scored by greedy exact match on `needle_samples` held-out passages per
-length of `needle_lengths`, in DEPTH_BINS depth bins of equal share, with the row's inference options.
+Benchmark B, a needle in a real haystack (Kamradt 2023; RULER, Hsieh et al. 2024): a model of each row's architecture
+(`needle_start`: "scratch", a fresh one; "trained", the row's benchmark A model) learns, for `needle_steps` steps, to
+answer "What is the secret code?" about a needle sentence ("The secret code is 48213.") at a random depth of a
+training passage of `min_train_context`-`train_context` tokens (`data.text.needle_haystack_dataset`); it is scored by
+greedy exact match on `needle_samples` held-out passages per length of `needle_lengths`, in DEPTH_BINS depth bins of
+equal share, with the row's inference options. `steps=0` runs benchmark B alone.
+
+`config_overrides` sets LongCtxConfig fields (scripts/train.py's `--config_overrides`, e.g. the encoder window
+`encoder_local_radius=16`) on every hf_longctx row's models; the HF references are built as HF builds them.
 
 `run_realtext(args)` writes `results.json` (protocol, command, environment, every row) after each row,
 `results.md`, `perplexity_vs_length.png` and (benchmark B) `needle_depth_heatmap.png` under `args.output_dir`; `--resume` keeps the rows already there.
@@ -54,6 +58,7 @@ from ..training.trainer import (
     exact_match_by_depth,
     fit,
     load_metric,
+    parse_config_overrides,
     start_run,
 )
 from .environment import check_same_defaults, check_same_protocol, config_defaults, environment, previous_results
@@ -63,6 +68,9 @@ from .report import depth_heatmap
 logger = logging.get_logger(__name__)
 
 REFERENCES = ("t5", "bart", "marian")
+NEEDLE_STARTS = ("scratch", "trained")  # benchmark B's model: a fresh one, or the row's benchmark A model
+# fields that shape benchmark A only: `steps=0` (no A) refuses them where given
+BENCHMARK_A_FIELDS = ("learning_rate", "lengths", "num_eval_windows", "num_train_windows", "target_length")
 PLOT = "perplexity_vs_length.png"
 NEEDLE_PLOT = "needle_depth_heatmap.png"
 # `--quick`: a smoke run (CI's); flags given after it still win, as argparse keeps the last value
@@ -75,11 +83,16 @@ QUICK_NEEDLE_FLAGS = ["--needle_steps", "4", "--needle_lengths", "48", "96", "--
 
 
 def quick_argv(argv: list[str]) -> list[str]:
-    """`--quick` expanded (its needle flags left out where the command turns benchmark B off: a preset is not a
-    value the user gave); flags given after it still win."""
+    """`--quick` expanded (its flags for a benchmark the command turns off, B with `--needle_steps 0` or A with
+    `--steps 0`, left out: a preset is not a value the user gave); flags given after it still win."""
     rest = [a for a in argv if a != "--quick"]
-    needle_off = any(a == "--needle_steps" and b == "0" for a, b in zip(rest, rest[1:], strict=False))
-    return QUICK_FLAGS + ([] if needle_off else QUICK_NEEDLE_FLAGS) + rest
+    given = dict(zip(rest, rest[1:], strict=False))
+    quick = QUICK_FLAGS
+    if given.get("--steps") == "0":  # benchmark A's preset flags (and its steps) dropped with their values
+        a_only = {f"--{name}" for name in (*BENCHMARK_A_FIELDS, "steps")}
+        flags = [i for i, a in enumerate(quick) if a.startswith("--")] + [len(quick)]
+        quick = [a for i, j in zip(flags, flags[1:], strict=False) if quick[i] not in a_only for a in quick[i:j]]
+    return quick + ([] if given.get("--needle_steps") == "0" else QUICK_NEEDLE_FLAGS) + rest
 
 
 @dataclass
@@ -104,11 +117,20 @@ class RealTextArguments:
     layers: int = field(default=2, metadata={"help": "Layers per stack."})
     num_heads: int = 4
     d_ff: int = 512
+    config_overrides: str | None = field(
+        default=None,
+        metadata={
+            "help": "LongCtxConfig fields set on every hf_longctx row's models, as scripts/train.py's "
+            "--config_overrides (e.g. 'encoder_local_radius=16'); the HF references are built as HF builds them."
+        },
+    )
     train_context: int = field(default=256, metadata={"help": "Longest training context (n is sampled up to it)."})
     min_train_context: int = field(default=32, metadata={"help": "Shortest training context."})
     target_length: int = field(default=32, metadata={"help": "Tokens to predict after the context."})
     num_train_windows: int = 20000
-    steps: int = 3000
+    steps: int = field(
+        default=3000, metadata={"help": "Benchmark A's training steps (0: no benchmark A; B from scratch)."}
+    )
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 100
@@ -121,8 +143,14 @@ class RealTextArguments:
     needle_steps: int = field(
         default=0,
         metadata={
-            "help": "Benchmark B: steps of needle training from each row's trained model (0, the default: no "
-            "benchmark B; its recipe is not settled, docs/realtext.md)."
+            "help": "Benchmark B: steps of needle training of each row's model (0, the default: no benchmark B)."
+        },
+    )
+    needle_start: str = field(
+        default="scratch",
+        metadata={
+            "help": "Benchmark B's model: 'scratch' (a fresh model of the row's architecture) or 'trained' (the "
+            "row's benchmark A model, trained on)."
         },
     )
     needle_learning_rate: float = field(
@@ -144,14 +172,27 @@ class RealTextArguments:
         unknown = [name for name in self.references if name not in REFERENCES]
         if unknown:
             raise ValueError(f"`references` {unknown} are not HF references here; valid: {', '.join(REFERENCES)}.")
+        if parse_config_overrides(self.config_overrides) and not self.encodings:  # a misspelled field: refused here
+            raise ValueError(
+                "`config_overrides` sets LongCtxConfig fields of the hf_longctx rows, and `encodings` is empty: add "
+                "one, or drop --config_overrides (the HF references take none)."
+            )
+        if self.needle_start not in NEEDLE_STARTS:
+            raise ValueError(
+                f"`needle_start`={self.needle_start!r} is not one of {', '.join(map(repr, NEEDLE_STARTS))} (a fresh "
+                "model, or the row's benchmark A model)."
+            )
         if self.min_train_context > self.train_context:
             raise ValueError(
                 f"`min_train_context`={self.min_train_context} exceeds `train_context`={self.train_context}."
             )
         if not self.lengths:
             raise ValueError("`lengths` must list at least one context length.")
-        if self.needle_steps < 0:
-            raise ValueError(f"`needle_steps`={self.needle_steps}: give a number of steps, or 0 for no benchmark B.")
+        for name, benchmark in (("steps", "A"), ("needle_steps", "B")):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"`{name}`={getattr(self, name)}: give a number of steps, or 0 for no benchmark {benchmark}."
+                )
         if self.needle_steps and (not self.needle_lengths or self.needle_samples < 1):
             raise ValueError(
                 f"`needle_steps`={self.needle_steps} asks for benchmark B, which needs `needle_lengths` (given "
@@ -161,9 +202,15 @@ class RealTextArguments:
             raise ValueError("`yarn` rescales the rope row, and `encodings` has no rope: add rope, or drop --yarn.")
         if self.logn and not self.encodings:
             raise ValueError("`logn` rescales hf_longctx rows, and `encodings` is empty: add one, or drop --logn.")
-        defaults = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default for f in fields(self)}
+        defaults = {
+            f.name: f.default_factory() if f.default_factory is not MISSING else f.default for f in fields(self)
+        }
         if not self.needle_steps:
-            given = [n for n in defaults if n.startswith("needle_") and n != "needle_steps" and getattr(self, n) != defaults[n]]
+            given = [
+                n
+                for n in defaults
+                if n.startswith("needle_") and n != "needle_steps" and getattr(self, n) != defaults[n]
+            ]
             if given:
                 raise ValueError(
                     f"`needle_steps`=0 turns benchmark B off, which {', '.join(f'`{n}`' for n in given)} set up: drop "
@@ -174,6 +221,23 @@ class RealTextArguments:
                 f"`needle_samples`={self.needle_samples} must be a multiple of {DEPTH_BINS}, the depth bins that share "
                 f"them equally; e.g. {DEPTH_BINS * max(1, round(self.needle_samples / DEPTH_BINS))}."
             )
+        if not self.steps:
+            if not self.needle_steps:
+                raise ValueError(
+                    "`steps`=0 trains no benchmark A model, so it needs benchmark B from scratch: give --needle_steps, "
+                    "or --steps for benchmark A."
+                )
+            if self.needle_start != "scratch":
+                raise ValueError(
+                    f"`steps`=0 trains no benchmark A model, and `needle_start`={self.needle_start!r} starts benchmark B "
+                    "from it: give --steps, or --needle_start scratch."
+                )
+            given = [n for n in BENCHMARK_A_FIELDS if getattr(self, n) != defaults[n]]
+            if given:
+                raise ValueError(
+                    f"`steps`=0 turns benchmark A off, which {', '.join(f'`{n}`' for n in given)} set up: drop "
+                    f"{'it' if len(given) == 1 else 'them'}, or give --steps."
+                )
         for name in ("steps", "needle_steps"):
             if getattr(self, name) and self.warmup_steps >= getattr(self, name):
                 raise ValueError(
@@ -202,7 +266,9 @@ def corpus_documents(args: RealTextArguments):
     train = [row["text"] for row in books if row["split"] == "train"]
     test = [row["text"] for row in books if row["split"] == "test"]
     if not train or not test:
-        raise ValueError(f"{args.corpus} needs books with `split` 'train' and 'test'; it has {len(train)} / {len(test)}.")
+        raise ValueError(
+            f"{args.corpus} needs books with `split` 'train' and 'test'; it has {len(train)} / {len(test)}."
+        )
     tokenizer = train_bpe_tokenizer(train, vocab_size=args.vocab_size, num_sentinels=0)
     return tokenizer, document_token_ids(train, tokenizer), document_token_ids(test, tokenizer)
 
@@ -216,8 +282,9 @@ def table_rows(args: RealTextArguments, model_name: str) -> int | None:
     return max(args.lengths) + 1 if model_name == "marian" else args.train_context + 1
 
 
-def train_row(args: RealTextArguments, model_name: str, tokenizer, train_docs, folder: Path) -> dict:
-    """One model trained to continue passages of the training books; saved to `folder`."""
+def fresh_model(args: RealTextArguments, model_name: str, tokenizer):
+    """A freshly initialised model of a row (an hf_longctx encoding, with `config_overrides`; or an HF reference) at
+    the benchmark's sizes."""
     reference = model_name if model_name in REFERENCES else None
     model_args = ModelArguments(
         d_model=args.d_model,
@@ -229,9 +296,15 @@ def train_row(args: RealTextArguments, model_name: str, tokenizer, train_docs, f
         position_embedding_type="alibi" if reference else model_name,
         max_position_embeddings=table_rows(args, model_name),
         cross_attention_logn_length="off",  # the +logn rows switch it on at inference
+        config_overrides=None if reference else args.config_overrides,
     )
     trained = args.train_context + 1
-    model = build_model(model_args, tokenizer, max_length=trained, trained_length=trained)
+    return build_model(model_args, tokenizer, max_length=trained, trained_length=trained)
+
+
+def train_row(args: RealTextArguments, model_name: str, tokenizer, train_docs, folder: Path) -> dict:
+    """One model trained to continue passages of the training books; saved to `folder`."""
+    model = fresh_model(args, model_name, tokenizer)
     windows = target_windows(train_docs, args.train_context, args.target_length, args.num_train_windows, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     contexts = rng.integers(args.min_train_context, args.train_context + 1, size=len(windows)).tolist()
@@ -239,10 +312,11 @@ def train_row(args: RealTextArguments, model_name: str, tokenizer, train_docs, f
     return _train(args, model, tokenizer, dataset, args.steps, args.learning_rate, folder)
 
 
-def train_needle(args: RealTextArguments, trained: Path, tokenizer, train_docs, folder: Path) -> dict:
-    """Benchmark B's model: the row's trained model (`trained`) after `needle_steps` steps on needles in training
-    passages of `min_train_context`-`train_context` tokens (a fresh needle each example); saved to `folder`."""
-    if not (trained / "config.json").is_file():
+def train_needle(args: RealTextArguments, model_name: str, trained: Path, tokenizer, train_docs, folder: Path) -> dict:
+    """Benchmark B's model: a fresh model of the row (`needle_start` scratch) or its trained model (`trained`) after
+    `needle_steps` steps on needles in training passages of `min_train_context`-`train_context` tokens (a fresh needle
+    each example); saved to `folder`."""
+    if args.needle_start == "trained" and not (trained / "config.json").is_file():
         raise FileNotFoundError(
             f"{trained} holds no trained model, and benchmark B starts from it: it is made by this command's "
             f"training (its --work_dir); rerun with the --work_dir the rows were trained in, or without --resume."
@@ -250,7 +324,10 @@ def train_needle(args: RealTextArguments, trained: Path, tokenizer, train_docs, 
     rng = np.random.default_rng(args.seed + 3)
     lengths = rng.integers(args.min_train_context, args.train_context + 1, size=args.needle_steps * args.batch_size)
     dataset = needle_haystack_dataset(train_docs, tokenizer, lengths.tolist(), seed=args.seed + 4)
-    model = AutoModelForSeq2SeqLM.from_pretrained(trained)
+    if args.needle_start == "scratch":
+        model = fresh_model(args, model_name, tokenizer)
+    else:
+        model = AutoModelForSeq2SeqLM.from_pretrained(trained)
     dataset = dataset.remove_columns(["code", "depth"])
     return _train(args, model, tokenizer, dataset, args.needle_steps, args.needle_learning_rate, folder)
 
@@ -338,7 +415,10 @@ def score_lengths(spec: dict, folder: Path, sets: dict, trained: int, metric: st
         if model is None or rope != loaded_with:  # reloaded only where the rope scaling changes with n
             model, loaded_with = load_model(folder, rope, trained if spec["logn"] else None).to(device), rope
         started = time.perf_counter()
-        cells[str(n)] = {**guarded(metric, score, model, dataset, *score_args), "seconds": round(time.perf_counter() - started, 1)}
+        cells[str(n)] = {
+            **guarded(metric, score, model, dataset, *score_args),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         logger.warning(f"{spec['name']} @ {n}: {metric} {cells[str(n)][metric]}")
     return cells
 
@@ -356,9 +436,12 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
     previous = previous_results(output_dir / RESULTS_JSON, args.resume)
     if previous is not None:
         needle_free = not any("needle" in row for row in previous["rows"])  # they gain B's fields now
-        selection = SELECTION_FIELDS + (tuple(f for f in asdict(args) if f.startswith("needle_")) if needle_free else ())
-        made = previous["protocol"]  # B's rows made before `needle_learning_rate` trained at `learning_rate`
-        check_same_protocol(asdict(args), made, output_dir / RESULTS_JSON, selection, {"needle_learning_rate": made["learning_rate"]})
+        selection = SELECTION_FIELDS + (
+            tuple(f for f in asdict(args) if f.startswith("needle_")) if needle_free else ()
+        )
+        made = previous["protocol"]  # what results made before a field had: B's rows started from A's models, ...
+        predated = {"needle_learning_rate": made["learning_rate"], "needle_start": "trained", "config_overrides": None}
+        check_same_protocol(asdict(args), made, output_dir / RESULTS_JSON, selection, predated)
         encodings = {row["model"] for row in previous["rows"] if row["model"] not in REFERENCES}
         check_same_defaults(previous.get("defaults"), encodings, output_dir / RESULTS_JSON)
         results["rows"] = previous["rows"]
@@ -370,14 +453,16 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
     windows = target_windows(test_docs, max(args.lengths), args.target_length, args.num_eval_windows, args.seed + 2)
     eval_sets = {
         n: context_target_dataset(test_docs, windows, n, args.target_length, tokenizer.eos_token_id)
-        for n in args.lengths
+        for n in (args.lengths if args.steps else [])
     }
     needle_sets = {
         n: needle_haystack_dataset(test_docs, tokenizer, [n] * args.needle_samples, args.seed + 5, stratify_depth=True)
         for n in (args.needle_lengths if args.needle_steps else [])
     }
     trained = args.train_context + 1
-    training = {row["model"]: row["training"] for row in results["rows"]}  # kept rows' models are reused, not retrained
+    training = {
+        row["model"]: row["training"] for row in results["rows"] if "training" in row
+    }  # kept rows' models are reused, not retrained
     needle_training = {row["model"]: row["needle"]["training"] for row in results["rows"] if "needle" in row}
     rows_in_order = plan(args)
     order = {spec["name"]: i for i, spec in enumerate(rows_in_order)}  # resumed rows go back in protocol order
@@ -387,23 +472,33 @@ def run_realtext(args: RealTextArguments, command: str | None = None) -> dict:
             continue
         folder = work_dir / spec["model"]
         if row is None:
-            if spec["model"] not in training:
-                logger.warning(f"training {spec['model']} ({args.steps} steps)")
-                training[spec["model"]] = train_row(args, spec["model"], tokenizer, train_docs, folder)
-            row = {**spec, "training": training[spec["model"]]}
-            row["eval"] = score_lengths(
-                spec, folder, eval_sets, trained, "perplexity", perplexity, args.eval_tokens_per_batch
-            )
+            row = dict(spec)
+            if args.steps:
+                if spec["model"] not in training:
+                    logger.warning(f"training {spec['model']} ({args.steps} steps)")
+                    training[spec["model"]] = train_row(args, spec["model"], tokenizer, train_docs, folder)
+                row["training"] = training[spec["model"]]
+                row["eval"] = score_lengths(
+                    spec, folder, eval_sets, trained, "perplexity", perplexity, args.eval_tokens_per_batch
+                )
             results["rows"].append(row)
         if args.needle_steps:
             needle_folder = work_dir / "needle" / spec["model"]
             if spec["model"] not in needle_training:
                 logger.warning(f"needle training {spec['model']} ({args.needle_steps} steps)")
-                needle_training[spec["model"]] = train_needle(args, folder, tokenizer, train_docs, needle_folder)
+                needle_training[spec["model"]] = train_needle(
+                    args, spec["model"], folder, tokenizer, train_docs, needle_folder
+                )
             row["needle"] = {
                 "training": needle_training[spec["model"]],
                 "eval": score_lengths(
-                    spec, needle_folder, needle_sets, trained, "exact_match", needle_exact_match, tokenizer,
+                    spec,
+                    needle_folder,
+                    needle_sets,
+                    trained,
+                    "exact_match",
+                    needle_exact_match,
+                    tokenizer,
                     args.eval_tokens_per_batch,
                 ),
             }
@@ -425,7 +520,7 @@ def check_room(args: RealTextArguments, tokenizer, test_docs) -> None:
     `needle_lengths`), and benchmark B's sources (training: from `min_train_context`; evaluation: `needle_lengths`)
     hold a needle and its question with this tokenizer; otherwise a ValueError names the field."""
     longest = max(len(ids) for ids in test_docs)
-    asked = [("lengths", max(args.lengths) + args.target_length, " (the context and its target)")]
+    asked = [("lengths", max(args.lengths) + args.target_length, " (the context and its target)")] if args.steps else []
     asked += [("needle_lengths", max(args.needle_lengths), "")] if args.needle_steps else []
     for name, n, what in asked:
         if n > longest:
@@ -447,33 +542,46 @@ def check_room(args: RealTextArguments, tokenizer, test_docs) -> None:
 def write_outputs(results: dict, output_dir: Path) -> None:
     (output_dir / RESULTS_JSON).write_text(json.dumps(results, indent=1) + "\n")
     (output_dir / RESULTS_TABLE).write_text(markdown(results))
-    if results["rows"]:
-        plot(results, output_dir / PLOT)
+    plot(results, output_dir)
 
 
 def markdown(results: dict) -> str:
-    p, rows = results["protocol"], results["rows"]
+    p, rows = results["protocol"], [row for row in results["rows"] if "eval" in row]
     lengths = [str(n) for n in p["lengths"]]
+    title = (
+        f"Perplexity of the next {p['target_length']} tokens against context length"
+        if rows
+        else "A needle in a real haystack"
+    )
+    overrides = (
+        f" LongCtxConfig overrides on the hf_longctx rows: `{p['config_overrides']}`."
+        if p.get("config_overrides")
+        else ""
+    )
     lines = [
-        f"# Perplexity of the next {p['target_length']} tokens against context length (trained at "
-        f"{p['min_train_context']}-{p['train_context']} tokens)",
+        f"# {title} (trained at {p['min_train_context']}-{p['train_context']} tokens)",
         "",
         "Command: " + "; then ".join(f"`{c}`" for c in results.get("commands", [results["command"]])),
         "",
-        f"Corpus `{p['corpus']}` (held-out books), {p['num_eval_windows']} target windows scored at every length; "
-        f"d_model {p['d_model']}, {p['layers']}+{p['layers']} layers, BPE of {p['vocab_size']} tokens, {p['steps']} "
-        f"steps at batch {p['batch_size']}. Environment: {results['environment']}. A cell in brackets is the ratio "
-        f"to the first length; `-` with a note: the model could not run it.",
+        f"Corpus `{p['corpus']}` (held-out books); d_model {p['d_model']}, {p['layers']}+{p['layers']} layers, BPE of "
+        f"{p['vocab_size']} tokens, batch {p['batch_size']}.{overrides} Environment: {results['environment']}.",
         "",
     ]
+    if rows:
+        lines += [
+            f"{p['steps']} steps; {p['num_eval_windows']} target windows scored at every length. A cell in brackets is "
+            "the ratio to the first length; `-` with a note: the model could not run it.",
+            "",
+        ]
 
     def perplexity_cell(row, n):
         first, scores = row["eval"].get(lengths[0], {}).get("perplexity"), row["eval"][n]
         ratio = f" ({scores['perplexity'] / first:.2f})" if first and n != lengths[0] else ""
         return f"{scores['perplexity']:.2f}{ratio}"
 
-    lines += length_table(rows, lengths, p["train_context"], lambda row: row["eval"], "perplexity", perplexity_cell)
-    if any("needle" in row for row in rows):
+    if rows:
+        lines += length_table(rows, lengths, p["train_context"], lambda row: row["eval"], "perplexity", perplexity_cell)
+    if any("needle" in row for row in results["rows"]):
         lines += needle_markdown(results)
     return "\n".join(lines) + "\n"
 
@@ -481,7 +589,10 @@ def markdown(results: dict) -> str:
 def length_table(rows: list[dict], lengths: list[str], trained: int, cells_of, metric: str, cell) -> list[str]:
     """A markdown table, a row per model and a column per length (`n (x)`: the multiple of `trained`): `cell(row, n)`
     where `cells_of(row)[n]` has a `metric`, else `-` and the cell's error in a note under the table."""
-    lines = ["| model | " + " | ".join(f"{n} ({int(n) / trained:g}x)" for n in lengths) + " |", "|---|" + "---:|" * len(lengths)]
+    lines = [
+        "| model | " + " | ".join(f"{n} ({int(n) / trained:g}x)" for n in lengths) + " |",
+        "|---|" + "---:|" * len(lengths),
+    ]
     notes = []
     for row in rows:
         cells = []
@@ -498,12 +609,17 @@ def needle_markdown(results: dict) -> list[str]:
     """Benchmark B's lines: exact match per row and length, then by depth for the best row (`best_needle_row`)."""
     p, rows = results["protocol"], [row for row in results["rows"] if "needle" in row]
     lengths = [str(n) for n in p["needle_lengths"]]
+    start = (
+        "A fresh model of each row's architecture, trained"
+        if p.get("needle_start", "trained") == "scratch"
+        else "Each row's model above, then"
+    )
     lines = [
         "",
         f"## A needle in a real haystack: greedy exact match (trained at {p['min_train_context']}-"
         f"{p['train_context']} tokens)",
         "",
-        f"Each row's model above, then {p['needle_steps']} steps of needle training (peak lr "
+        f"{start} {p['needle_steps']} steps on needles only (peak lr "
         f"{p.get('needle_learning_rate', p['learning_rate']):g}); {p['needle_samples']} held-out "
         f"passages per length, the needle at a random depth ({DEPTH_BINS} bins of equal share).",
         "",
@@ -537,15 +653,27 @@ def best_needle_row(results: dict) -> dict:
     return max((row for row in results["rows"] if "needle" in row), key=score)
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, output_dir: Path) -> None:
+    """`PLOT` (perplexity against length, where a row has benchmark A's scores) and `NEEDLE_PLOT` (the best needle row
+    by depth and length, where a row has benchmark B's) in `output_dir`."""
+    if any("needle" in row for row in results["rows"]):
+        best = best_needle_row(results)
+        depth = [
+            (n, s["exact_match_by_depth"]) for n, s in best["needle"]["eval"].items() if s.get("exact_match_by_depth")
+        ]
+        if depth:
+            depth_heatmap(depth, f"needle in a real haystack: {best['name']}", output_dir / NEEDLE_PLOT)
+    rows = [row for row in results["rows"] if "eval" in row]
+    if not rows:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.0, 4.0), dpi=100)
-    colours = {model: plt.cm.tab10(i % 10) for i, model in enumerate(dict.fromkeys(r["model"] for r in results["rows"]))}
-    for row in results["rows"]:  # one colour per trained model; its inference options by line style
+    colours = {model: plt.cm.tab10(i % 10) for i, model in enumerate(dict.fromkeys(r["model"] for r in rows))}
+    for row in rows:  # one colour per trained model; its inference options by line style
         points = [(int(n), s["perplexity"]) for n, s in row["eval"].items() if s.get("perplexity") is not None]
         if points:
             style = "-." if row["logn"] else ("--" if row["yarn"] else "-")
@@ -560,13 +688,8 @@ def plot(results: dict, path: Path) -> None:
     ax.set_ylabel(f"perplexity of the next {results['protocol']['target_length']} tokens")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the data, never over it
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(output_dir / PLOT)
     plt.close(fig)
-    if any("needle" in row for row in results["rows"]):
-        best = best_needle_row(results)
-        depth = [(n, s["exact_match_by_depth"]) for n, s in best["needle"]["eval"].items() if s.get("exact_match_by_depth")]
-        if depth:
-            depth_heatmap(depth, f"needle in a real haystack: {best['name']}", path.parent / NEEDLE_PLOT)
 
 
 __all__ = ["RealTextArguments", "run_realtext", "plan", "markdown", "best_needle_row", "quick_argv", "QUICK_FLAGS"]
