@@ -100,7 +100,7 @@ class LongCtxConfig(PreTrainedConfig):
             1e-3, each seed as fast as HF T5 or faster (3750 / 5750 / 3500; 5250 / (0.985) / 5000), where `"normal"`
             needed 3500 / 4000 / 4750 and 6250 / (0.98) / 6250 (a fourth seed, 3, at 2e-3: 3750, T5 unsolved at
             0.555); kv_recall with 2-4 pairs (`--task kv_recall --train_min_len 16 --train_max_len 28`), which T5
-            solves on no run: 2750 / 2500 / 1500 and 4500 (seed 1, 1e-3), `"normal"` one of four; passkey in 750 /
+            solves on no run: 2750 / 2500 / 1500 and 4500 / 4250 / 4250 at 1e-3, `"normal"` one of four; passkey in 750 /
             750 / 500 steps (`"normal"` 750 / 1000 / 1500), 16x 0.47 / 0.29 / 0.51 (`"normal"` 0.70 / 0.12 /
             0.67). Why `"fan_in"
             for rope (with the encoder convolution, `encoder_conv_kernel`; multi-key needle, `scripts/ablate_trunk.py
