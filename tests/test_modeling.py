@@ -547,8 +547,8 @@ def test_every_parameter_receives_a_gradient(pair, chunked, batch):
 def test_gradient_checkpointing_gives_the_same_gradients(pe, use_reentrant, batch):
     model = tiny_model(position_embedding_type=pe).train()
     _, plain = logits_and_grads(model, batch)
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": use_reentrant})
-    assert model.is_gradient_checkpointing
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": use_reentrant})
+    assert model.is_activation_checkpointing
     _, checkpointed = logits_and_grads(model, batch)
     assert plain.keys() == checkpointed.keys()
     for name in plain:
