@@ -98,16 +98,16 @@ class LongCtxConfig(PreTrainedConfig):
             Why `"fan_in"` for relative (with its encoder convolution; same protocol as below, seeds 1 / 2 / 42):
             it learned the multi-key matching at steps 2750 / 3750 / 1750 at lr 2e-3 and 4250 / (0.985) / 3250 at
             1e-3, each seed as fast as HF T5 or faster (3750 / 5750 / 3500; 5250 / (0.985) / 5000; with 12000 steps
-            at 1e-3 3500 / 7250 / 3250 against T5's 9500 / 5000 / unsolved, results/trunk-ablation/multikey-12k), where `"normal"`
-            needed 3500 / 4000 / 4750 and 6250 / (0.98) / 6250 (a fourth seed, 3, at 2e-3: 3750, T5 unsolved at
+            at 1e-3 3500 / 7250 / 3250 against T5's 9500 / 5000 / unsolved, results/trunk-ablation/multikey-12k),
+            where `"normal"` needed 3500 / 4000 / 4750 and 6250 / (0.98) / 6250 (a fourth seed, 3, at 2e-3: 3750, T5 unsolved at
             0.555); kv_recall with 2-4 pairs (`--task kv_recall --train_min_len 16 --train_max_len 28`), which T5
             solves on no run: 2750 / 2500 / 1500 and 4500 / 4250 / 4250 at 1e-3, `"normal"` one of four; passkey in 750 /
             750 / 500 steps (`"normal"` 750 / 1000 / 1500), 16x 0.47 / 0.29 / 0.51 (`"normal"` 0.70 / 0.12 /
             0.67). Why `"fan_in"
             for rope (with the encoder convolution, `encoder_conv_kernel`; multi-key needle, `scripts/ablate_trunk.py
             --steps 8000`, results/trunk-ablation/multikey-8k: d_model 64, 2+2 layers, batch 64; seeds 1 / 2 / 42):
-            RoPE learned the matching at steps 2250 / (0.985) / 3500 at lr 1e-3 (with 12000 steps 3750 / 4500 / 3000, T5 9500 / 5000 / unsolved)
-            and 3750 / 5000 / 3000 at 2e-3,
+            RoPE learned the matching at steps 2250 / (0.985) / 3500 at lr 1e-3 (with 12000 steps 3750 / 4500 /
+            3000, T5 9500 / 5000 / unsolved) and 3750 / 5000 / 3000 at 2e-3,
             where HF T5 of the same size needs 5250 / (0.985) / 5000 and 3750 / 5750 / 3500 (a fourth seed, 3: 2000
             and 1250, where T5 stays at 0.815 and 0.555); on passkey it learned in
             500 steps on every seed and kept 0.27 / 0.41 / 0.28 at 16x the trained length (before: 750 / 1250 / 1000
