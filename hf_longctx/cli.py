@@ -31,7 +31,15 @@ from .hub.model_card import invocation_command
 from .hub.push import DEFAULT_COMMIT_MESSAGE, IncompleteModelFolderError, push_model_folder
 from .positions import POSITION_ENCODINGS
 from .training.text import TextDataArguments, check_text_flags, train_text
-from .training.trainer import RESULTS_JSON, RESULTS_TABLE, DataArguments, ModelArguments, NonFiniteTrainingError, train
+from .training.trainer import (
+    RESULTS_JSON,
+    RESULTS_TABLE,
+    DataArguments,
+    ModelArguments,
+    NonFiniteTrainingError,
+    check_learning_rate,
+    train,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -180,6 +188,7 @@ def _check_flags_take_effect(training_args: Seq2SeqTrainingArguments, given: set
             + ("trains nothing" if training_args.max_steps == 0 else "is not a number of steps")
             + ": give a positive number of steps, or -1 to train --num_train_epochs."
         )
+    check_learning_rate(training_args.learning_rate, "--learning_rate")
     if training_args.max_steps == -1 and training_args.num_train_epochs <= 0:
         raise ValueError(
             f"--num_train_epochs {training_args.num_train_epochs:g} trains nothing: give a positive number of "

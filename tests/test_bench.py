@@ -186,6 +186,8 @@ def test_trunk_ablation_writes_a_row_per_run_and_skips_done_rows(tmp_path):
         AblationArguments(variants=["nope"])
     with pytest.raises(ValueError, match="`lengths` are the extrapolation lengths"):
         AblationArguments(lengths=[64])
+    with pytest.raises(ValueError, match=r"`learning_rates` 0 trains nothing \(the weights stay as initialised\)"):
+        AblationArguments(learning_rates=[1e-3, 0.0])
 
     # asked for lengths later, the done rows are evaluated from their folders, not retrained
     args.lengths = [80]
@@ -416,6 +418,8 @@ def test_realtext_needle_sources_too_short_for_the_needle_are_refused_before_tra
         ({"encodings": [], "config_overrides": "encoder_local_radius=16"},
          r"`config_overrides` sets LongCtxConfig fields of the hf_longctx rows, and `encodings` is empty"),
         ({"config_overrides": "encoder_local_radius"}, r"`config_overrides`: 'encoder_local_radius' is not `field=value`"),
+        ({"learning_rate": 0.0}, r"`learning_rate` 0 trains nothing \(the weights stay as initialised\)"),
+        ({"needle_steps": 500, "needle_learning_rate": -2e-3}, r"`needle_learning_rate` -0.002 is not a learning rate"),
     ],
 )
 def test_realtext_arguments_that_would_do_nothing_are_refused(kwargs, pattern):
@@ -462,6 +466,7 @@ def test_resume_refuses_rows_built_under_other_config_defaults(tmp_path, caplog)
         ({"lengths": [3, 32]}, r"`lengths` has 3, too short for passkey \(a source needs at least 7 tokens\)"),
         ({"second_task": "kv_recall", "second_task_lengths": [8, 64]}, r"`second_task_lengths` has 8, too short for kv_recall"),
         ({"resume": True}, r"--resume: .* has no results.json, so there is nothing to resume: check --output_dir"),
+        ({"learning_rate": -1e-3}, r"`learning_rate` -0.001 is not a learning rate: give a positive number"),
         ({"randomized": ["sinusoidal"], "lengths": [32]}, r"`randomized` rows sample positions below the longest of "
          r"`lengths` \(32\), which is below `train_max_len`=64"),
     ],

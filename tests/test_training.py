@@ -408,6 +408,9 @@ def _json_or_str(value: str):
         (["--max_steps", "0"], r"--max_steps 0 trains nothing: give a positive number of steps, or -1"),
         (["--max_steps", "-5"], r"--max_steps -5 .* a positive number of steps, or -1"),
         (["--num_train_epochs", "0"], r"--num_train_epochs 0 trains nothing"),
+        (["--learning_rate", "0"], r"--learning_rate 0 trains nothing \(the weights stay as initialised\): give a positive"),
+        (["--learning_rate=-1e-3"], r"--learning_rate -0.001 is not a learning rate: give a positive number"),
+        (["--learning_rate", "nan"], r"--learning_rate nan is not a learning rate"),
     ],
 )
 def test_flags_that_cancel_each_other_are_refused(argv, pattern, tmp_path):

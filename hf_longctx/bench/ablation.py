@@ -25,7 +25,7 @@ from transformers.utils import logging
 
 from ..conversion.convert import convert_model
 from ..data.tokenization import build_tokenizer
-from ..training.trainer import DataArguments, ModelArguments, build_model, train
+from ..training.trainer import DataArguments, ModelArguments, build_model, check_learning_rate, train
 from .environment import check_same_defaults, check_same_protocol, config_defaults, environment
 from .extrapolation import StopAtAccuracy, exact_match_at_length, load_model, recipe_training_args
 
@@ -191,6 +191,8 @@ class AblationArguments:
     work_dir: str = field(default="runs/trunk-ablation", metadata={"help": "Trained model folders (not committed)."})
 
     def __post_init__(self):
+        for learning_rate in self.learning_rates:
+            check_learning_rate(learning_rate, "`learning_rates`")
         if any(n <= self.train_max_len for n in self.lengths):
             raise ValueError(f"`lengths` are the extrapolation lengths: each must exceed train_max_len={self.train_max_len}.")
         unknown = [v for v in self.variants if v not in VARIANTS]

@@ -42,6 +42,7 @@ from ..training.trainer import (
     RESULTS_TABLE,
     DataArguments,
     ModelArguments,
+    check_learning_rate,
     exact_match_by_depth,
     load_metric,
     train,
@@ -360,6 +361,7 @@ def run_benchmark(args: BenchArguments, command: str | None = None) -> dict:
     if args.second_task is not None and args.second_task not in ("kv_recall", "copy", "reverse", "passkey"):
         raise ValueError(f"`second_task`={args.second_task!r} is not a known task.")
     check_rows_selected(args)
+    check_learning_rate(args.learning_rate, "`learning_rate`")
     output_dir, work_dir = Path(args.output_dir), Path(args.work_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     json_path = output_dir / RESULTS_JSON

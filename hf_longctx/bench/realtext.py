@@ -55,6 +55,7 @@ from ..training.trainer import (
     RESULTS_TABLE,
     ModelArguments,
     build_model,
+    check_learning_rate,
     exact_match_by_depth,
     fit,
     load_metric,
@@ -189,6 +190,8 @@ class RealTextArguments:
             )
         if not self.lengths:
             raise ValueError("`lengths` must list at least one context length.")
+        for name in ("learning_rate", "needle_learning_rate"):
+            check_learning_rate(getattr(self, name), f"`{name}`")
         for name, benchmark in (("steps", "A"), ("needle_steps", "B")):
             if getattr(self, name) < 0:
                 raise ValueError(
