@@ -99,9 +99,8 @@ class LongCtxConfig(PreTrainedConfig):
             it learned the multi-key matching at steps 2750 / 3750 / 1750 at lr 2e-3 and 4250 / (0.985) / 3250 at
             1e-3 (8000 steps), each seed as fast as HF T5 or faster (3750 / 5750 / 3500; 5250 / (0.985) / 5000; with
             12000 steps at 1e-3, results/trunk-ablation/multikey-12k: 3500 / 7250 / 3250 against T5's 9500 /
-            5000 / unsolved, seed 2 1.45x T5's steps), where `"normal"` needed 3500 / 4000 / 4750 and 6250 / (0.98) / 6250 (a
-            fourth seed, 3, at 2e-3: 3750, T5 unsolved at
-            0.555); kv_recall with 2-4 pairs (`--task kv_recall --train_min_len 16 --train_max_len 28`), which T5
+            5000 / unsolved, seed 2 1.45x T5's steps), where `"normal"` needed 3500 / 4000 / 4750 and 6250 /
+            (0.98) / 6250 (a fourth seed, 3, at 2e-3: 3750, T5 unsolved at 0.555); kv_recall with 2-4 pairs (`--task kv_recall --train_min_len 16 --train_max_len 28`), which T5
             solves on no run: 2750 / 2500 / 1500 and 4500 / 4250 / 4250 at 1e-3, `"normal"` one of four; passkey in 750 /
             750 / 500 steps (`"normal"` 750 / 1000 / 1500), 16x 0.47 / 0.29 / 0.51 (`"normal"` 0.70 / 0.12 /
             0.67). Why `"fan_in"
