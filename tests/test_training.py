@@ -420,6 +420,14 @@ def test_flags_that_cancel_each_other_are_refused(argv, pattern, tmp_path):
         parse_train_args(["--output_dir", str(tmp_path), *argv])
 
 
+def test_a_learning_rate_that_cannot_train_is_refused_from_python_too(tmp_path):
+    """The CLI refuses --learning_rate 0 by its flag; `train` called from Python with such arguments did not (0 ran
+    to the end with the weights as initialised and returned results)."""
+    with pytest.raises(ValueError, match=r"`learning_rate` 0 trains nothing \(the weights stay as initialised\)"):
+        train(*tiny_run_args(tmp_path, learning_rate=0.0))
+    assert not any(tmp_path.iterdir()), "refused before anything is written"
+
+
 def test_resume_last_skips_a_half_written_checkpoint(tmp_path, caplog):
     from hf_longctx.training.trainer import checkpoint_to_resume
 

@@ -547,17 +547,20 @@ def train(
 
 def check_learning_rate(value: float, name: str) -> None:
     """Refuse a learning rate that cannot train: 0 leaves every weight where it started (the run would end "fine"),
-    and a negative or NaN one is no rate at all. `name` is how the caller's user gave it (a flag or a field)."""
+    and a negative or NaN one is no rate at all. `name` is how the caller's user gave it (a flag or a field). Every
+    run checks it in `start_run`; the CLI and the benchmarks also check their own flags up front, by their names,
+    before a benchmark's first row trains."""
     if not value > 0:
         what = "trains nothing (the weights stay as initialised)" if value == 0 else "is not a learning rate"
         raise ValueError(f"{name} {value:g} {what}: give a positive number, e.g. 1e-3.")
 
 
 def start_run(training_args: Seq2SeqTrainingArguments) -> str | None:
-    """What every training run checks before any work (the output folder, the launch, the resume value), then the
-    seed (the model is built before Trainer seeds anything); returns the checkpoint to resume from."""
+    """What every training run checks before any work (the output folder, the learning rate, the launch, the resume
+    value), then the seed (the model is built before Trainer seeds anything); returns the checkpoint to resume from."""
     if training_args.output_dir is None:
         raise ValueError("`output_dir` is required: the model folder and results are written there.")
+    check_learning_rate(training_args.learning_rate, "`learning_rate`")
     check_launch(training_args)
     resume_from_checkpoint = checkpoint_to_resume(training_args)
     set_seed(training_args.seed)
