@@ -30,9 +30,8 @@ from .configuration_longctx import LongCtxConfig
 
 # One block of scores holds about this many elements (64 MiB in fp32) when `chunked_attention_block_size` is None.
 BLOCK_SCORE_ELEMENTS = 2**24
-# Query blocks of `ToeplitzBiasAttention`'s bias gradient: each adds one column to q and k in the fused backward (16:
-# 64 + 16 = 80 columns, +15% on that call at 4k tokens; 8 measured slower, 72 columns being off the kernel's tiles).
-OFFSET_GRAD_BLOCKS = 16
+# Query rows per block of `ToeplitzBiasAttention`'s bias gradient: one flash forward over the smaller side per block.
+OFFSET_GRAD_ROWS = 256
 
 
 CHUNKED_ATTENTION = "longctx_chunked"  # its name in transformers' attention interface
@@ -113,10 +112,11 @@ class ToeplitzBiasAttention(torch.autograd.Function):
     kernel (no (L, L) tensor); SDPA itself would take its math path for a bias that needs a gradient (and the
     blocks did: 0.54x the no-bias model's training at 4k tokens). The bias gradient is the score gradient dS summed
     along each anti-diagonal r + j. It is computed exactly only where the trainable part of the bias varies, the
-    band |k - q| < W (`constant_offsets`): past it (T5's last bucket on each side) only a sum per side is needed,
-    and for each of `OFFSET_GRAD_BLOCKS` query blocks that sum comes from the fused backward itself: an extra column
-    of q that is 1 on the block's rows (and 0 in k, so the scores do not change) makes dk's extra column the block's
-    column sums of dS. So the band costs O(L * W) and the rest one wider backward call. The gradient of an offset
+    band |k - q| < W (`constant_offsets`): past it (T5's last bucket on each side) only a sum per side is needed.
+    For each block of `OFFSET_GRAD_ROWS` rows, a row of dS sums to 0 (softmax), so with the band's row sums known
+    the smaller side's sums come from a flash forward over that side's keys alone (its softmax mass exp(lse_side -
+    lse) times dO . O_side - dO . O) and the larger side's are minus the rest. So the band costs O(L * W), the sides
+    at most half a forward pass, and the q/k/v gradients one plain fused backward. The gradient of an offset
     past the band is put on the band's edge (`constant_offsets`), which is what a parameter shared by those offsets
     receives; `offsets_HN`'s own gradient there is not per offset.
     """
@@ -138,64 +138,65 @@ class ToeplitzBiasAttention(torch.autograd.Function):
         base, (left, right), scale = ctx.base, ctx.constant_offsets, ctx.scale
         batch, heads, rows, head_dim = query.shape
         keys, count = key.shape[2], offsets_HN.shape[1]
-        rows_per_block = -(-rows // OFFSET_GRAD_BLOCKS)
-        blocks = -(-rows // rows_per_block)
         grad_BHRDh = grad_BHRDh.contiguous()
-
-        def widened(tensor, extra=None):  # `blocks` more columns: zeros, or the rows' block indicators
-            if extra is None:
-                extra = tensor.new_zeros(()).expand(*tensor.shape[:-1], blocks)
-            return torch.cat([tensor, extra.to(tensor.dtype)], dim=-1)
-
-        block_of_row = torch.arange(rows, device=query.device) // rows_per_block
-        indicators_RN = block_of_row[:, None] == torch.arange(blocks, device=query.device)
         bias = _toeplitz_block_bias(offsets_HN.detach(), 0, rows, rows + base, keys, query.dtype)
         grad_q, grad_k, grad_v = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            widened(grad_BHRDh),
-            widened(query, indicators_RN.expand(batch, heads, rows, blocks)),
-            widened(key),
-            widened(value),
-            widened(output),
-            logsumexp,
-            0.0,
-            False,
-            attn_mask=bias,
-            scale=scale,
+            grad_BHRDh, query, key, value, output, logsumexp, 0.0, False, attn_mask=bias, scale=scale
         )
-        widened_grad_k, (grad_q, grad_k, grad_v) = grad_k, (g[..., :head_dim] for g in (grad_q, grad_k, grad_v))
         if not ctx.needs_input_grad[3]:
             return grad_q, grad_k, grad_v, None, None, None, None
-        column_sums_HKN = widened_grad_k[..., head_dim:].sum(0).float() / scale  # dS summed over each block's rows
 
         grad_offsets_HN = torch.zeros(heads, count, dtype=torch.float32, device=query.device)
         rowsum_BHR = (grad_BHRDh.float() * output.float()).sum(-1)  # D = dO . O, so dS = P * (dO v^T - D)
-        for block, first in enumerate(range(0, rows, rows_per_block)):
-            last = min(rows, first + rows_per_block) - 1
+        for first in range(0, rows, OFFSET_GRAD_ROWS):
+            last = min(rows, first + OFFSET_GRAD_ROWS) - 1
             # keys whose offset is past the band for every row of the block: index base + r + j >= right (or <= left)
             band_end = min(max(right - base - first, 0), keys)
             band_start = min(max(left - base - last + 1, 0), band_end)
-            if band_end < keys:
-                grad_offsets_HN[:, min(max(right, 0), count - 1)] += column_sums_HKN[:, band_end:, block].sum(-1)
-            if band_start > 0:
-                grad_offsets_HN[:, min(max(left, 0), count - 1)] += column_sums_HKN[:, :band_start, block].sum(-1)
-            if band_start == band_end:
-                continue
+            # each row's dS sums to 0 (softmax), so of the three parts of a row (left of the band, the band, right
+            # of it) the band is computed exactly and the smaller side from a flash forward over its keys alone
+            band_sums_BHR = grad_BHRDh.new_zeros(batch, heads, last + 1 - first, dtype=torch.float32)
             width = band_end - band_start
-            k_BHwDh = key[:, :, band_start:band_end].float()
-            v_BHwDh = value[:, :, band_start:band_end].float()
-            chunk = max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * width))  # rows at a time: memory O(L), as blocks
-            for top in range(first, last + 1, chunk):
-                n = min(last + 1, top + chunk) - top
-                scores = torch.matmul(query[:, :, top : top + n].float() * scale, k_BHwDh.transpose(2, 3))
-                scores += _toeplitz_block_bias(offsets_HN.detach().float(), 0, n, n + base + top + band_start, width, torch.float32)
-                probs = scores.sub_(logsumexp[:, :, top : top + n, None].float()).exp_()
-                grad_scores = torch.matmul(grad_BHRDh[:, :, top : top + n].float(), v_BHwDh.transpose(2, 3))
-                grad_scores.sub_(rowsum_BHR[:, :, top : top + n, None]).mul_(probs)
-                # anti-diagonal sums: row r of a zero (H, n, width + n) buffer holds dS's row r shifted right by r
-                skewed = grad_scores.new_zeros(heads, n, width + n)
-                skewed.as_strided((heads, n, width), (n * (width + n), width + n + 1, 1)).copy_(grad_scores.sum(0))
-                start = base + top + band_start
-                grad_offsets_HN[:, start : start + width + n - 1] += skewed.sum(1)[:, : width + n - 1]
+            if width:
+                k_BHwDh = key[:, :, band_start:band_end].float()
+                v_BHwDh = value[:, :, band_start:band_end].float()
+                chunk = max(1, BLOCK_SCORE_ELEMENTS // (batch * heads * width))  # rows at a time: memory O(L)
+                for top in range(first, last + 1, chunk):
+                    n = min(last + 1, top + chunk) - top
+                    scores = torch.matmul(query[:, :, top : top + n].float() * scale, k_BHwDh.transpose(2, 3))
+                    scores += _toeplitz_block_bias(offsets_HN.detach().float(), 0, n, n + base + top + band_start, width, torch.float32)
+                    probs = scores.sub_(logsumexp[:, :, top : top + n, None].float()).exp_()
+                    grad_scores = torch.matmul(grad_BHRDh[:, :, top : top + n].float(), v_BHwDh.transpose(2, 3))
+                    grad_scores.sub_(rowsum_BHR[:, :, top : top + n, None]).mul_(probs)
+                    band_sums_BHR[:, :, top - first : top - first + n] = grad_scores.sum(-1)
+                    # anti-diagonal sums: row r of a zero (H, n, width + n) buffer holds dS's row r shifted right by r
+                    skewed = grad_scores.new_zeros(heads, n, width + n)
+                    skewed.as_strided((heads, n, width), (n * (width + n), width + n + 1, 1)).copy_(grad_scores.sum(0))
+                    start = base + top + band_start
+                    grad_offsets_HN[:, start : start + width + n - 1] += skewed.sum(1)[:, : width + n - 1]
+            if band_start == 0 and band_end == keys:
+                continue
+            # a side's sum of dS on row r: P's mass there times (dO . O_side - D), from the side's own softmax
+            # (output O_side, logsumexp) rescaled by exp(lse_side - lse); fully masked rows give nothing
+            right_side = keys - band_end <= band_start
+            side = slice(band_end, keys) if right_side else slice(0, band_start)
+            if side.start == side.stop:
+                side_sums_BHR = band_sums_BHR.new_zeros(())
+            else:
+                side_out, side_lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    query[:, :, first : last + 1], key[:, :, side], value[:, :, side], 0.0, False,
+                    attn_mask=bias[:, :, first : last + 1, side], scale=scale,
+                )  # fmt: skip
+                mass_BHR = (side_lse.float() - logsumexp[:, :, first : last + 1].float()).exp()
+                dot_BHR = (grad_BHRDh[:, :, first : last + 1].float() * side_out.float()).sum(-1)
+                side_sums_BHR = torch.where(mass_BHR > 0, mass_BHR * (dot_BHR - rowsum_BHR[:, :, first : last + 1]), 0.0)
+            other_sums_BHR = -(band_sums_BHR + side_sums_BHR)
+            if not right_side:
+                side_sums_BHR, other_sums_BHR = other_sums_BHR, side_sums_BHR
+            if band_end < keys:
+                grad_offsets_HN[:, min(max(right, 0), count - 1)] += side_sums_BHR.sum((0, 2))
+            if band_start > 0:
+                grad_offsets_HN[:, min(max(left, 0), count - 1)] += other_sums_BHR.sum((0, 2))
         return grad_q, grad_k, grad_v, grad_offsets_HN.to(offsets_HN.dtype), None, None, None
 
 

@@ -109,7 +109,7 @@ def test_unmasked_chunked_blocks_take_the_toeplitz_view_and_match_eager(setup, m
 
 
 # T5's buckets reach their last bucket at max distance 6, so the long sources below have offsets past it on both
-# sides, whose gradient `ToeplitzBiasAttention` takes from the fused backward as a sum per query block.
+# sides, whose gradient `ToeplitzBiasAttention` takes as a sum per side and query block.
 FAR_BUCKETS = {"relative_attention_num_buckets": 4, "relative_attention_max_distance": 6}
 LEARNED_BIAS_SETUPS = {name: setup for name, setup in SCORE_BIAS_SETUPS.items() if name != "alibi-plain"}
 
@@ -117,13 +117,16 @@ LEARNED_BIAS_SETUPS = {name: setup for name, setup in SCORE_BIAS_SETUPS.items() 
 @pytest.mark.parametrize("setup", LEARNED_BIAS_SETUPS.values(), ids=LEARNED_BIAS_SETUPS.keys())
 @pytest.mark.parametrize("padding", ["none", "right", "left"])
 @pytest.mark.parametrize("score_elements", [None, 64], ids=["one-chunk", "row-by-row"])
-def test_learned_bias_gradient_past_its_buckets_matches_eager(setup, padding, score_elements, monkeypatch):
+@pytest.mark.parametrize("block_rows", [4, 20])
+def test_learned_bias_gradient_past_its_buckets_matches_eager(setup, padding, score_elements, block_rows, monkeypatch):
     """Training a learned offset bias on the long-input path: one fused call per row range and layer, and the same
     logits and gradients as eager's dense scores, with offsets well past the last bucket on both sides (sources of
-    up to 45 tokens: 15 gradient blocks of 3 queries), padded rows attended by their own key ranges, and the band
-    near the diagonal computed in one chunk per block or a row at a time (`BLOCK_SCORE_ELEMENTS`)."""
+    up to 45 tokens in gradient blocks of 4 queries, the last one of 1, or of 20, each with keys past the band on
+    both sides), padded rows attended by their own key ranges, and the band near the diagonal computed in one chunk
+    per block or a row at a time (`BLOCK_SCORE_ELEMENTS`)."""
     if score_elements is not None:
         monkeypatch.setattr(attention_module, "BLOCK_SCORE_ELEMENTS", score_elements)
+    monkeypatch.setattr(attention_module, "OFFSET_GRAD_ROWS", block_rows)
     calls = []
     original = attention_module.ToeplitzBiasAttention.apply
     monkeypatch.setattr(attention_module.ToeplitzBiasAttention, "apply", lambda *a: calls.append(a) or original(*a))
