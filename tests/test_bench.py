@@ -514,3 +514,26 @@ def test_bench_speed_refuses_a_run_that_times_nothing(argv, message):
         cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode != 0 and message in result.stderr
+
+
+def test_bench_speed_target_table_has_one_row_per_target_and_shows_a_miss_in_digits_that_miss(monkeypatch):
+    """`learned`'s same-encoding reference is BART: its training target is one row, not two; a 4k training ratio of
+    0.8996 is a miss of the 0.9 target and must not read "0.90x | NO"."""
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    import bench_speed
+
+    args = bench_speed.Arguments(encodings=["learned", "relative"], references=["bart", "t5"], lengths=[1024])
+    step = 2 * (args.padded_length + bench_speed.PADDED_TARGET)
+    seconds = {"learned": 1.0, "relative": 1.0 / 0.8996, "sinusoidal": 1.0, "t5": 3.0, "bart": 1.0}
+    result = {
+        "ratios": {"learned": {"bart": {"train": 1.03}}, "relative": {"bart": {"train": 0.8}, "t5": {"train": 0.9}}},
+        "padded": {name: {"train": {"unpadded_s": s * step / 1000, "ratio": 1.0}} for name, s in seconds.items()},
+        "encoder": [],
+        "memory_slope": {},
+    }
+    rows = [line for line in bench_speed.targets(result, args) if line.startswith("| ") and "target" not in line]
+    names = [row.split(" | ")[0] for row in rows]
+    assert len(names) == len(set(names)), rows
+    assert "| relative training at 4096 >= 0.9x sinusoidal (no bias) | 0.900x | NO |" not in rows
+    assert "| relative training at 4096 >= 0.9x sinusoidal (no bias) | 0.8996x | NO |" in rows
+    assert "| relative training at 4096 >= 2x T5 | 2.70x | yes |" in rows
